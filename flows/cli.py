@@ -1,0 +1,120 @@
+"""``fusionaudit``: run a cycle, read its handoff, verify any report against the evidence."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Measure attention collapse in vision-language models; every number logged as evidence.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+cycle_app = typer.Typer(help="Run research cycles.", no_args_is_help=True)
+report_app = typer.Typer(help="Read generated reports.", no_args_is_help=True)
+app.add_typer(cycle_app, name="cycle")
+app.add_typer(report_app, name="report")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        raise exc
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@cycle_app.command("run")
+def cycle_run(
+    mission: Path = typer.Option(None, help="mission brief (YAML); default: the embedded Week-1 mission"),
+    models: Optional[str] = typer.Option(None, help="comma-separated model names of the mission to run"),
+    samples: Optional[int] = typer.Option(None, help="dataset size (overrides the mission)"),
+    allow_random_init: bool = typer.Option(False, "--allow-random-init", help="run models without weights on random weights (labelled RANDOM-INIT)"),
+    bib: list[Path] = typer.Option([], help="extra BibTeX file(s) for the literature review"),
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
+) -> None:
+    """Run a Week-1 cycle and print the handoff's path and the decision."""
+    from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
+    from tasks.evidence import tracking_uri
+    from tasks.mission import MissionError
+
+    path = str(mission or DEFAULT_MISSION)
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    try:
+        prepare_mission(path, model_list, samples)  # fail before anything runs
+        _check_store(tracking_uri())
+    except (MissionError, RuntimeError) as exc:
+        _fail(exc, debug)
+    where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
+    console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
+    state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
+                        bib_files=[str(b) for b in bib], return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
+            _fail(exc, debug)
+    result = state.result()
+    console.print(f"\n[bold]{state.message}[/]")
+    console.print(f"Handoff: {result['handoff']}")
+    console.print(f"Decision: [bold]{result['decision']}[/]")
+    if result["findings"]:
+        err.print(f"[red]{len(result['findings'])} verification finding(s)[/], first: {result['findings'][0]}")
+        raise typer.Exit(1)
+
+
+def _check_store(uri: str) -> None:
+    """Fail early with one message when the evidence store cannot be reached."""
+    from tasks.evidence import client
+
+    try:
+        client().search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"MLflow tracking store {uri} is not reachable ({type(exc).__name__}): "
+                           "start the server or unset MLFLOW_TRACKING_URI to use the local SQLite store") from None
+
+
+@report_app.command("show")
+def report_show(
+    cycle: Optional[str] = typer.Argument(None, help="cycle id (default: the latest)"),
+    mission: str = typer.Option("week1-attention-collapse", help="mission id"),
+    which: str = typer.Option("handoff", help="handoff | summary"),
+) -> None:
+    """Print a cycle's handoff (or cycle summary)."""
+    from tasks.paths import reports_root
+
+    root = reports_root() / mission
+    cycles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    if not cycles:
+        err.print(f"[red]error:[/] no cycles under {root}: run `fusionaudit cycle run` first")
+        raise typer.Exit(2)
+    chosen = cycle or cycles[-1]
+    rel = "handoff/execution_progress_update.md" if which == "handoff" else "summaries/cycle_summary.md"
+    path = root / chosen / rel
+    if not path.exists():
+        err.print(f"[red]error:[/] {path} not found: cycles are {', '.join(cycles)}")
+        raise typer.Exit(2)
+    console.print(f"[dim]{path}[/]")
+    sys.stdout.write(path.read_text(encoding="utf-8"))
+
+
+@app.command("verify")
+def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to check against MLflow")) -> None:
+    """Re-read every citation from MLflow; exit 1 on any mismatch or uncited number."""
+    from agents.quality_officer import verify_files
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        err.print(f"[red]error:[/] not found: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    findings, checked = verify_files(paths)
+    for f in findings:
+        console.print(f"[red]FINDING[/] {f}")
+    console.print(f"{'VERIFIED' if not findings else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)")
+    raise typer.Exit(1 if findings else 0)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,109 @@
+"""The Week-1 cycle as a Prefect flow: the DAG is this file, the mission supplies its parameters.
+
+    environment check (T2) ─▶ adapter per model (T1) ─▶ diagnostics per model (T4) ─▶ statistics (T3)
+    alternative models (T6) ─▶ literature (T5) ─▶ paper drafts (T7) ─▶ quality review ─▶ reports
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+
+from agents.planner import pending_actions
+from tasks import evidence, reporting
+from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, record
+from tasks.adapters.registry import available
+from tasks.mission import Mission, MissionError, load_mission
+from tasks.paths import reports_root
+from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
+                          quality_review, statistics_stage, write_reports)
+
+DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "week1.yaml"
+
+
+def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:
+    """Load, apply the CLI overrides, and check what must hold before anything runs."""
+    mission = load_mission(mission_path)
+    if models:
+        known = {m.name for m in mission.models + mission.alternatives}
+        unknown = [m for m in models if m not in known]
+        if unknown:
+            raise MissionError(f"--models: unknown model(s) {unknown}: use names from {mission_path}: {sorted(known)}")
+        chosen = tuple(mission.model(n) for n in models)
+        mission = mission.model_copy(update={"models": chosen})
+    if samples is not None:
+        if samples < 8:
+            raise MissionError(f"--samples {samples}: use at least 8 samples (statistics need them)")
+        mission = mission.model_copy(update={"dataset": mission.dataset.model_copy(update={"samples": samples})})
+    adapters = available()
+    for m in mission.models + mission.alternatives:
+        if m.adapter not in adapters:
+            raise MissionError(f"{mission_path}: model {m.name} uses unknown adapter {m.adapter!r}: use one of {sorted(adapters)}")
+    return mission
+
+
+@task(name="start-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool) -> Cycle:
+    """The cycle's parent run, its parameters, and the plan it executes (pending_actions.json)."""
+    started = datetime.now(timezone.utc)
+    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    experiment = evidence.ensure_experiment(mission.id)
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id})
+    g = mission.gates
+    run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
+                "seed": mission.dataset.seed, "allow_random_init": allow_random_init,
+                "models": ",".join(m.name for m in mission.models), "gates.metric": g.metric,
+                "gates.min_models_tested": g.min_models_tested, "gates.min_models_collapsed": g.min_models_collapsed,
+                "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
+    report_dir = reports_root() / mission.id / cycle_id
+    plan = reporting.write_pending_actions(pending_actions(mission, started), report_dir)
+    run.artifact(plan, "handoff")
+    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
+
+
+def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
+    """Run the mission's action for ``stage`` unless a dependency blocks it; a crash is a Failed outcome."""
+    action = cycle.mission.for_stage(stage)
+    if action is None:
+        return None
+    outcome = dependency_block(cycle, action, outcomes)
+    if outcome is None:
+        state = stage_task(cycle, action, *args, return_state=True)
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, Outcome):
+            outcome = result
+        else:  # the task raised after its retries: record the cause on the action's run
+            with action_run(cycle, action) as run:
+                outcome = Outcome(action.id, FAILED, run.run_id, reason=f"{type(result).__name__}: {result}",
+                                  mitigation="see the flow run's logs; re-run the cycle after fixing the cause")
+            record(run, outcome)
+    outcomes[action.id] = outcome
+    return outcome
+
+
+@flow(name="week1-cycle", log_prints=True)
+def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | None = None, samples: int | None = None,
+                allow_random_init: bool = False, bib_files: list[str] | None = None):
+    mission = prepare_mission(mission_path, models, samples)
+    cycle = start_cycle(mission, mission_path, allow_random_init)
+    done: dict[str, Outcome] = {}
+
+    execute(cycle, "environment", done, check_environment)
+    adapters = execute(cycle, "adapters", done, adapters_stage, mission.models)
+    opened = tuple(e for e in mission.models if any(m.key == e.name and m.ok for m in (adapters.data or [])))
+    diagnostics = execute(cycle, "diagnostics", done, diagnostics_stage, opened)
+    statistics = execute(cycle, "statistics", done, statistics_stage, diagnostics.data if diagnostics else {})
+    execute(cycle, "alternative_models", done, adapters_stage, mission.alternatives)
+    execute(cycle, "literature", done, literature_stage, tuple(bib_files or ()))
+    execute(cycle, "paper", done, paper_stage, statistics.run_id if statistics else "")
+
+    counts = quality_review(cycle)
+    reports = write_reports(cycle)
+    evidence.RunLog(cycle.run_id).finish()
+    message = (f"{counts['Completed']} actions completed, {counts[BLOCKED]} blocked, {counts[FAILED]} failed; "
+               f"decision {reports['decision']}; handoff {reports['verdict']}")
+    return Completed(message=message, data={**reports, "cycle_id": cycle.cycle_id, "run_id": cycle.run_id, "counts": counts})

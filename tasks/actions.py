@@ -1,0 +1,124 @@
+"""One MLflow child run per mission action, and the outcomes a stage can end with.
+
+*Blocked* is an outcome, not a failure: the stage returns
+``Completed(name="Blocked")`` carrying the reason and the mitigation, and the
+flow goes on with what it has.
+"""
+from __future__ import annotations
+
+import errno
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect.states import Completed, State
+
+from agents.infra_monitor import measure
+from tasks import evidence
+from tasks.adapters.base import WeightsUnavailable
+from tasks.mission import Action, Mission
+
+COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """What every stage needs to know about the cycle it belongs to."""
+
+    mission: Mission
+    mission_path: str
+    cycle_id: str
+    experiment_id: str
+    run_id: str                 # the cycle's parent MLflow run
+    report_dir: Path
+    started_at: datetime
+    allow_random_init: bool = False
+
+
+@dataclass
+class Outcome:
+    key: str                    # action id, or model name for per-model work
+    status: str
+    run_id: str
+    reason: str = ""
+    mitigation: str = ""
+    data: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+
+def blocked(outcome: Outcome) -> State:
+    return Completed(name=BLOCKED, message=f"{outcome.key}: {outcome.reason}", data=outcome)
+
+
+def open_child(cycle: Cycle, parent: str, name: str, tags: dict[str, str]) -> evidence.RunLog:
+    """The child run with these identifying tags, reused if it exists (retries and re-runs write no duplicates)."""
+    match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {evidence.PARENT_TAG: parent, **tags}.items())
+    found = evidence.client().search_runs([cycle.experiment_id], filter_string=match, max_results=1)
+    if found:
+        return evidence.RunLog(found[0].info.run_id)
+    return evidence.start_run(cycle.experiment_id, name, parent=parent, tags=tags)
+
+
+@contextmanager
+def tracked(run: evidence.RunLog):
+    """Time and memory of the block logged as the run's infrastructure figures."""
+    with measure() as usage:
+        yield usage
+    run.metrics(usage.as_metrics())
+
+
+def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
+    run.tags({"fa.status": outcome.status, "fa.reason": outcome.reason, "fa.mitigation": outcome.mitigation})
+    run.finish("FAILED" if outcome.status == FAILED else "FINISHED")
+    return outcome
+
+
+@contextmanager
+def action_run(cycle: Cycle, action: Action):
+    """Open (or resume) the action's run, measure it, and leave it finished."""
+    run = open_child(cycle, cycle.run_id, f"{action.id} {action.title}", {"fa.kind": "action", "fa.action_id": action.id})
+    run.params({"priority": action.priority, "owner": action.owner, "stage": action.stage,
+                "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
+               | {f"acceptance/{c.metric}": c.value for c in action.acceptance})
+    run.tags({"fa.title": action.title, "fa.priority": action.priority, "fa.owner": action.owner})
+    with tracked(run):
+        yield run
+
+
+def dependency_block(cycle: Cycle, action: Action, outcomes: dict[str, Outcome]) -> Outcome | None:
+    """If a dependency did not complete, the action is Blocked by it (recorded, never run)."""
+    unmet = [f"{d} is {outcomes[d].status}" for d in action.depends_on if d in outcomes and not outcomes[d].ok]
+    if not unmet:
+        return None
+    with action_run(cycle, action) as run:
+        outcome = Outcome(action.id, BLOCKED, run.run_id, reason="dependency not completed: " + "; ".join(unmet),
+                          mitigation="resolve the blocking action; the planner re-plans it next cycle")
+    return record(run, outcome)
+
+
+# --------------------------------------------------------------- retry policy
+
+class NotRetryable(Exception):
+    """A cause that retrying cannot fix (bad input, missing weights)."""
+
+
+def transient_only(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry I/O hiccups and out-of-memory, never a Blocked cause."""
+    try:
+        state.result()
+    except (WeightsUnavailable, NotRetryable, ValueError, KeyError, TypeError):
+        return False
+    except MemoryError:
+        return True
+    except RuntimeError as exc:
+        return "out of memory" in str(exc).lower()
+    except OSError as exc:
+        return exc.errno not in (errno.ENOSPC, errno.ENOENT, errno.EACCES)
+    except Exception:  # noqa: BLE001 - anything else is unexpected: surface it, do not loop
+        return False
+    return False

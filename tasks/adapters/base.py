@@ -1,0 +1,107 @@
+"""The adapter contract: what every architecture exposes to the diagnostics.
+
+One small interface with optional capabilities (captum's lesson): an adapter
+implements ``score``; ``mask`` and ``trace`` only where the architecture
+supports them, and ``capabilities`` says which.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from PIL import Image
+
+
+class WeightsUnavailable(Exception):
+    """The model cannot be loaded here; the task becomes *Blocked*, never retried.
+
+    ``searched`` lists the exact places weights were looked for, ``mitigation``
+    says how to provide them.
+    """
+
+    def __init__(self, model: str, reason: str, searched: list[str], mitigation: str):
+        self.model, self.reason, self.searched, self.mitigation = model, reason, searched, mitigation
+        where = "; ".join(searched) if searched else "(nowhere)"
+        super().__init__(f"{model}: {reason}. Looked in: {where}. Fix: {mitigation}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to open: an adapter name plus its source."""
+
+    name: str                      # label used in reports, e.g. "openclip-vit-b-32"
+    adapter: str                   # registry key, e.g. "zoo", "openclip"
+    source: str                    # hub id / pretrained tag / local path / zoo variant
+    arch: str | None = None        # architecture name where the adapter needs one (open_clip model name)
+    revision: str | None = None
+    allow_random_init: bool = False
+
+
+@dataclass(frozen=True)
+class TokenSpans:
+    """Where each modality sits in the sequence the fusion layers see."""
+
+    image: tuple[int, int]         # [start, stop) positions of image tokens
+    text: tuple[int, int]          # [start, stop) positions of text tokens
+    special: tuple[int, ...] = ()  # CLS / EOS / query positions
+
+
+@dataclass
+class AttentionSummary:
+    """Per-sample, per-layer attention statistics reduced inside the hooks.
+
+    All tensors are ``[batch, layers]``. ``visual_share`` is NaN for layers
+    without cross-modal attention (a dual encoder's towers).
+    """
+
+    layer_names: list[str]
+    visual_share: torch.Tensor     # attention mass from text/query rows onto image columns / row mass
+    text_share: torch.Tensor       # same rows onto text columns
+    entropy_visual: torch.Tensor   # mean normalised entropy of rows whose query is an image token
+    entropy_text: torch.Tensor     # mean normalised entropy of rows whose query is a text token
+    n_image_tokens: int
+    n_text_tokens: int
+    spans: TokenSpans | None = None
+
+
+@dataclass
+class Inputs:
+    """Model-ready tensors for one batch; opaque to the diagnostics."""
+
+    tensors: dict[str, torch.Tensor]
+    sample_ids: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+
+@runtime_checkable
+class LoadedModel(Protocol):
+    """A model opened by an adapter. ``capabilities`` ⊆ {"score", "mask", "trace"}."""
+
+    spec: ModelSpec
+    family: str                    # e.g. "single-stream fusion", "dual encoder"
+    capabilities: frozenset[str]
+    random_init: bool              # True when weights are random (--allow-random-init)
+    revision: str                  # weights identity for caching (hash / tag)
+
+    def prepare(self, images: list[Image.Image], captions: list[str], sample_ids: list[str]) -> Inputs: ...
+
+    def score(self, inputs: Inputs) -> torch.Tensor:
+        """A scalar per (image, text) pair, shape [batch]."""
+
+    def mask(self, inputs: Inputs, image_keep: bool, text_keep: bool) -> Inputs:
+        """The inputs with a whole modality replaced by its baseline where keep is False."""
+
+    def trace(self, inputs: Inputs) -> AttentionSummary: ...
+
+
+class Adapter(Protocol):
+    """Opens models of one architecture family."""
+
+    name: str
+
+    def load(self, spec: ModelSpec) -> LoadedModel:
+        """Raises WeightsUnavailable when the weights are not on this machine."""

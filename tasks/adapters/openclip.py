@@ -1,0 +1,318 @@
+"""open_clip dual encoders (CLIP / OpenCLIP) behind the adapter contract.
+
+``spec.arch`` is an open_clip model name ("ViT-B-32"), ``spec.source`` a
+pretrained tag ("laion2b_s34b_b79k") or a local checkpoint file. Loading goes
+through open_clip's own ``create_model_and_transforms``, so a tiny config in a
+test and a real checkpoint run the same code.
+
+Weights for a tag live in the Hugging Face hub cache (open_clip prefers the
+``hf_hub`` entry of its pretrained table over the legacy URL). The cache is
+checked *before* open_clip is called: offline, open_clip's own download
+attempt retries for ~45 s before failing with a bare RuntimeError, and here a
+missing file must become ``WeightsUnavailable`` at once, naming the exact
+directory and the command that fetches it.
+
+A dual encoder has no cross-modal attention, so ``trace`` reports each
+tower's self-attention: ``visual.i`` layers carry ``entropy_visual`` (all
+rows: CLS + patches), ``text.i`` layers carry ``entropy_text`` (rows up to and
+including EOT; the causal mask is kept, so early rows are structurally low
+entropy). The other entropy and both shares are NaN, and ``spans`` is None:
+the towers do not share one sequence.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import socket
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
+
+import huggingface_hub
+import open_clip
+import torch
+from huggingface_hub import constants as hf_constants
+from open_clip.constants import HF_WEIGHTS_NAME
+from open_clip.pretrained import _get_safe_alternatives  # the order open_clip tries files in
+from PIL import Image
+from torch import nn
+
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, WeightsUnavailable
+from tasks.diagnostics.attention import reduce_attention
+
+_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache as the environment names it *now*.
+
+    huggingface_hub reads HF_HOME once, at import; resolving it here and
+    passing it to open_clip keeps the place we check and the place open_clip
+    reads the same, even when the environment changed after import.
+    """
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_offline() -> bool:
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.upper() in _TRUE or hf_constants.HF_HUB_OFFLINE
+
+
+@contextmanager
+def _cache_only():
+    """Make huggingface_hub resolve from the local cache: no HEAD requests, no retries.
+
+    Used when the file is known to be cached, so a load never waits on the
+    network and always uses exactly the bytes that were hashed for ``revision``.
+    """
+    before = hf_constants.HF_HUB_OFFLINE
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hf_constants.HF_HUB_OFFLINE = before
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class OpenClipAdapter:
+    """Opens open_clip models; ``cache_dir`` overrides the hub cache (or ~/.cache/clip for URL weights)."""
+
+    name = "openclip"
+
+    def __init__(self, device: str | None = None, cache_dir: str | None = None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.cache_dir = cache_dir
+
+    def load(self, spec: ModelSpec) -> OpenClipModel:
+        arch = _check_arch(spec.arch)
+        if spec.allow_random_init:
+            return self._open(spec, arch, pretrained=None, checkpoint=None, label="random-init")
+        cfg = open_clip.get_pretrained_cfg(arch, spec.source)
+        if cfg:
+            return self._load_tag(spec, arch, cfg)
+        path = Path(spec.source).expanduser()
+        if path.is_file():
+            return self._open(spec, arch, pretrained=str(path), checkpoint=path, label=path.name)
+        if os.sep in spec.source or path.suffix in _CHECKPOINT_SUFFIXES:
+            raise WeightsUnavailable(
+                spec.name, f"checkpoint file {path} does not exist", [str(path)],
+                f"pass an existing open_clip checkpoint file as the model source, or one of the "
+                f"pretrained tags of {arch}: {open_clip.list_pretrained_tags_by_model(arch)}")
+        raise ValueError(f"{spec.source!r} is neither a pretrained tag of {arch} nor a file; "
+                         f"known tags: {open_clip.list_pretrained_tags_by_model(arch)}")
+
+    def _locate(self, arch: str, tag: str, cfg: dict) -> tuple[Path, list[str], Path | None, str, str]:
+        """Where open_clip will look for a tag's weights: (cache dir, searched, cached file, endpoint, fetch hint)."""
+        fetch = f"python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\""
+        if not cfg.get("hf_hub"):  # legacy URL-only weights: open_clip keeps them flat in cache_dir or ~/.cache/clip
+            cache = Path(self.cache_dir or "~/.cache/clip").expanduser()
+            target = cache / os.path.basename(cfg["url"])
+            return cache, [str(target)], (target if target.is_file() else None), cfg["url"], fetch
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" means the default file name
+        filename = filename or HF_WEIGHTS_NAME
+        cache = Path(self.cache_dir).expanduser() if self.cache_dir else hub_cache_dir()
+        cached = None
+        for name in (*_get_safe_alternatives(filename), filename):  # the order open_clip tries them in
+            hit = huggingface_hub.try_to_load_from_cache(repo, name, cache_dir=cache)
+            if isinstance(hit, str):
+                cached = Path(hit)
+                break
+        searched = [str(cache / f"models--{repo.replace('/', '--')}")]
+        return cache, searched, cached, hf_constants.ENDPOINT, f"{fetch} (or: hf download {repo} {filename})"
+
+    def _load_tag(self, spec: ModelSpec, arch: str, cfg: dict) -> OpenClipModel:
+        tag = spec.source
+        cache, searched, cached, endpoint, fetch = self._locate(arch, tag, cfg)
+        if cached is not None:
+            with _cache_only():
+                return self._open(spec, arch, tag, cached, label=tag, cache_dir=str(cache))
+        mitigation = (f"on a connected machine run: {fetch}, then copy that machine's hub cache "
+                      f"(~/.cache/huggingface/hub) to {cache} here, "
+                      "or pass a local checkpoint path as the model source")
+        missing = f"weights for {arch}/{tag} are not in the local cache"
+        if hub_offline():
+            raise WeightsUnavailable(spec.name, f"{missing} and HF_HUB_OFFLINE is set", searched, mitigation)
+        if not _reachable(endpoint):  # fail in seconds rather than after open_clip's ~45 s of retries
+            raise WeightsUnavailable(spec.name, f"{missing} and {urlparse(endpoint).hostname} is unreachable",
+                                     searched, mitigation)
+        try:
+            loaded = self._open(spec, arch, tag, None, label=tag, cache_dir=str(cache))  # downloads into the cache
+        except (RuntimeError, OSError) as e:  # open_clip wraps download errors in RuntimeError
+            raise WeightsUnavailable(spec.name, f"download failed: {e}", searched, mitigation) from e
+        downloaded = self._locate(arch, tag, cfg)[2]
+        if downloaded is not None:
+            loaded.revision = f"{tag}@sha256:{_sha256(downloaded)[:12]}"
+        return loaded
+
+    def _open(self, spec: ModelSpec, arch: str, pretrained: str | None, checkpoint: Path | None,
+              label: str, cache_dir: str | None = None) -> OpenClipModel:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=pretrained, cache_dir=cache_dir, device=self.device,
+            pretrained_text=False,  # never fetch separate HF text-tower weights (random init or full checkpoint)
+        )
+        tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
+        revision = f"{label}@sha256:{_sha256(checkpoint)[:12]}" if checkpoint else label
+        return OpenClipModel(spec, model.eval(), preprocess, tokenizer, revision, pretrained is None, self.device)
+
+
+def _check_arch(arch: str | None) -> str:
+    if not arch:
+        raise ValueError("the openclip adapter needs spec.arch, an open_clip model name such as 'ViT-B-32'")
+    if open_clip.get_model_config(arch) is None:
+        near = difflib.get_close_matches(arch, open_clip.list_models(), n=5)
+        raise ValueError(f"unknown open_clip architecture {arch!r} (close matches: {near}); "
+                         f"open_clip.list_models() lists all {len(open_clip.list_models())}")
+    return arch
+
+
+def _mha_blocks(transformer: nn.Module | None) -> list[nn.MultiheadAttention]:
+    """Self-attention modules of an open_clip ``Transformer``; timm/HF towers and custom blocks have none."""
+    blocks = getattr(transformer, "resblocks", [])
+    return [blk.attn for blk in blocks if isinstance(getattr(blk, "attn", None), nn.MultiheadAttention)]
+
+
+def _want_weights(_module, args, kwargs):
+    # open_clip calls attn(q, k, v, need_weights=False, attn_mask=...); ask for per-head maps instead.
+    return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+
+class OpenClipModel:
+    """An open_clip CLIP behind the LoadedModel contract. Inputs: ``image`` [B,3,H,W], ``text`` [B,ctx] ids."""
+
+    family = "dual encoder"
+
+    def __init__(self, spec: ModelSpec, model: nn.Module, preprocess, tokenizer, revision: str,
+                 random_init: bool, device: str):
+        self.spec, self.model, self.preprocess, self.tokenizer = spec, model, preprocess, tokenizer
+        self.revision, self.random_init, self.device = revision, random_init, device
+        # CLIP keeps the text transformer on the model itself; CustomTextCLIP under ``.text``.
+        text = getattr(model, "text", model)
+        self.pool_type = getattr(text, "text_pool_type", None) or getattr(text, "pool_type", None)
+        self.eos_id = getattr(text, "text_eos_id", None) or getattr(text, "eos_id", None)
+        # SimpleTokenizer pads with 0; HF tokenizers with their own pad id.
+        self.pad_id = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None) or 0
+        # CLIP's text config carries eos_id=2 even under argmax pooling (id 2 is an ordinary BPE token there)
+        specials = [getattr(tokenizer, "sot_token_id", None), getattr(tokenizer, "eot_token_id", None)]
+        self.special_ids = {i for i in specials + [self.eos_id if self.pool_type == "eos" else None] if i is not None}
+        self.visual_attn = _mha_blocks(getattr(model.visual, "transformer", None))
+        self.text_attn = _mha_blocks(getattr(text, "transformer", None))
+        caps = {"score"}
+        if self.pool_type in ("argmax", "eos"):  # the pooled (EOT) position is known, so text can be masked around it
+            caps.add("mask")
+        if self.visual_attn or self.text_attn:
+            caps.add("trace")
+        self.capabilities = frozenset(caps)
+
+    def prepare(self, images: list[Image.Image], captions: list[str], sample_ids: list[str]) -> Inputs:
+        if not len(images) == len(captions) == len(sample_ids):
+            raise ValueError(f"{len(images)} images, {len(captions)} captions, {len(sample_ids)} ids")
+        image = torch.stack([self.preprocess(im) for im in images])
+        return Inputs(tensors={"image": image, "text": self.tokenizer(list(captions))}, sample_ids=list(sample_ids))
+
+    def eot_index(self, text: torch.Tensor) -> torch.Tensor:
+        """The position open_clip pools the text from: argmax of the ids (EOT is the largest id) or the first EOS."""
+        if self.pool_type == "argmax":
+            return text.argmax(dim=-1)
+        return (text == self.eos_id).int().argmax(dim=-1)
+
+    @torch.no_grad()
+    def score(self, inputs: Inputs) -> torch.Tensor:
+        """The model's own pair logit: cosine(image, text) x logit_scale.exp() (+ logit_bias for SigLIP)."""
+        image = self.model.encode_image(inputs.tensors["image"].to(self.device), normalize=True)
+        text = self.model.encode_text(inputs.tensors["text"].to(self.device), normalize=True)
+        logits = (image * text).sum(-1) * self.model.logit_scale.exp()
+        if getattr(self.model, "logit_bias", None) is not None:
+            logits = logits + self.model.logit_bias
+        return logits.float().cpu()
+
+    def mask(self, inputs: Inputs, image_keep: bool, text_keep: bool) -> Inputs:
+        """Baselines: the image becomes all zeros after normalisation, i.e. the dataset-mean image.
+
+        The caption keeps its special tokens (SOT, EOT) at their positions and
+        every content token before EOT becomes the padding id (0 for CLIP's
+        BPE, which has no [MASK]). The EOT - the pooled token - thus keeps its
+        position embedding, and argmax pooling still finds it; an empty
+        caption would move it and confound the comparison with position.
+        """
+        if "mask" not in self.capabilities:
+            raise NotImplementedError(f"text pooling {self.pool_type!r}: the pooled token cannot be located")
+        image, text = inputs.tensors["image"].clone(), inputs.tensors["text"].clone()
+        if not image_keep:
+            image.zero_()
+        if not text_keep:
+            positions = torch.arange(text.shape[1])
+            content = positions[None, :] < self.eot_index(text)[:, None]
+            for special in self.special_ids:
+                content &= text != special
+            text[content] = self.pad_id
+        return Inputs(tensors={**inputs.tensors, "image": image, "text": text},
+                      sample_ids=list(inputs.sample_ids), meta=dict(inputs.meta))
+
+    @torch.no_grad()
+    def trace(self, inputs: Inputs) -> AttentionSummary:
+        """Each tower's per-layer self-attention entropy, reduced inside forward hooks."""
+        if "trace" not in self.capabilities:
+            raise NotImplementedError("neither tower is built from nn.MultiheadAttention blocks (timm / HF towers)")
+        image = inputs.tensors["image"].to(self.device)
+        text = inputs.tensors["text"].to(self.device)
+        eot = self.eot_index(text)
+        rows: dict[str, dict[str, torch.Tensor]] = {}
+        n_tokens = {"visual": 0, "text": 0}
+
+        def reducer(name: str, tower: str):
+            def hook(_module, _args, output):
+                out, probs = output  # probs [B, H, Q, K] whatever batch_first is
+                k, dev = probs.shape[-1], probs.device
+                none, every = torch.zeros(k, dtype=torch.bool, device=dev), torch.ones(k, dtype=torch.bool, device=dev)
+                if tower == "visual":  # every token is an image token (CLS included)
+                    masks = (none, every, none, every, none)
+                else:  # rows after EOT are padding the pooled token never sees (causal mask)
+                    valid = torch.arange(k, device=dev)[None, :] <= eot[:, None]
+                    masks = (none, none, valid, none, valid)
+                # query_rows empty: no text row attends to an image here, so both shares come out NaN
+                rows[name] = {key: v.cpu() for key, v in reduce_attention(probs, *masks).items()}
+                n_tokens[tower] = k
+                return out, None  # drop the map right away
+            return hook
+
+        handles = []
+        for tower, blocks in (("visual", self.visual_attn), ("text", self.text_attn)):
+            for i, attn in enumerate(blocks):
+                handles.append(attn.register_forward_pre_hook(_want_weights, with_kwargs=True))
+                handles.append(attn.register_forward_hook(reducer(f"{tower}.{i}", tower)))
+        try:
+            if self.visual_attn:
+                self.model.encode_image(image)
+            if self.text_attn:
+                self.model.encode_text(text)
+        finally:
+            for h in handles:
+                h.remove()
+        names = [f"{t}.{i}" for t, blocks in (("visual", self.visual_attn), ("text", self.text_attn))
+                 for i in range(len(blocks))]
+        stack = {key: torch.stack([rows[n][key] for n in names], dim=1) for key in rows[names[0]]}
+        return AttentionSummary(layer_names=names, **stack, n_image_tokens=n_tokens["visual"],
+                                n_text_tokens=n_tokens["text"], spans=None)

@@ -1,0 +1,39 @@
+"""Adapter registry: built-in families plus plugins from the ``fusionaudit.adapters`` entry point."""
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from importlib.metadata import entry_points
+
+from tasks.adapters.base import Adapter, LoadedModel, ModelSpec
+
+BUILTIN = {
+    "zoo": "tasks.adapters.zoo:ZooAdapter",
+    "openclip": "tasks.adapters.openclip:OpenClipAdapter",
+}
+
+
+class UnknownAdapter(ValueError):
+    pass
+
+
+def available() -> dict[str, str]:
+    """Adapter name → import path; plugins come only from installed entry points."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group="fusionaudit.adapters"):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def get_adapter(name: str) -> Adapter:
+    known = available()
+    if name not in known:
+        raise UnknownAdapter(f"unknown adapter {name!r}: use one of {sorted(known)} or install a plugin that provides it")
+    module, _, attr = known[name].partition(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
+@lru_cache(maxsize=4)
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Open a model once per process; the adapter stage and the diagnostics share it."""
+    return get_adapter(spec.adapter).load(spec)

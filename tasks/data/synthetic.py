@@ -1,0 +1,110 @@
+"""Synthetic shapes: a deterministic image–caption set that needs no download.
+
+Each image shows one coloured shape in one region; its caption names the
+shape, colour and region ("a red circle on the left"). About half of the
+pairs mismatch: their caption describes another (shape, colour, position)
+triple. The calibration zoo trains on it, and the embedded default cycle
+measures on it, so it must be byte-identical for a given (n, seed).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = ("red", "green", "blue", "yellow")
+POSITIONS = ("left", "right", "top", "bottom")
+
+_RGB = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
+_BACKGROUND = (24, 24, 24)
+# Shape centres on a 32-pixel canvas; scaled for other sizes.
+_CENTRES = {"left": (9, 16), "right": (23, 16), "top": (16, 9), "bottom": (16, 23)}
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str
+    image: Image.Image
+    caption: str
+    attributes: dict           # what the image shows: shape, colour, position
+    matches: bool              # does the caption describe the image?
+    caption_attributes: dict = field(default_factory=dict)  # what the caption says
+
+
+def caption_for(shape: str, colour: str, position: str) -> str:
+    return f"a {colour} {shape} on the {position}"
+
+
+def make_synthetic(n: int, seed: int = 0, image_size: int = 32) -> list[Sample]:
+    """``n`` samples, identical bytes for identical (n, seed, image_size)."""
+    rng = random.Random(seed)
+    return [_make_sample(rng, f"syn-{seed}-{i:05d}", image_size) for i in range(n)]
+
+
+def _make_sample(rng: random.Random, sample_id: str, image_size: int) -> Sample:
+    shown = {"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS), "position": rng.choice(POSITIONS)}
+    matches = rng.random() < 0.5
+    said = dict(shown) if matches else _other_triple(rng, shown)
+    image = _draw(shown, image_size, jitter=(rng.randint(-2, 2), rng.randint(-2, 2)), radius=rng.randint(4, 6))
+    caption = caption_for(said["shape"], said["colour"], said["position"])
+    return Sample(sample_id, image, caption, shown, matches, said)
+
+
+def _other_triple(rng: random.Random, shown: dict) -> dict:
+    # A caption of another image: any triple but the shown one, so each
+    # attribute alone still matches by chance (the balanced task needs both).
+    while True:
+        said = {"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS), "position": rng.choice(POSITIONS)}
+        if said != shown:
+            return said
+
+
+def _draw(attrs: dict, size: int, jitter: tuple[int, int], radius: int) -> Image.Image:
+    image = Image.new("RGB", (size, size), _BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    scale = size / 32
+    cx, cy = ((c + j) * scale for c, j in zip(_CENTRES[attrs["position"]], jitter))
+    r = radius * scale
+    fill = _RGB[attrs["colour"]]
+    shape = attrs["shape"]
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "square":
+        draw.rectangle((cx - r, cy - r, cx + r, cy + r), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    else:  # cross
+        w = max(r / 3, 1)
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+    return image
+
+
+def dataset_hash(samples: list[Sample]) -> str:
+    """sha256 over every image's bytes and caption, in order (a cache key)."""
+    h = hashlib.sha256()
+    for s in samples:
+        image = s.image.convert("RGB")
+        h.update(f"{image.size[0]}x{image.size[1]}\0".encode())
+        h.update(image.tobytes())
+        h.update(s.caption.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+# --- tokenizer: the caption words, nothing learned -------------------------
+
+SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
+VOCAB: tuple[str, ...] = SPECIAL_TOKENS + ("a", "on", "the") + COLOURS + SHAPES + POSITIONS
+PAD_ID, MASK_ID, CLS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
+_INDEX = {word: i for i, word in enumerate(VOCAB)}
+
+
+def tokenize(caption: str, max_len: int) -> list[int]:
+    """Word ids, truncated to ``max_len`` and right-padded with [PAD]."""
+    words = re.findall(r"[a-z]+", caption.lower())[:max_len]
+    ids = [_INDEX.get(w, UNK_ID) for w in words]
+    return ids + [PAD_ID] * (max_len - len(ids))

@@ -1,0 +1,72 @@
+"""Attention reductions that run inside forward hooks.
+
+Only per-sample, per-layer summaries leave the hook; the [B, H, Q, K]
+attention maps are dropped right after, so memory stays flat in depth.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def reduce_attention(
+    probs: torch.Tensor,
+    query_rows: torch.Tensor,
+    image_cols: torch.Tensor,
+    text_cols: torch.Tensor,
+    image_rows: torch.Tensor,
+    text_rows: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Summarise one layer's attention probabilities.
+
+    probs: [B, H, Q, K], rows sum to 1. Boolean position masks, each either
+    shared ([Q] or [K]) or per sample ([B, Q] / [B, K], e.g. to skip padding):
+    ``query_rows`` are the rows whose allocation is measured (text and
+    CLS/query tokens), ``image_cols``/``text_cols`` the key modalities,
+    ``image_rows``/``text_rows`` the rows whose entropy is averaged.
+    Returns [B] tensors: visual_share, text_share (row mass onto each key
+    modality, averaged over the measured rows), entropy_visual, entropy_text
+    (row entropy normalised by log K, so different sequence lengths compare).
+    """
+    p = probs.detach().float()
+    b, _, q, k = p.shape
+    rows_q, img_k, txt_k = (_per_sample(m, b) for m in (query_rows, image_cols, text_cols))
+    head_mean = p.mean(dim=1)  # [B, Q, K]
+    to_image = torch.einsum("bqk,bk->bq", head_mean, img_k)
+    to_text = torch.einsum("bqk,bk->bq", head_mean, txt_k)
+    mass = head_mean.sum(-1).clamp_min(1e-12)
+    visual_share = _masked_mean(to_image / mass, rows_q)
+    text_share = _masked_mean(to_text / mass, rows_q)
+    if not bool(img_k.any()):  # no image keys in this layer: allocation is undefined, not zero
+        visual_share = torch.full((b,), float("nan"))
+        text_share = torch.full((b,), float("nan"))
+    ent = -(p * p.clamp_min(1e-12).log()).sum(-1).mean(1)  # [B, Q], heads averaged
+    if k > 1:
+        ent = ent / math.log(k)
+    return {
+        "visual_share": visual_share,
+        "text_share": text_share,
+        "entropy_visual": _masked_mean(ent, _per_sample(image_rows, b)),
+        "entropy_text": _masked_mean(ent, _per_sample(text_rows, b)),
+    }
+
+
+def _per_sample(mask: torch.Tensor, batch: int) -> torch.Tensor:
+    mask = mask.float()
+    return mask.expand(batch, -1) if mask.dim() == 1 else mask
+
+
+def _masked_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    total = weights.sum(-1)
+    mean = (values * weights).sum(-1) / total.clamp_min(1e-12)
+    return torch.where(total > 0, mean, torch.full_like(mean, float("nan")))
+
+
+def mcs_entropy(entropy_visual: torch.Tensor, entropy_text: torch.Tensor) -> torch.Tensor:
+    """The source documents' Modality Contribution Score H_v / (H_v + H_t).
+
+    Shown for comparison only: on the calibration zoo it does not track which
+    modality the model uses, so no verdict rests on it.
+    """
+    return entropy_visual / (entropy_visual + entropy_text)

@@ -1,0 +1,248 @@
+"""MLflow as the evidence store: logging, reading back as ``Cited`` values, verification.
+
+Layout: one experiment per mission, a parent run per cycle, a child run per
+action, and a grandchild run per model under the actions that work per model.
+Everything goes through ``MlflowClient`` with explicit run ids, so no global
+"active run" state leaks between Prefect tasks or threads.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tasks.cited import Cited, format_number
+from tasks.paths import home
+
+PARENT_TAG = "mlflow.parentRunId"
+_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or SQLite in the project-local folder (MLflow's file store is retired)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    home().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def ensure_experiment(name: str) -> str:
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if tracking_uri().startswith("sqlite:"):
+        artifacts = (home() / "artifacts").as_uri()
+    return c.create_experiment(name, artifact_location=artifacts)
+
+
+@dataclass
+class RunLog:
+    """Logging bound to one MLflow run."""
+
+    run_id: str
+
+    def metrics(self, values: Mapping[str, float | int | bool]) -> None:
+        ts = _now_ms()
+        items = [Metric(k, float(v), ts, 0) for k, v in values.items() if v is not None]
+        for i in range(0, len(items), _BATCH):
+            client().log_batch(self.run_id, metrics=items[i:i + _BATCH])
+
+    def params(self, values: Mapping[str, object]) -> None:
+        items = [Param(k, str(v)) for k, v in values.items()]
+        for i in range(0, len(items), 100):
+            client().log_batch(self.run_id, params=items[i:i + 100])
+
+    def tags(self, values: Mapping[str, object]) -> None:
+        client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+
+    def artifact(self, path: Path, artifact_path: str | None = None) -> str:
+        client().log_artifact(self.run_id, str(path), artifact_path)
+        return f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
+
+    def table(self, df: pd.DataFrame, name: str) -> str:
+        """Log a per-sample table as CSV; returns its artifact path."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            df.to_csv(path, index=False)
+            return self.artifact(path, "tables")
+
+    def finish(self, status: str = "FINISHED") -> None:
+        client().set_terminated(self.run_id, status)
+
+
+def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None) -> RunLog:
+    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    if parent:
+        all_tags[PARENT_TAG] = parent
+    run = client().create_run(experiment_id, run_name=name, tags=all_tags)
+    return RunLog(run.info.run_id)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------- reading back
+
+
+@dataclass
+class RunEvidence:
+    """One run as read from MLflow: numbers wrapped as ``Cited`` so templates cannot drop the citation."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, Cited]
+    children: list[RunEvidence] = field(default_factory=list)
+
+    def m(self, key: str) -> Cited | None:
+        return self.metrics.get(key)
+
+    def p(self, key: str) -> Cited | None:
+        if key not in self.params:
+            return None
+        raw = self.params[key]
+        try:
+            value: float | int | str = int(raw) if re.fullmatch(r"-?\d+", raw) else float(raw)
+        except ValueError:
+            value = raw
+        return Cited(value, self.run_id, key, "param")
+
+    def child(self, tag: str, value: str) -> RunEvidence | None:
+        return next((c for c in self.children if c.tags.get(tag) == value), None)
+
+    def metric_values(self) -> dict[str, float]:
+        return {k: float(c.value) for k, c in self.metrics.items()}
+
+
+def read_run(run_id: str, with_children: bool = True) -> RunEvidence:
+    c = client()
+    run = c.get_run(run_id)
+    ev = RunEvidence(
+        run_id=run_id,
+        name=run.info.run_name,
+        status=run.info.status,
+        start_time=run.info.start_time,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics={k: Cited(_as_number(v), run_id, k) for k, v in run.data.metrics.items()},
+    )
+    if with_children:
+        kids = c.search_runs([run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'", max_results=5000)
+        ev.children = sorted((read_run(k.info.run_id) for k in kids), key=lambda r: (r.start_time, r.name))
+    return ev
+
+
+def _as_number(value: float) -> float | int:
+    return int(value) if not math.isnan(value) and float(value).is_integer() and abs(value) < 1e15 else value
+
+
+# ---------------------------------------------------------------- verification
+
+CITATION = re.compile(r"\[(?P<run>[0-9a-f]{32}):(?P<key>[^\]\s]+)\]")
+_CODE = re.compile(r"`[^`\n]*`")
+_NUMBER = re.compile(r"(?<![\w.\-/#:^])[-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w\-/])", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    line: int
+    problem: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.problem}: {self.text.strip()[:120]}"
+
+
+def verify_markdown(text: str) -> tuple[list[Finding], int]:
+    """Check a Markdown report against MLflow.
+
+    Every citation must resolve to a logged metric/param whose value, formatted
+    by the report's rule, equals the number printed before it; every other
+    number outside code spans must carry a citation. Returns (findings, number
+    of citations checked).
+    """
+    findings: list[Finding] = []
+    cache: dict[str, RunEvidence] = {}
+    checked = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        bare = _CODE.sub(lambda m: " " * len(m.group()), line)
+        cited_spans = []
+        for cm in CITATION.finditer(bare):
+            checked += 1
+            number = _number_before(bare, cm.start())
+            if number is None:
+                findings.append(Finding(lineno, f"citation {cm.group()} follows no number", line))
+                continue
+            cited_spans.append(number[1])
+            problem = _check_citation(cm.group("run"), cm.group("key"), number[0], cache)
+            if problem:
+                findings.append(Finding(lineno, problem, line))
+        stripped = CITATION.sub(lambda m: " " * len(m.group()), bare)
+        for nm in _NUMBER.finditer(stripped):
+            if nm.span() not in cited_spans:
+                findings.append(Finding(lineno, f"number {nm.group()} has no citation", line))
+    return findings, checked
+
+
+def _number_before(line: str, pos: int) -> tuple[str, tuple[int, int]] | None:
+    head = line[:pos].rstrip()
+    m = re.search(r"([-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?|nan)$", head, re.IGNORECASE)
+    if not m:
+        return None
+    return m.group(1), (m.start(1), m.end(1))
+
+
+def _check_citation(run_id: str, key: str, shown: str, cache: dict[str, RunEvidence]) -> str | None:
+    try:
+        run = cache.get(run_id) or read_run(run_id, with_children=False)
+    except Exception:  # noqa: BLE001 - any lookup failure is a finding, not a crash
+        return f"run {run_id} not found in {tracking_uri()}"
+    cache[run_id] = run
+    cited = run.p(key.removeprefix("params/")) if key.startswith("params/") else run.m(key)
+    if cited is None:
+        return f"{key} not logged in run {run_id}"
+    value = cited.value
+    if isinstance(value, str):
+        return f"{key} is not a number in run {run_id}"
+    if not _same(shown, value):
+        return f"shows {shown} but {key} in run {run_id} is {format_number(value)}"
+    return None
+
+
+def _same(shown: str, value: float) -> bool:
+    """Equal to the printed precision: the logged value rounds to what the report shows."""
+    s = shown.replace("−", "-").rstrip("%")
+    if s.lower() == "nan":
+        return isinstance(value, float) and math.isnan(value)
+    scale = 100.0 if shown.endswith("%") else 1.0
+    shown_value = float(s)
+    if "e" in s.lower():
+        mantissa = s.lower().split("e")[0]
+        digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        exp = int(s.lower().split("e")[1])
+        tol = 0.5 * 10 ** (exp - digits)
+    else:
+        digits = len(s.split(".")[1]) if "." in s else 0
+        tol = 0.5 * 10 ** (-digits)
+    return abs(value * scale - shown_value) <= tol * (1 + 1e-9)

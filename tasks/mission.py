@@ -1,0 +1,209 @@
+"""The mission brief: a planning team's handoff as validated data.
+
+A malformed mission fails before anything runs, with one message that names
+the field and the fix (``MissionError``).
+"""
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Priority = Literal["HIGH", "MEDIUM", "LOW"]
+Role = Literal["planning_team", "ops_commander", "quality_officer", "infra_monitor", "research_advisor", "strategic_lead"]
+# The DAG stage an action is executed by (flows/week1.py wires the stages).
+Stage = Literal["adapters", "environment", "statistics", "diagnostics", "literature", "alternative_models", "paper"]
+Op = Literal[">=", ">", "<=", "<", "==", "!="]
+PRIORITY_ORDER = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
+
+
+class MissionError(ValueError):
+    """A mission file that cannot be used; the message names the input and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Criterion(_Strict):
+    """A machine-checkable acceptance criterion: ``<metric of the action's run> <op> <value>``."""
+
+    description: str = Field(min_length=1)
+    metric: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_./-]+$")
+    op: Op
+    value: float
+
+    def holds(self, observed: float | None) -> bool:
+        if observed is None:
+            return False
+        return {
+            ">=": observed >= self.value, ">": observed > self.value,
+            "<=": observed <= self.value, "<": observed < self.value,
+            "==": observed == self.value, "!=": observed != self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g}"
+
+
+class Action(_Strict):
+    id: str = Field(pattern=r"^[A-Z][A-Za-z0-9_-]*$")
+    title: str = Field(min_length=1)
+    priority: Priority
+    owner: Role
+    stage: Stage
+    deadline_hours: int = Field(gt=0, description="deadline relative to the cycle start")
+    depends_on: tuple[str, ...] = ()
+    acceptance: tuple[Criterion, ...] = Field(min_length=1)
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    adapter: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    arch: str | None = None
+    calibration: bool = False       # zoo model with planted behaviour, not an external architecture
+    alternatives: tuple[str, ...] = ()
+
+
+class Dataset(_Strict):
+    kind: Literal["synthetic"] = "synthetic"
+    samples: int = Field(ge=8, le=100_000)
+    seed: int = 0
+
+
+class Gates(_Strict):
+    metric: str = "modality_shapley_v"
+    min_models_tested: int = Field(ge=1)
+    min_models_collapsed: int = Field(ge=1)
+    imbalance_threshold: float = Field(gt=0.5, lt=1.0)
+    alpha: float = Field(gt=0.0, lt=0.5)
+    baseline: float = 0.5
+
+
+class Mission(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    title: str
+    hypothesis: str
+    start_date: date | None = None
+    models: tuple[ModelEntry, ...] = Field(min_length=1)
+    alternatives: tuple[ModelEntry, ...] = ()
+    dataset: Dataset
+    gates: Gates
+    actions: tuple[Action, ...] = Field(min_length=1)
+
+    @field_validator("actions")
+    @classmethod
+    def _unique_ids(cls, actions: tuple[Action, ...]) -> tuple[Action, ...]:
+        seen: set[str] = set()
+        for a in actions:
+            if a.id in seen:
+                raise ValueError(f"duplicate action id {a.id!r}: give each action its own id")
+            seen.add(a.id)
+        return actions
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Mission:
+        ids = {a.id for a in self.actions}
+        for a in self.actions:
+            for dep in a.depends_on:
+                if dep not in ids:
+                    raise ValueError(f"action {a.id} depends on unknown action {dep!r}: use one of {sorted(ids)}")
+        cycle = _find_cycle({a.id: a.depends_on for a in self.actions})
+        if cycle:
+            raise ValueError(f"actions form a dependency cycle {' -> '.join(cycle)}: remove one of these depends_on entries")
+        stages = [a.stage for a in self.actions]
+        for stage in set(stages):
+            if stages.count(stage) > 1:
+                raise ValueError(f"several actions use stage {stage!r}: the Week-1 DAG runs each stage once, give each its own stage")
+        names = {m.name for m in self.models + self.alternatives}
+        if len(names) != len(self.models) + len(self.alternatives):
+            raise ValueError("model names must be unique across models and alternatives")
+        for m in self.models:
+            for alt in m.alternatives:
+                if alt not in names:
+                    raise ValueError(f"model {m.name} names unknown alternative {alt!r}: add it under 'alternatives'")
+        return self
+
+    def action(self, action_id: str) -> Action:
+        return next(a for a in self.actions if a.id == action_id)
+
+    def for_stage(self, stage: str) -> Action | None:
+        return next((a for a in self.actions if a.stage == stage), None)
+
+    def model(self, name: str) -> ModelEntry:
+        return next(m for m in self.models + self.alternatives if m.name == name)
+
+
+def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def parse_mission(text: str, source: str = "<mission>") -> Mission:
+    """Validate mission YAML text; raise MissionError naming the field and the fix."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise MissionError(f"{source}: not valid YAML{where}: fix the syntax ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise MissionError(f"{source}: a mission is a YAML mapping with keys id, title, hypothesis, models, dataset, gates, actions")
+    try:
+        return Mission.model_validate(data)
+    except ValidationError as exc:
+        raise MissionError(f"{source}: {_explain(exc)}") from None
+
+
+def load_mission(path: str | Path) -> Mission:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissionError(f"{path}: mission file not found: pass an existing file with --mission (see missions/)") from None
+    except UnicodeDecodeError:
+        raise MissionError(f"{path}: not UTF-8 text: save the mission as UTF-8") from None
+    return parse_mission(text, str(path))
+
+
+def _explain(exc: ValidationError) -> str:
+    """The first error as one sentence: field path, problem, fix."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        fix = "remove it or check its spelling against missions/week1.yaml"
+        msg = "unknown key"
+    elif kind == "missing":
+        fix = "add it (see missions/week1.yaml for an example)"
+        msg = "required field is missing"
+    elif kind == "literal_error":
+        fix = "use one of the values listed"
+    elif kind == "value_error":
+        msg, fix = re.sub(r"^Value error, ", "", msg), ""
+    else:
+        fix = f"got {err.get('input')!r}"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return f"field '{loc}': {msg}" + (f": {fix}" if fix else "") + more

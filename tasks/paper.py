@@ -1,0 +1,223 @@
+"""Paper drafts filled from evidence: the abstract, in LaTeX and Markdown.
+
+The wording follows the abstract template of the Week-1 paper outline (source
+document 000, Task 7: framework name, number of models, p-value, Cohen's d,
+key finding, architectures) but is chosen by the cycle's decision, so the
+draft never claims more than the evidence: only ``GO`` says that collapse
+recurs across the tested architectures; ``PIVOT`` writes a focused case
+study; ``NEED_MORE_DATA`` reports preliminary counts and makes no claim.
+
+Every number is a :class:`~tasks.cited.Cited` and is written through one of
+two Jinja filters, defined here and only here:
+
+``cite_md(c, spec="")``
+    ``"0.912 [<run_id>:<key>]"`` — ``c.formatted(spec) + " " + c.citation``,
+    the form ``fusionaudit verify`` checks.
+``cite_tex(c, spec="")``
+    ``"\\fa{0.912}{<run_id>:<key>}"`` — the generated .tex defines
+    ``\\providecommand{\\fa}[2]{#1}`` (and its header comment asks for
+    ``\\newcommand{\\fa}[2]{#1}`` in the preamble), so the value prints and
+    the citation stays in the source.
+
+Both raise ``TypeError`` for anything that is not a ``Cited``: a bare number
+cannot reach a report. Register them on the reporting environment::
+
+    env.filters.update(cite_md=cite_md, cite_tex=cite_tex)
+
+:func:`render_abstract` works without that too: it renders on an overlay of
+the caller's environment that adds whichever of them is missing (the caller's
+environment is not modified) and is always ``StrictUndefined``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import Environment, StrictUndefined, Undefined
+
+from tasks.cited import Cited
+from tasks.literature import make_env, tex_escape
+
+DECISIONS: tuple[str, ...] = ("GO", "PIVOT", "NEED_MORE_DATA")
+ABSTRACT_TEX = "paper/abstract.tex.j2"
+ABSTRACT_MD = "paper/abstract.md.j2"
+FA_NEWCOMMAND = r"\newcommand{\fa}[2]{#1}"
+FA_PROVIDECOMMAND = r"\providecommand{\fa}[2]{#1}"
+FRAMEWORK_NAME = "fusionaudit"
+
+_BAD_IN_TEX_ARG = set("%{}\\#")
+_MODALITY = {"image": "image", "vision": "image", "visual": "image",
+             "text": "text", "textual": "text", "language": "text"}
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _require_cited(c: object, name: str) -> Cited:
+    if isinstance(c, Undefined):
+        str(c)  # a StrictUndefined raises here, naming the missing variable
+    if not isinstance(c, Cited):
+        raise TypeError(
+            f"{name} needs a Cited value (a number with its MLflow citation), got "
+            f"{type(c).__name__} {c!r}: a report never shows a number without its citation")
+    return c
+
+
+def cite_md(c: Cited, spec: str = "") -> str:
+    """Markdown: ``<formatted value> [run_id:key]`` (params: ``[run_id:params/key]``)."""
+    c = _require_cited(c, "cite_md")
+    return f"{c.formatted(spec)} {c.citation}"
+
+
+def cite_tex(c: Cited, spec: str = "") -> str:
+    """LaTeX: ``\\fa{<formatted value>}{run_id:key}``; the value is escaped, the citation verbatim."""
+    c = _require_cited(c, "cite_tex")
+    ref = c.citation[1:-1]
+    if _BAD_IN_TEX_ARG & set(ref):
+        raise ValueError(f"citation {c.citation} cannot sit in a LaTeX argument verbatim")
+    return f"\\fa{{{tex_escape(c.formatted(spec))}}}{{{ref}}}"
+
+
+FILTERS = {"cite_md": cite_md, "cite_tex": cite_tex}
+
+
+def with_paper_filters(env: Environment) -> Environment:
+    """An overlay of ``env`` with the cite filters (the caller's own take precedence), strict undefined."""
+    overlay = env.overlay(undefined=StrictUndefined, autoescape=False, cache_size=0)
+    overlay.filters = {**FILTERS, **env.filters}
+    return overlay
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class CollapsedModel:
+    """A model whose verdict was "collapsed": its name, the modality it collapsed toward, its imbalance."""
+
+    name: str
+    dominant: str  # "image" | "text"
+    imbalance: Cited | None = None
+
+    def __post_init__(self) -> None:
+        dominant = _MODALITY.get(str(self.dominant).lower())
+        if dominant is None:
+            raise ValueError(f"{self.name}: dominant modality must be image or text, got {self.dominant!r}")
+        object.__setattr__(self, "dominant", dominant)
+        if self.imbalance is not None:
+            _require_cited(self.imbalance, f"imbalance of {self.name}")
+
+    @property
+    def name_tex(self) -> str:
+        return f"\\texttt{{{tex_escape(self.name)}}}"
+
+    @property
+    def name_md(self) -> str:
+        return _md_code(self.name)
+
+
+def _md_code(text: str) -> str:
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+def _join(items: Sequence[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _count(facts: Mapping[str, Any], key: str) -> Cited:
+    if key not in facts:
+        raise KeyError(f"abstract facts need {key!r}")
+    c = _require_cited(facts[key], key)
+    whole = not isinstance(c.value, str) and math.isfinite(c.value) and float(c.value).is_integer()
+    if not whole or c.value < 0:
+        raise ValueError(f"{key} must be a non-negative whole number, got {c.value!r} {c.citation}")
+    return c
+
+
+def _optional_cited(facts: Mapping[str, Any], key: str) -> Cited | None:
+    value = facts.get(key)
+    return None if value is None else _require_cited(value, key)
+
+
+def abstract_context(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Check the facts against each other and build the templates' context.
+
+    ``facts`` keys:
+
+    - ``decision`` (required): ``"GO"``, ``"PIVOT"`` or ``"NEED_MORE_DATA"``.
+    - ``n_models_tested``, ``n_models_collapsed`` (required): ``Cited`` counts.
+    - ``collapsed_models``: the collapsed models, ``CollapsedModel`` or mappings
+      with ``name``, ``dominant`` and optionally ``imbalance`` (``Cited``);
+      must number ``n_models_collapsed``. Together they are the key finding.
+    - ``p_value``, ``cohens_d``: ``Cited``, of the strongest collapsed model;
+      required when any model collapsed, not shown when none did.
+    - ``strongest_model``: its name (optional).
+    - ``models_tested``: names of the tested models (optional; when given,
+      must number ``n_models_tested``).
+    - ``framework_name``: default ``"fusionaudit"``.
+
+    Raises ``ValueError``/``TypeError``/``KeyError`` on facts that contradict
+    each other or a bare number where a citation is needed.
+    """
+    decision = str(facts.get("decision", "")).upper()
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {facts.get('decision')!r}")
+    n_tested = _count(facts, "n_models_tested")
+    n_collapsed = _count(facts, "n_models_collapsed")
+    tested, k = int(n_tested.value), int(n_collapsed.value)
+    if k > tested:
+        raise ValueError(f"{k} collapsed models {n_collapsed.citation} but only {tested} tested {n_tested.citation}")
+
+    collapsed = [m if isinstance(m, CollapsedModel) else CollapsedModel(**dict(m))
+                 for m in facts.get("collapsed_models") or ()]
+    if len(collapsed) != k:
+        raise ValueError(f"n_models_collapsed is {k} {n_collapsed.citation} "
+                         f"but collapsed_models names {len(collapsed)}")
+    models_tested = [str(m) for m in facts.get("models_tested") or ()]
+    if models_tested and len(models_tested) != tested:
+        raise ValueError(f"n_models_tested is {tested} {n_tested.citation} "
+                         f"but models_tested names {len(models_tested)}")
+
+    p_value, cohens_d = _optional_cited(facts, "p_value"), _optional_cited(facts, "cohens_d")
+    if k and (p_value is None or cohens_d is None):
+        raise ValueError("p_value and cohens_d of the strongest collapsed model are required "
+                         "when a model collapsed")
+    if decision == "GO" and k == 0:
+        raise ValueError("decision GO with no collapsed model: the evidence does not support it")
+    if k == 0:
+        p_value = cohens_d = None
+
+    dominants = {m.dominant for m in collapsed}
+    strongest = facts.get("strongest_model")
+    return {
+        "decision": decision,
+        "framework": str(facts.get("framework_name") or FRAMEWORK_NAME),
+        "n_tested": n_tested,
+        "n_collapsed": n_collapsed,
+        "tested_count": tested,
+        "collapsed_count": k,
+        "collapsed": collapsed,
+        "dominant": dominants.pop() if len(dominants) == 1 else None,
+        "p_value": p_value,
+        "cohens_d": cohens_d,
+        "strongest_tex": f"\\texttt{{{tex_escape(strongest)}}}" if strongest else None,
+        "strongest_md": _md_code(strongest) if strongest else None,
+        "models_tested_tex": _join([f"\\texttt{{{tex_escape(m)}}}" for m in models_tested]),
+        "models_tested_md": _join([_md_code(m) for m in models_tested]),
+        "fa_newcommand": FA_NEWCOMMAND,
+        "fa_providecommand": FA_PROVIDECOMMAND,
+    }
+
+
+def render_abstract(env: Environment | None, facts: Mapping[str, Any]) -> tuple[str, str]:
+    """The abstract as ``(tex, md)`` from ``paper/abstract.{tex,md}.j2``; see :func:`abstract_context`."""
+    context = abstract_context(facts)
+    env = with_paper_filters(env or make_env())
+    tex = env.get_template(ABSTRACT_TEX).render(context)
+    md = env.get_template(ABSTRACT_MD).render(context)
+    return tex, md

@@ -1,0 +1,177 @@
+"""Jinja environment and the report context, built from MLflow evidence alone.
+
+Templates receive ``Cited`` values read back from the evidence store, never
+in-memory results, and print numbers only through the ``cite`` filter, so each
+number in a report carries the place it is logged.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from agents.planner import substitutions
+from agents.quality_officer import CriterionCheck, check_criteria, final_status
+from tasks.cited import Cited
+from tasks.evidence import RunEvidence
+from tasks.mission import PRIORITY_ORDER, Mission
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def cite(value: Cited | None, spec: str = "") -> str:
+    """``0.012 [run_id:key]``; a missing value prints as n/a (never a number without evidence)."""
+    if value is None:
+        return "n/a"
+    return f"{value.formatted(spec)} {value.citation}"
+
+
+def code(text: object) -> str:
+    """Identifiers, paths and free text from tags go in code spans (they are not measurements)."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+def make_env() -> Environment:
+    from tasks.paper import cite_md, cite_tex
+
+    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(cite=cite, code=code, cite_md=cite_md, cite_tex=cite_tex)
+    return env
+
+
+# ------------------------------------------------------------------ the view
+
+
+@dataclass
+class ModelView:
+    name: str
+    calibration: bool
+    status: str
+    reason: str = ""
+    mitigation: str = ""
+    family: str = ""
+    random_init: bool = False
+    adapter_run: str = ""
+    diag: RunEvidence | None = None
+    stats: dict[str, Cited] = field(default_factory=dict)
+    stat_text: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name + (" (RANDOM-INIT)" if self.random_init else "") + (" (calibration)" if self.calibration else "")
+
+    @property
+    def collapsed(self) -> bool:
+        c = self.stats.get("collapsed")
+        return bool(c and c.value == 1)
+
+
+@dataclass
+class ActionView:
+    id: str
+    title: str
+    priority: str
+    owner: str
+    stage: str
+    run: RunEvidence | None
+    status: str
+    reason: str
+    mitigation: str
+    checks: list[CriterionCheck]
+
+    def metric(self, key: str) -> Cited | None:
+        return self.run.m(key) if self.run else None
+
+
+def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None) -> dict:
+    """Everything the templates may show, taken from the cycle's run tree."""
+    checks = check_criteria(mission, cycle)
+    actions = []
+    for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
+        run = cycle.child("fa.action_id", a.id)
+        mine = [c for c in checks if c.action_id == a.id]
+        stage = run.tags.get("fa.status", "Not run") if run else "Not run"
+        actions.append(ActionView(a.id, a.title, a.priority, a.owner, a.stage, run, final_status(stage, mine),
+                                  run.tags.get("fa.reason", "") if run else "", run.tags.get("fa.mitigation", "") if run else "", mine))
+    models = _models(mission, cycle)
+    stats_run = _action_run(mission, cycle, "statistics")
+    blocked_models = [m.name for m in models if m.status == "Blocked"]
+    counts = {s: sum(1 for a in actions if a.status == s) for s in ("Completed", "Blocked", "Failed", "Not run")}
+    return {
+        "mission": mission,
+        "cycle": cycle,
+        "cycle_id": cycle.tags.get("fa.cycle_id", cycle.run_id),
+        "started": datetime.fromtimestamp(cycle.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds"),
+        "actions": actions,
+        "counts": counts,
+        "models": models,
+        "tested": [m for m in models if m.stats],
+        "blocked_models": [m for m in models if m.status == "Blocked"],
+        "substitutions": substitutions(mission, blocked_models),
+        "stats_run": stats_run,
+        "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
+        "rule": stats_run.tags.get("fa.rule", "the statistics did not run") if stats_run else "the statistics did not run",
+        "metric": mission.gates.metric,
+        "quality": quality,
+        "any_random_init": any(m.random_init for m in models),
+        "any_calibration": any(m.calibration and m.stats for m in models),
+    }
+
+
+def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
+    action = mission.for_stage(stage)
+    return cycle.child("fa.action_id", action.id) if action else None
+
+
+def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
+    adapters = _action_run(mission, cycle, "adapters")
+    diags = _action_run(mission, cycle, "diagnostics")
+    stats_run = _action_run(mission, cycle, "statistics")
+    metric = mission.gates.metric
+    views = []
+    for entry in mission.models:
+        opened = adapters.child("fa.model", entry.name) if adapters else None
+        view = ModelView(entry.name, entry.calibration, opened.tags.get("fa.status", "Not run") if opened else "Not run")
+        if opened:
+            view.reason, view.mitigation = opened.tags.get("fa.reason", ""), opened.tags.get("fa.mitigation", "")
+            view.family = opened.tags.get("fa.family", "")
+            view.random_init = opened.tags.get("fa.random_init") == "true"
+            view.adapter_run = opened.run_id
+        view.diag = diags.child("fa.model", entry.name) if diags else None
+        if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
+            for prefix in (f"{entry.name}/{metric}/", f"{entry.name}/verdict/"):
+                view.stats |= {k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
+                view.stat_text |= {k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
+        views.append(view)
+    return views
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def render_reports(env: Environment, view: dict, report_dir: Path) -> list[Path]:
+    """Write the handoff, the cycle summary and one results page per diagnosed model; return the Markdown paths."""
+    written = []
+    for template, target in (("handoff/execution_progress_update.md.j2", "handoff/execution_progress_update.md"),
+                             ("summaries/cycle_summary.md.j2", "summaries/cycle_summary.md")):
+        written.append(_write(report_dir / target, env.get_template(template).render(**view)))
+    results = env.get_template("results/model_diagnostic_results.md.j2")
+    for model in view["models"]:
+        if model.diag is not None:
+            written.append(_write(report_dir / "results" / f"{model.name}_diagnostic_results.md",
+                                  results.render(model=model, **view)))
+    return written
+
+
+def write_pending_actions(plan: list[dict], report_dir: Path) -> Path:
+    return _write(report_dir / "handoff" / "pending_actions.json", json.dumps(plan, indent=2) + "\n")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

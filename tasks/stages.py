@@ -1,0 +1,343 @@
+"""The Prefect tasks of the Week-1 stages: thin wrappers that log evidence around pure functions.
+
+Each stage opens its action's MLflow run, computes with the pure modules
+(``tasks.diagnostics``, ``tasks.stats``, ``tasks.literature``, ``tasks.paper``),
+logs every number, and returns an ``Outcome`` (or a *Blocked* state).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
+from prefect.tasks import exponential_backoff
+
+from agents.quality_officer import check_criteria, final_status, verify_files
+from tasks import environment, evidence, literature, paper, reporting, stats
+from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
+                           transient_only)
+from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.registry import load_model
+from tasks.data.synthetic import dataset_hash, make_synthetic
+from tasks.diagnostics import plots
+from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
+from tasks.gates import evaluate_gates
+from tasks.mission import Action, ModelEntry
+from tasks.reporting import make_env
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=transient_only)
+
+
+def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
+    return ModelSpec(name=entry.name, adapter=entry.adapter, source=entry.source, arch=entry.arch,
+                     allow_random_init=cycle.allow_random_init and not entry.calibration)
+
+
+# ------------------------------------------------------------------ T2 environment
+
+@task(name="environment-check", cache_policy=NO_CACHE, **RETRY)
+def check_environment(cycle: Cycle, action: Action) -> Outcome:
+    with action_run(cycle, action) as run:
+        snap = environment.snapshot(evidence_dir=Path(evidence.tracking_uri().removeprefix("sqlite:///")).parent)
+        pkgs = environment.package_report(PROJECT_ROOT / "uv.lock")
+        run.params({k: v for k, v in snap.items() if isinstance(v, str)} | {"drifted": "; ".join(pkgs["drifted"]) or "none"})
+        pairs = _test_inference()
+        run.metrics({k: v for k, v in snap.items() if not isinstance(v, str)} | {
+            "packages_missing": len(pkgs["missing"]), "packages_locked": pkgs["locked"],
+            "packages_drifted": len(pkgs["drifted"]), "drift_pct": pkgs["drift_pct"], "test_inference_pairs": pairs})
+        outcome = Outcome(action.id, COMPLETED, run.run_id, data=snap)
+        if pkgs["missing"]:
+            outcome = Outcome(action.id, BLOCKED, run.run_id, reason="missing packages: " + ", ".join(pkgs["missing"]),
+                              mitigation="run `uv sync` in the project folder")
+    return _finish(run, outcome)
+
+
+def _test_inference() -> int:
+    """A real forward pass on sample pairs: torch, the data and an adapter work together."""
+    samples = make_synthetic(4, seed=123)
+    model = load_model(ModelSpec(name="zoo-balanced", adapter="zoo", source="balanced"))
+    scores = model.score(model.prepare([s.image for s in samples], [s.caption for s in samples], [s.sample_id for s in samples]))
+    return int(scores.isfinite().sum())
+
+
+# ------------------------------------------------------------------ T1 / T6 adapters
+
+@task(name="open-model", cache_policy=NO_CACHE, **RETRY)
+def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
+    """Load a model and trace two samples; Blocked when its weights are not on this machine."""
+    run = open_child(cycle, parent_run, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+    spec = model_spec(cycle, entry)
+    run.params({"adapter": entry.adapter, "source": entry.source, "arch": entry.arch or "none"})
+    run.tags({"fa.calibration": str(entry.calibration).lower()})
+    with tracked(run):
+        try:
+            model = load_model(spec)
+        except WeightsUnavailable as exc:
+            get_run_logger().warning("%s is Blocked: %s", entry.name, exc)
+            return blocked(record(run, Outcome(entry.name, BLOCKED, run.run_id, reason=exc.reason,
+                                               mitigation=f"{exc.mitigation} (looked in: {'; '.join(exc.searched)})")))
+        samples = make_synthetic(2, seed=7)
+        inputs = model.prepare([s.image for s in samples], [s.caption for s in samples], [s.sample_id for s in samples])
+        layers = 0
+        coverage = 0.0
+        if "trace" in model.capabilities:
+            summary = model.trace(inputs)
+            layers = len(summary.layer_names)
+            entropy_ok = (summary.entropy_visual.isfinite() | summary.entropy_text.isfinite()).all(dim=0)
+            coverage = float(entropy_ok.float().mean()) if layers else 0.0
+    run.tags({"fa.family": model.family, "fa.capabilities": ",".join(sorted(model.capabilities)),
+              "fa.random_init": str(model.random_init).lower(), "fa.revision": model.revision})
+    run.metrics({"layers_traced": layers, "trace_coverage": coverage, "random_init": int(model.random_init)})
+    return record(run, Outcome(entry.name, COMPLETED, run.run_id, data={"family": model.family, "random_init": model.random_init}))
+
+
+@task(name="adapters", cache_policy=NO_CACHE)
+def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
+    """Open every model of the action; the action completes if at least one model opens."""
+    with action_run(cycle, action) as run:
+        models = [_outcome(open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
+        loaded = [m for m in models if m.ok]
+        traced = [evidence.read_run(m.run_id, with_children=False) for m in loaded]
+        run.metrics({
+            "models_requested": len(models), "models_loaded": len(loaded), "models_blocked": len(models) - len(loaded),
+            "layers_traced_min": min((float(r.m("layers_traced").value) for r in traced), default=0),
+            "trace_coverage_min": min((float(r.m("trace_coverage").value) for r in traced), default=0),
+        })
+        outcome = Outcome(action.id, COMPLETED, run.run_id, data=models)
+        if not loaded:
+            outcome = Outcome(action.id, BLOCKED, run.run_id, data=models,
+                              reason="no model could be opened: " + "; ".join(f"{m.key}: {m.reason}" for m in models),
+                              mitigation="provide the weights (see each model's mitigation) or use the mission's alternatives")
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ T4 diagnostics
+
+def _code_version() -> str:
+    """Hash of the diagnostics and adapter sources: a code change invalidates cached diagnostics."""
+    digest = hashlib.sha256(METRICS_VERSION.encode())
+    for folder in ("diagnostics", "adapters", "data"):
+        for path in sorted((PROJECT_ROOT / "tasks" / folder).glob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def diagnostics_cache_key(context, parameters) -> str:
+    """Cache on (model id + weights revision, dataset hash, metric config, code version), never on a module."""
+    spec: ModelSpec = parameters["spec"]
+    revision = load_model(spec).revision
+    samples = make_synthetic(parameters["samples"], parameters["seed"])
+    parts = [spec.name, spec.adapter, spec.source, spec.arch or "", revision, dataset_hash(samples),
+             str(parameters["batch_size"]), _code_version()]
+    return "diagnose-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+@task(name="diagnose-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
+def diagnose_model(spec: ModelSpec, samples: int, seed: int, batch_size: int = 32) -> DiagnosticResult:
+    return diagnose(load_model(spec), make_synthetic(samples, seed), batch_size=batch_size)
+
+
+@task(name="diagnostics", cache_policy=NO_CACHE)
+def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
+    """Per-sample contributions and per-layer attention for every opened model, logged per model."""
+    ds = cycle.mission.dataset
+    results: dict[str, DiagnosticResult] = {}
+    with action_run(cycle, action) as run:
+        samples = make_synthetic(ds.samples, ds.seed)
+        run.params({"dataset": ds.kind, "dataset_hash": dataset_hash(samples), "metrics_version": METRICS_VERSION})
+        for entry in entries:
+            model_run = open_child(cycle, run.run_id, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+            with tracked(model_run):
+                state = diagnose_model(model_spec(cycle, entry), ds.samples, ds.seed, return_state=True)
+                result = state.result()
+                _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")
+            results[entry.name] = result
+            record(model_run, Outcome(entry.name, COMPLETED, model_run.run_id))
+        per_model = [evidence.read_run(r.run_id, with_children=False) for r in _children(run.run_id)]
+        run.metrics({
+            "models_diagnosed": len(results), "dataset_samples": len(samples),
+            "samples_scored_min": min((float(r.m("samples_scored").value) for r in per_model), default=0),
+            "plots_per_model_min": min((float(r.m("plots").value) for r in per_model), default=0),
+        })
+        outcome = Outcome(action.id, COMPLETED if results else BLOCKED, run.run_id, data=results,
+                          reason="" if results else "no model was available to diagnose",
+                          mitigation="" if results else "see the adapters action's blockers")
+    return _finish(run, outcome)
+
+
+def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, result: DiagnosticResult, cached: bool) -> None:
+    ps, pl = result.per_sample, result.per_layer
+    layer_means = pl.groupby("layer_index")[["attn_visual_share", "entropy_visual", "entropy_text", "mcs_entropy"]].mean() if len(pl) else pd.DataFrame()
+    metrics: dict[str, float] = {
+        "samples_scored": int(ps["modality_shapley_v"].notna().sum()), "samples_skipped": len(result.skipped),
+        "modality_shapley_v_mean": ps["modality_shapley_v"].mean(), "n_layers": result.n_layers,
+    }
+    for column in ("attn_visual_share", "mcs_entropy"):
+        if column in ps and ps[column].notna().any():
+            metrics[f"{column}_mean"] = ps[column].mean()
+    for idx, row in layer_means.iterrows():
+        metrics.update({f"layer/{idx}/{k}": v for k, v in row.items() if pd.notna(v)})
+    folder = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
+    drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder)
+    metrics["plots"] = len(drawn)
+    run.metrics(metrics)
+    run.tags({"fa.cached": str(cached).lower()})
+    run.table(ps, "per_sample.csv")
+    run.table(pl, "per_layer.csv")
+    run.table(result.skipped, "skipped_samples.csv")
+    for path in drawn:
+        run.artifact(path, "plots")
+
+
+def _children(parent: str):
+    run = evidence.client().get_run(parent)
+    return [r.info for r in evidence.client().search_runs(
+        [run.info.experiment_id], filter_string=f"tags.`{evidence.PARENT_TAG}` = '{parent}'", max_results=1000)]
+
+
+# ------------------------------------------------------------------ T3 statistics
+
+@task(name="statistics", cache_policy=NO_CACHE)
+def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult]) -> Outcome:
+    gates = cycle.mission.gates
+    with action_run(cycle, action) as run:
+        verdicts: dict[str, bool] = {}
+        metrics: dict[str, float] = {"models_analysed": len(results), "bootstrap_resamples": 9999, "alpha": gates.alpha,
+                                     "imbalance_threshold": gates.imbalance_threshold, "baseline": gates.baseline}
+        for name, result in results.items():
+            summary = stats.summarize(result.per_sample[gates.metric].to_numpy(), baseline=gates.baseline, n_resamples=9999, seed=0)
+            verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
+            metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
+            run.params(summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/"))
+            verdicts[name] = verdict.collapsed
+        result = evaluate_gates(verdicts, gates)
+        metrics |= {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed,
+                    "gates/min_models_tested": gates.min_models_tested, "gates/min_models_collapsed": gates.min_models_collapsed}
+        run.metrics(metrics)
+        run.tags({"fa.decision": result.decision, "fa.rule": result.rule,
+                  "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none"})
+        evidence.RunLog(cycle.run_id).tags({"fa.decision": result.decision})
+        outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ T5 literature, T7 paper
+
+@task(name="literature", cache_policy=NO_CACHE, **RETRY)
+def literature_stage(cycle: Cycle, action: Action, bib_files: tuple[str, ...] = ()) -> Outcome:
+    with action_run(cycle, action) as run:
+        paths = [PROJECT_ROOT / "literature" / "references.bib", *map(Path, bib_files)]
+        library = literature.load_library(paths)
+        tex, md = literature.render_related_work(library)
+        out = cycle.report_dir / "paper"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "related_work.tex").write_text(tex, encoding="utf-8")
+        (out / "related_work.md").write_text(md, encoding="utf-8")
+        run.artifact(out / "related_work.tex", "paper")
+        run.artifact(out / "related_work.md", "paper")
+        run.metrics({"bib_entries": len(library), "unresolved_citations": 0})
+        outcome = Outcome(action.id, COMPLETED, run.run_id)
+    return _finish(run, outcome)
+
+
+@task(name="paper", cache_policy=NO_CACHE)
+def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
+    """The abstract's placeholders filled from the statistics run as read back from MLflow."""
+    with action_run(cycle, action) as run:
+        ev = evidence.read_run(stats_run, with_children=False)
+        facts = abstract_facts(ev, cycle.mission.gates.metric)
+        tex, md = paper.render_abstract(None, facts)
+        out = cycle.report_dir / "paper"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "abstract.tex").write_text(tex, encoding="utf-8")
+        (out / "abstract.md").write_text(md, encoding="utf-8")
+        findings, _ = evidence.verify_markdown(md)
+        for name in ("abstract.tex", "abstract.md"):
+            run.artifact(out / name, "paper")
+        filled = [facts["n_models_tested"], facts["p_value"], facts["cohens_d"], facts["collapsed_models"] or facts["decision"]]
+        run.metrics({"placeholders_filled": sum(1 for v in filled if v is not None), "uncited_numbers": len(findings)})
+        outcome = Outcome(action.id, COMPLETED, run.run_id)
+    return _finish(run, outcome)
+
+
+def abstract_facts(ev: evidence.RunEvidence, metric: str) -> dict:
+    """The abstract's placeholders (models, p-value, Cohen's d, key finding) from the statistics run."""
+    names = lambda tag: [n for n in ev.tags.get(tag, "none").split(",") if n != "none"]  # noqa: E731
+    collapsed = names("fa.collapsed")
+    strongest = max(collapsed, key=lambda n: float(ev.m(f"{n}/verdict/imbalance").value)) if collapsed else None
+    return {
+        "decision": ev.tags.get("fa.decision", "NEED_MORE_DATA"),
+        "n_models_tested": ev.m("gates/models_tested"), "n_models_collapsed": ev.m("gates/models_collapsed"),
+        "models_tested": names("fa.tested"),
+        "collapsed_models": [{"name": n, "dominant": ev.params[f"{n}/verdict/dominant"], "imbalance": ev.m(f"{n}/verdict/imbalance")}
+                             for n in collapsed],
+        "strongest_model": strongest,
+        "p_value": ev.m(f"{strongest}/{metric}/t_p") if strongest else None,
+        "cohens_d": ev.m(f"{strongest}/{metric}/cohen_d") if strongest else None,
+    }
+
+
+# ------------------------------------------------------------------ helpers
+
+def _outcome(state) -> Outcome:
+    return state.result()
+
+
+def _finish(run: evidence.RunLog, outcome: Outcome):
+    record(run, outcome)
+    return blocked(outcome) if outcome.status == BLOCKED else outcome
+
+
+# ------------------------------------------------------------------ quality review and reports
+
+@task(name="quality-review", cache_policy=NO_CACHE)
+def quality_review(cycle: Cycle) -> dict[str, int]:
+    """Acceptance criteria of every action against its evidence; final statuses counted on the cycle run."""
+    tree = evidence.read_run(cycle.run_id)
+    checks = check_criteria(cycle.mission, tree)
+    run = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    counts = {COMPLETED: 0, BLOCKED: 0, FAILED: 0}
+    for action in cycle.mission.actions:
+        action_ev = tree.child("fa.action_id", action.id)
+        stage_status = action_ev.tags.get("fa.status", FAILED) if action_ev else FAILED
+        status = final_status(stage_status, [c for c in checks if c.action_id == action.id])
+        counts[status] = counts.get(status, 0) + 1
+        if action_ev:
+            evidence.RunLog(action_ev.run_id).tags({"fa.final_status": status})
+    run.metrics({"criteria_checked": len(checks), "criteria_passed": sum(c.passed for c in checks),
+                 "criteria_failed": sum(not c.passed for c in checks)})
+    evidence.RunLog(cycle.run_id).metrics({"actions_completed": counts[COMPLETED], "actions_blocked": counts[BLOCKED],
+                                           "actions_failed": counts[FAILED], "actions_total": len(cycle.mission.actions)})
+    return counts
+
+
+@task(name="reports", cache_policy=NO_CACHE)
+def write_reports(cycle: Cycle) -> dict[str, object]:
+    """Render every report from evidence, verify every citation, render again with the verdict."""
+    env = make_env()
+    view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    first, checked = verify_files(reporting.render_reports(env, view, cycle.report_dir))
+    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    verdict = "VERIFIED" if not first else "NOT VERIFIED"
+    quality.metrics({"citations_checked": checked, "findings": len(first)})
+    quality.tags({"fa.verdict": verdict})
+    tree = evidence.read_run(cycle.run_id)
+    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"))
+    paths = reporting.render_reports(env, view, cycle.report_dir)
+    findings, checked_final = verify_files(paths)
+    if findings:
+        verdict = "NOT VERIFIED"
+        quality.tags({"fa.verdict": verdict})
+        (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(findings) + "\n", encoding="utf-8")
+    quality.metrics({"citations_checked_final": checked_final, "findings_final": len(findings)})
+    for path in paths:
+        evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
+    quality.finish()
+    handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
+    create_markdown_artifact(markdown=handoff.read_text(encoding="utf-8"), key=f"handoff-{cycle.mission.id}"[:60],
+                             description=f"Week-1 handoff of cycle {cycle.cycle_id}")
+    return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"]}

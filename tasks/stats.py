@@ -1,0 +1,748 @@
+"""Statistics for attention-share scores (DESIGN.md, "Statistics").
+
+Pure functions: numpy arrays in, frozen dataclasses out. Nothing here knows
+about Prefect or MLflow; every result has ``as_dict()`` giving a flat
+``{name: float | int}`` mapping (booleans become 0/1, strings are left out)
+ready for ``mlflow.log_metrics``; the string fields (``note``, ``ci_method``,
+...) are available from ``as_params()``.
+
+Conventions
+-----------
+* Non-finite inputs (NaN, +/-inf) are dropped and counted in ``n_dropped``.
+* "Zero variance" means every value is identical, or the sample SD is below
+  ``1e-12 * max(1, |mean|)``. Floating-point noise on a constant sample (for
+  example ``np.full(10, 0.3)``, whose computed SD is ~1e-17) otherwise makes
+  ``scipy.stats.ttest_1samp`` report t ~ -1e16 and p ~ 1e-141, calling a
+  degenerate sample significant. Such a sample is *not testable*: t-test p,
+  Cohen's d, its CI and the power numbers are NaN, and ``note`` says why.
+  Callers must treat NaN p as "not testable", never as "not significant".
+* p-values that cannot be computed are NaN, never 0 or 1.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, fields
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import optimize, stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import DescrStatsW
+
+__all__ = [
+    "ShareSummary",
+    "Verdict",
+    "PairedComparison",
+    "HolmResult",
+    "TostResult",
+    "summarize",
+    "collapse_verdict",
+    "paired_comparison",
+    "holm",
+    "tost",
+    "ttest_power",
+    "n_for_power",
+    "cohen_d_ci",
+]
+
+NAN = float("nan")
+_ZERO_SD_RTOL = 1e-12
+_POWER_ALPHA = 0.05
+_TARGET_POWER = 0.80
+
+
+class _Loggable:
+    """Mixin: flat numeric dict for metrics, string dict for params."""
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            if isinstance(v, (bool, np.bool_)):
+                out[prefix + f.name] = int(v)
+            elif isinstance(v, (int, np.integer)):
+                out[prefix + f.name] = int(v)
+            elif isinstance(v, (float, np.floating)):
+                out[prefix + f.name] = float(v)
+        return out
+
+    def as_params(self, prefix: str = "") -> dict[str, str]:
+        return {
+            prefix + f.name: getattr(self, f.name)
+            for f in fields(self)  # type: ignore[arg-type]
+            if isinstance(getattr(self, f.name), str)
+        }
+
+
+# --------------------------------------------------------------------------
+# Result types
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShareSummary(_Loggable):
+    """One model x metric: descriptive statistics and tests against ``baseline``.
+
+    ``t`` / ``t_p``: one-sample two-sided t-test of the mean against baseline.
+    ``wilcoxon_stat`` / ``wilcoxon_p``: two-sided Wilcoxon signed-rank test of
+    ``values - baseline`` (zero differences dropped, scipy ``zero_method="wilcox"``).
+    ``cohen_d = (mean - baseline) / sd``; ``d_ci_*`` its CI at ``confidence``,
+    by inverting the noncentral t (normal approximation only where scipy's
+    nct fails; ``d_ci_method`` says which, see ``cohen_d_ci``).
+    ``power``: achieved power of the two-sided one-sample t-test at alpha 0.05
+    for the observed d and n. ``n_for_80_power``: smallest integer n (>= 2)
+    giving power >= 0.80 at the observed d (NaN when d is 0 or undefined).
+    """
+
+    n: int
+    n_dropped: int
+    mean: float
+    sd: float
+    baseline: float
+    confidence: float
+    ci_low: float
+    ci_high: float
+    ci_method: str  # "BCa" | "percentile" | "degenerate" | "none"
+    n_resamples: int
+    t: float
+    t_p: float
+    wilcoxon_stat: float
+    wilcoxon_p: float
+    cohen_d: float
+    d_ci_low: float
+    d_ci_high: float
+    d_ci_method: str  # "noncentral-t" | "normal-approx" | "none"
+    power: float
+    power_method: str  # "statsmodels" | "noncentral-t-guarded" | "normal-approx" | "none"
+    n_for_80_power: float
+    note: str
+
+
+@dataclass(frozen=True)
+class Verdict(_Loggable):
+    """Whether one model's attention collapsed onto one modality.
+
+    ``share`` is the mean image share s̄; ``imbalance = max(s̄, 1 - s̄)``.
+    ``collapsed`` iff all three conditions hold: ``imbalance_exceeds``
+    (imbalance > threshold), ``significant`` (t-test p < alpha) and
+    ``ci_beyond`` (the CI lies entirely beyond the threshold on the dominant
+    side). ``reason`` lists each condition and whether it held.
+    """
+
+    share: float
+    imbalance: float
+    dominant: str  # "image" | "text" | "none"
+    threshold: float
+    alpha: float
+    p: float
+    ci_low: float
+    ci_high: float
+    imbalance_exceeds: bool
+    significant: bool
+    ci_beyond: bool
+    collapsed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PairedComparison(_Loggable):
+    """Model A vs model B on the same samples; differences are ``a - b``.
+
+    ``t``/``t_p``: paired t-test; ``wilcoxon_*``: Wilcoxon signed-rank on the
+    differences; ``ci_*``: paired bootstrap CI of the mean difference (pairs
+    are resampled together, which for the mean difference is resampling the
+    differences); ``perm_p``: two-sided sign-flip permutation test of the mean
+    difference (``permutation_type="samples"``), exact when
+    ``2**n <= n_resamples`` (``perm_exact``).
+    """
+
+    n: int
+    n_dropped: int
+    mean_a: float
+    mean_b: float
+    mean_diff: float
+    sd_diff: float
+    confidence: float
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    n_resamples: int
+    t: float
+    t_p: float
+    wilcoxon_stat: float
+    wilcoxon_p: float
+    perm_p: float
+    perm_exact: bool
+    note: str
+
+
+@dataclass(frozen=True)
+class HolmResult:
+    """Holm (step-down Bonferroni) adjustment across a family of p-values.
+
+    NaN p-values (not testable) are excluded from the family: their adjusted
+    value is NaN and they are never rejected.
+    """
+
+    names: tuple[str, ...]
+    pvalues: tuple[float, ...]
+    adjusted: tuple[float, ...]
+    reject: tuple[bool, ...]
+    alpha: float
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        for name, adj, rej in zip(self.names, self.adjusted, self.reject):
+            out[f"{prefix}p_holm_{name}"] = float(adj)
+            out[f"{prefix}reject_holm_{name}"] = int(rej)
+        return out
+
+
+@dataclass(frozen=True)
+class TostResult(_Loggable):
+    """TOST equivalence of the mean to ``baseline`` within ``+/- margin``.
+
+    H0: mean <= low or mean >= high; ``p = max(p_lower, p_upper)``;
+    ``equivalent`` iff p < alpha. ``ci_low``/``ci_high`` is the (1 - 2 alpha)
+    t-interval of the mean; equivalence holds iff it lies inside (low, high).
+    """
+
+    n: int
+    n_dropped: int
+    mean: float
+    baseline: float
+    margin: float
+    low: float
+    high: float
+    alpha: float
+    t_lower: float
+    p_lower: float
+    t_upper: float
+    p_upper: float
+    p: float
+    ci_low: float
+    ci_high: float
+    equivalent: bool
+    note: str
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _clean(values) -> tuple[np.ndarray, int]:
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-D array of scores, got shape {x.shape}")
+    keep = np.isfinite(x)
+    return x[keep], int((~keep).sum())
+
+
+def _is_zero_variance(x: np.ndarray) -> bool:
+    if x.size < 2:
+        return False
+    if np.ptp(x) == 0:
+        return True
+    sd = float(np.std(x, ddof=1))
+    return sd <= _ZERO_SD_RTOL * max(1.0, abs(float(np.mean(x))))
+
+
+def _mean_stat(x, axis=-1):
+    return np.mean(x, axis=axis)
+
+
+def _mean_ci(
+    x: np.ndarray, confidence: float, n_resamples: int, seed: int
+) -> tuple[float, float, str, str]:
+    """BCa bootstrap CI of the mean; percentile fallback when BCa is NaN.
+
+    Returns ``(low, high, method, note)``. No resampling for n < 3 (NaN, "none")
+    or for a zero-variance sample (collapses to the mean, "degenerate").
+    """
+    if x.size < 3:
+        return NAN, NAN, "none", f"n={x.size} < 3: bootstrap CI not computed"
+    if _is_zero_variance(x):
+        m = float(np.mean(x))
+        return m, m, "degenerate", "zero variance: CI collapses to the mean"
+    note = ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.bootstrap(
+            (x,),
+            _mean_stat,
+            n_resamples=n_resamples,
+            vectorized=True,
+            confidence_level=confidence,
+            method="BCa",
+            rng=np.random.default_rng(seed),
+        )
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    method = "BCa"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        res = stats.bootstrap(
+            (x,),
+            _mean_stat,
+            n_resamples=n_resamples,
+            vectorized=True,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        method = "percentile"
+        note = "BCa CI undefined (degenerate bootstrap); percentile CI used"
+    return lo, hi, method, note
+
+
+def _wilcoxon(diffs: np.ndarray) -> tuple[float, float, str]:
+    """Two-sided signed-rank test of ``diffs`` against 0; NaN when untestable."""
+    nonzero = diffs[diffs != 0]
+    if nonzero.size == 0:
+        return NAN, NAN, "all differences zero: Wilcoxon not testable"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        res = stats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
+    return float(res.statistic), float(res.pvalue), ""
+
+
+def _nct_power(d: float, n: int, alpha: float) -> tuple[float, str]:
+    """Two-sided one-sample t-test power straight from the noncentral t.
+
+    power = P(T > t_c) + P(T < -t_c), T ~ nct(n - 1, |d| sqrt(n)).
+    scipy's ``nct.cdf`` returns NaN far in the wrong-side tail at large
+    noncentrality (e.g. df=63, nc=16 — this is what makes statsmodels return
+    NaN). That term is bounded: P(T < -t_c) <= P(T < 0) = Phi(-nc), so when it
+    is NaN and Phi(-nc) < 1e-12 it is taken as 0 (error below 1e-12).
+    """
+    df = n - 1
+    nc = abs(d) * math.sqrt(n)
+    tc = float(stats.t.ppf(1 - alpha / 2, df))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        upper = float(stats.nct.sf(tc, df, nc))
+        if not math.isfinite(upper):
+            upper = 1.0 - float(stats.nct.cdf(tc, df, nc))
+        lower = float(stats.nct.cdf(-tc, df, nc))
+    bound = float(stats.norm.sf(nc))
+    method = "noncentral-t-guarded"
+    if not math.isfinite(lower):
+        lower = 0.0 if bound < 1e-12 else NAN
+    lower = min(lower, bound) if math.isfinite(lower) else lower
+    if not (math.isfinite(upper) and math.isfinite(lower)):
+        # Last resort: normal approximation of the noncentral t.
+        upper = float(stats.norm.sf(tc - nc))
+        lower = float(stats.norm.cdf(-tc - nc))
+        method = "normal-approx"
+    return float(min(1.0, max(0.0, upper + lower))), method
+
+
+def ttest_power(d: float, n: int, alpha: float = _POWER_ALPHA) -> tuple[float, str]:
+    """Power of the two-sided one-sample t-test; returns ``(power, method)``.
+
+    Uses statsmodels ``TTestPower().power``; when that is NaN (it is at large
+    noncentrality, e.g. d=2, n=64) the guarded noncentral-t computation
+    ``_nct_power`` is used instead. NaN only when d or n is unusable.
+    """
+    if not math.isfinite(d) or n < 2:
+        return NAN, "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = float(
+            TTestPower().power(effect_size=abs(d), nobs=n, alpha=alpha, alternative="two-sided")
+        )
+    if math.isfinite(p) and 0.0 <= p <= 1.0:
+        return p, "statsmodels"
+    return _nct_power(d, n, alpha)
+
+
+def n_for_power(
+    d: float, power: float = _TARGET_POWER, alpha: float = _POWER_ALPHA, n_max: int = 10**9
+) -> float:
+    """Smallest integer n >= 2 whose two-sided one-sample t-test power >= ``power``.
+
+    Integer search (doubling then bisection) on the guarded power function,
+    so it works where statsmodels' ``solve_power`` fails to converge (e.g.
+    d=20, where the answer is below its search range). Equals
+    ``ceil(TTestPower().solve_power(...))`` wherever that converges. Returned
+    as a float: NaN when d is 0/undefined or n would exceed ``n_max``.
+    """
+    if not math.isfinite(d) or d == 0:
+        return NAN
+
+    def ok(n: int) -> bool:
+        return ttest_power(d, n, alpha)[0] >= power
+
+    lo = 2
+    if ok(lo):
+        return float(lo)
+    hi = 4
+    while not ok(hi):
+        lo = hi
+        hi *= 2
+        if hi > n_max:
+            return NAN
+    while hi - lo > 1:  # invariant: not ok(lo), ok(hi)
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)
+
+
+def cohen_d_ci(d: float, n: int, confidence: float = 0.95) -> tuple[float, float, str]:
+    """CI of the one-sample Cohen's d, returned as ``(low, high, method)``.
+
+    Primary: inversion of the noncentral t. With t = d sqrt(n) and df = n - 1,
+    find nc_lo, nc_hi with nct.cdf(t; df, nc_lo) = 1 - a/2 and
+    nct.cdf(t; df, nc_hi) = a/2, and report nc / sqrt(n) (exact under
+    normality). When scipy's nct cannot bracket or the root does not check out
+    (extreme |t|, where its cdf goes NaN or inaccurate), the normal
+    approximation d +/- z * sqrt(1/n + d^2 / (2n)) is used ("normal-approx").
+    """
+    if not math.isfinite(d) or n < 2:
+        return NAN, NAN, "none"
+    a = 1 - confidence
+    df = n - 1
+    t_obs = d * math.sqrt(n)
+    # Scale of nc's sampling error (normal approximation); brackets are found
+    # by stepping outward from t_obs by doubling multiples of it, so the
+    # search stays near the crossing and away from the far tails where
+    # scipy's nct.cdf returns NaN.
+    scale = math.sqrt(1.0 + t_obs**2 / (2 * df))
+
+    def f(nc: float, target: float) -> float:
+        return float(stats.nct.cdf(t_obs, df, nc)) - target
+
+    def root(target: float, direction: int) -> float:
+        # nct.cdf(t; df, nc) decreases in nc: the 1 - a/2 root lies below
+        # t_obs (direction -1), the a/2 root above it (direction +1).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            inner, f_inner = t_obs, f(t_obs, target)
+            step = scale
+            for _ in range(40):
+                outer = t_obs + direction * step
+                f_outer = f(outer, target)
+                if not (math.isfinite(f_inner) and math.isfinite(f_outer)):
+                    return NAN
+                if f_inner == 0:
+                    return inner
+                if f_inner * f_outer <= 0:
+                    break
+                inner, f_inner, step = outer, f_outer, step * 2
+            else:
+                return NAN
+            lo_b, hi_b = sorted((inner, outer))
+            try:
+                r = optimize.brentq(f, lo_b, hi_b, args=(target,), xtol=1e-12, rtol=1e-12, maxiter=500)
+            except (ValueError, RuntimeError):  # NaN mid-search / no convergence
+                return NAN
+            check = f(r, target)
+        return r if math.isfinite(check) and abs(check) < 1e-6 else NAN
+
+    nc_lo, nc_hi = root(1 - a / 2, -1), root(a / 2, +1)
+    if math.isfinite(nc_lo) and math.isfinite(nc_hi) and nc_lo <= t_obs <= nc_hi:
+        return nc_lo / math.sqrt(n), nc_hi / math.sqrt(n), "noncentral-t"
+    z = float(stats.norm.ppf(1 - a / 2))
+    se = math.sqrt(1.0 / n + d**2 / (2.0 * n))
+    return d - z * se, d + z * se, "normal-approx"
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(dict.fromkeys(n for n in notes if n))
+
+
+# --------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------
+
+
+def summarize(
+    values,
+    baseline: float = 0.5,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> ShareSummary:
+    """Describe one score vector and test it against ``baseline``.
+
+    Degenerate data never raises. n = 0: everything NaN. n < 3: no bootstrap
+    CI (NaN); n < 2: no SD or tests. Zero variance (see module docstring): CI
+    collapses to the mean (``ci_method="degenerate"``), t-test p, d, d's CI,
+    power and n_for_80_power are NaN ("zero variance: not testable"); the
+    Wilcoxon test is still reported because it is defined on signs/ranks
+    (all-equal non-zero differences give its smallest attainable p), unless
+    every difference is zero, when it is NaN too.
+    """
+    x, n_dropped = _clean(values)
+    n = int(x.size)
+    mean = float(np.mean(x)) if n else NAN
+    sd = float(np.std(x, ddof=1)) if n >= 2 else NAN
+    notes: list[str] = []
+    if n == 0:
+        notes.append("no finite values")
+    elif n < 2:
+        notes.append(f"n={n} < 2: SD and tests not computed")
+
+    ci_low, ci_high, ci_method, ci_note = (
+        _mean_ci(x, confidence, n_resamples, seed) if n else (NAN, NAN, "none", "")
+    )
+    notes.append(ci_note)
+
+    zero_var = _is_zero_variance(x)
+    t = t_p = d = NAN
+    if zero_var:
+        sd = 0.0
+        notes.append("zero variance: t-test, Cohen's d and power not testable")
+    elif n >= 2:
+        res = stats.ttest_1samp(x, baseline, alternative="two-sided")
+        t, t_p = float(res.statistic), float(res.pvalue)
+        d = (mean - baseline) / sd
+
+    w_stat = w_p = NAN
+    if n >= 2:
+        w_stat, w_p, w_note = _wilcoxon(x - baseline)
+        notes.append(w_note)
+
+    d_lo, d_hi, d_method = cohen_d_ci(d, n, confidence)
+    power, power_method = ttest_power(d, n)
+    n80 = n_for_power(d)
+    if d == 0:
+        notes.append("d = 0: n for 80% power undefined")
+
+    return ShareSummary(
+        n=n,
+        n_dropped=n_dropped,
+        mean=mean,
+        sd=sd,
+        baseline=float(baseline),
+        confidence=float(confidence),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        ci_method=ci_method,
+        n_resamples=int(n_resamples),
+        t=t,
+        t_p=t_p,
+        wilcoxon_stat=w_stat,
+        wilcoxon_p=w_p,
+        cohen_d=d,
+        d_ci_low=d_lo,
+        d_ci_high=d_hi,
+        d_ci_method=d_method,
+        power=power,
+        power_method=power_method,
+        n_for_80_power=n80,
+        note=_join(*notes),
+    )
+
+
+def collapse_verdict(summary: ShareSummary, threshold: float = 0.80, alpha: float = 0.05) -> Verdict:
+    """Collapse iff imbalance > threshold AND t-test p < alpha AND CI beyond threshold.
+
+    ``summary`` must summarise image shares (image / (image + text)) against
+    baseline 0.5. Dominant modality is "image" if s̄ > 0.5 else "text"; the CI
+    condition is ``ci_low > threshold`` (image) or ``ci_high < 1 - threshold``
+    (text). A NaN p or CI (not testable) fails its condition, so degenerate
+    data is never called collapsed. Raises ValueError if ``summary.baseline``
+    is not 0.5 (its p-value would then not test balance).
+    """
+    if summary.baseline != 0.5:
+        raise ValueError(
+            f"collapse_verdict needs a summary tested against 0.5, got baseline {summary.baseline}"
+        )
+    s = summary.mean
+    if not math.isfinite(s):
+        return Verdict(
+            share=NAN, imbalance=NAN, dominant="none", threshold=float(threshold),
+            alpha=float(alpha), p=summary.t_p, ci_low=summary.ci_low,
+            ci_high=summary.ci_high, imbalance_exceeds=False, significant=False,
+            ci_beyond=False, collapsed=False, reason="no data: not collapsed",
+        )
+    imbalance = max(s, 1.0 - s)
+    dominant = "image" if s > 0.5 else "text"
+    exceeds = imbalance > threshold
+    p = summary.t_p
+    significant = bool(math.isfinite(p) and p < alpha)
+    if dominant == "image":
+        beyond = bool(math.isfinite(summary.ci_low) and summary.ci_low > threshold)
+        ci_text = f"CI low {summary.ci_low:.4g} > {threshold:g}"
+    else:
+        beyond = bool(math.isfinite(summary.ci_high) and summary.ci_high < 1.0 - threshold)
+        ci_text = f"CI high {summary.ci_high:.4g} < {1.0 - threshold:g}"
+    collapsed = exceeds and significant and beyond
+
+    def mark(ok: bool) -> str:
+        return "held" if ok else "failed"
+
+    p_text = f"p {p:.3g} < {alpha:g}" if math.isfinite(p) else "p not testable (NaN)"
+    reason = (
+        f"{'collapsed' if collapsed else 'not collapsed'} toward {dominant}: "
+        f"imbalance {imbalance:.4g} > {threshold:g} {mark(exceeds)}; "
+        f"{p_text} {mark(significant)}; "
+        f"{ci_text} ({summary.ci_method}) {mark(beyond)}"
+    )
+    return Verdict(
+        share=s, imbalance=imbalance, dominant=dominant, threshold=float(threshold),
+        alpha=float(alpha), p=p, ci_low=summary.ci_low, ci_high=summary.ci_high,
+        imbalance_exceeds=exceeds, significant=significant, ci_beyond=beyond,
+        collapsed=collapsed, reason=reason,
+    )
+
+
+def _mean_diff_stat(x, y, axis=-1):
+    return np.mean(x - y, axis=axis)
+
+
+def paired_comparison(
+    a, b, n_resamples: int = 9999, seed: int = 0, confidence: float = 0.95
+) -> PairedComparison:
+    """Compare two models scored on the same samples (differences ``a - b``).
+
+    Pairs where either value is non-finite are dropped (``n_dropped``).
+    Zero-variance differences: t-test NaN; all-zero differences: Wilcoxon NaN
+    (the permutation p is then 1, which is correct: no sign flip changes 0).
+    """
+    xa = np.asarray(a, dtype=float)
+    xb = np.asarray(b, dtype=float)
+    if xa.ndim != 1 or xb.ndim != 1 or xa.shape != xb.shape:
+        raise ValueError(f"paired inputs must be 1-D of equal length, got {xa.shape} and {xb.shape}")
+    keep = np.isfinite(xa) & np.isfinite(xb)
+    xa, xb = xa[keep], xb[keep]
+    n_dropped = int((~keep).sum())
+    n = int(xa.size)
+    diffs = xa - xb
+    notes: list[str] = []
+    if n == 0:
+        notes.append("no finite pairs")
+
+    mean_diff = float(np.mean(diffs)) if n else NAN
+    sd_diff = float(np.std(diffs, ddof=1)) if n >= 2 else NAN
+    ci_low, ci_high, ci_method, ci_note = (
+        _mean_ci(diffs, confidence, n_resamples, seed) if n else (NAN, NAN, "none", "")
+    )
+    notes.append(ci_note)
+
+    t = t_p = w_stat = w_p = perm_p = NAN
+    if n >= 2:
+        if _is_zero_variance(diffs):
+            sd_diff = 0.0
+            notes.append("zero variance of differences: paired t-test not testable")
+        else:
+            res = stats.ttest_rel(xa, xb, alternative="two-sided")
+            t, t_p = float(res.statistic), float(res.pvalue)
+        w_stat, w_p, w_note = _wilcoxon(diffs)
+        notes.append(w_note)
+        perm = stats.permutation_test(
+            (xa, xb),
+            _mean_diff_stat,
+            permutation_type="samples",
+            vectorized=True,
+            n_resamples=n_resamples,
+            alternative="two-sided",
+            rng=np.random.default_rng(seed),
+        )
+        perm_p = float(perm.pvalue)
+    elif n == 1:
+        notes.append("n=1: paired tests not computed")
+
+    return PairedComparison(
+        n=n,
+        n_dropped=n_dropped,
+        mean_a=float(np.mean(xa)) if n else NAN,
+        mean_b=float(np.mean(xb)) if n else NAN,
+        mean_diff=mean_diff,
+        sd_diff=sd_diff,
+        confidence=float(confidence),
+        ci_low=ci_low,
+        ci_high=ci_high,
+        ci_method=ci_method,
+        n_resamples=int(n_resamples),
+        t=t,
+        t_p=t_p,
+        wilcoxon_stat=w_stat,
+        wilcoxon_p=w_p,
+        perm_p=perm_p,
+        perm_exact=bool(n >= 1 and 2**n <= n_resamples),
+        note=_join(*notes),
+    )
+
+
+def holm(pvalues: Sequence[float] | Mapping[str, float] | np.ndarray, alpha: float = 0.05) -> HolmResult:
+    """Holm step-down adjustment: ``multipletests(method="holm")``.
+
+    Deliberately plain Holm (Bonferroni step-down), not statsmodels' default
+    Holm–Šidák. A mapping keeps its keys as names; a sequence is named
+    "0", "1", ... NaN p-values are left out of the family (adjusted NaN,
+    never rejected).
+    """
+    if isinstance(pvalues, Mapping):
+        names = tuple(str(k) for k in pvalues)
+        p = np.asarray(list(pvalues.values()), dtype=float)
+    else:
+        p = np.asarray(pvalues, dtype=float).ravel()
+        names = tuple(str(i) for i in range(p.size))
+    adjusted = np.full(p.shape, np.nan)
+    reject = np.zeros(p.shape, dtype=bool)
+    ok = np.isfinite(p)
+    if ok.any():
+        rej, adj, _, _ = multipletests(p[ok], alpha=alpha, method="holm")
+        adjusted[ok] = adj
+        reject[ok] = rej
+    return HolmResult(
+        names=names,
+        pvalues=tuple(float(v) for v in p),
+        adjusted=tuple(float(v) for v in adjusted),
+        reject=tuple(bool(v) for v in reject),
+        alpha=float(alpha),
+    )
+
+
+def tost(values, baseline: float = 0.5, margin: float = 0.05, alpha: float = 0.05) -> TostResult:
+    """Two one-sided t-tests for equivalence of the mean to ``baseline``.
+
+    Uses statsmodels ``DescrStatsW(x).ttost_mean(low, high)`` (statsmodels
+    0.15 has no ``ttost_onesamp``). "Balanced" may be claimed only when
+    ``equivalent`` is True. Zero variance or n < 2: p NaN, not equivalent.
+    """
+    if margin <= 0:
+        raise ValueError("margin must be positive")
+    x, n_dropped = _clean(values)
+    n = int(x.size)
+    low, high = float(baseline - margin), float(baseline + margin)
+    mean = float(np.mean(x)) if n else NAN
+    t1 = p1 = t2 = p2 = p = ci_lo = ci_hi = NAN
+    note = ""
+    if n < 2:
+        note = f"n={n} < 2: TOST not computed"
+    elif _is_zero_variance(x):
+        note = "zero variance: TOST not testable"
+    else:
+        d = DescrStatsW(x)
+        pv, (t1, p1, _), (t2, p2, _) = d.ttost_mean(low, high)
+        t1, p1, t2, p2, p = float(t1), float(p1), float(t2), float(p2), float(pv)
+        ci_lo, ci_hi = (float(v) for v in d.tconfint_mean(alpha=2 * alpha))
+    return TostResult(
+        n=n,
+        n_dropped=n_dropped,
+        mean=mean,
+        baseline=float(baseline),
+        margin=float(margin),
+        low=low,
+        high=high,
+        alpha=float(alpha),
+        t_lower=t1,
+        p_lower=p1,
+        t_upper=t2,
+        p_upper=p2,
+        p=p,
+        ci_low=ci_lo,
+        ci_high=ci_hi,
+        equivalent=bool(math.isfinite(p) and p < alpha),
+        note=note,
+    )

@@ -1,0 +1,95 @@
+"""The real Week-1 flow end to end: Prefect's local API, MLflow on SQLite, the real tiny models."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from agents.quality_officer import verify_files
+from tasks import evidence
+
+pytestmark = pytest.mark.slow
+MODELS = ["openclip-vit-b-32", "zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant"]
+
+
+@pytest.fixture(scope="module")
+def two_cycles(prefect_api):
+    from flows.week1 import week1_cycle
+
+    first = week1_cycle(models=MODELS, samples=32, return_state=True)
+    second = week1_cycle(models=MODELS, samples=32, return_state=True)
+    return first, second
+
+
+def _stats_run(result) -> evidence.RunEvidence:
+    tree = evidence.read_run(result["run_id"])
+    return tree.child("fa.action_id", "T3")
+
+
+def test_cycle_completes_with_a_summary_message(two_cycles):
+    state, _ = two_cycles
+    assert state.is_completed()
+    assert re.fullmatch(r"6 actions completed, 1 blocked, 0 failed; decision GO; handoff VERIFIED", state.message), state.message
+
+
+def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
+    result = two_cycles[0].result()
+    stats = _stats_run(result)
+    m = "modality_shapley_v"
+    assert stats.m(f"zoo-text-dominant/verdict/collapsed").value == 1
+    assert stats.m(f"zoo-text-dominant/{m}/t_p").value < 0.05
+    assert stats.params["zoo-text-dominant/verdict/dominant"] == "text"
+    assert stats.m(f"zoo-vision-dominant/verdict/collapsed").value == 1
+    assert stats.m(f"zoo-balanced/verdict/collapsed").value == 0
+    assert stats.tags["fa.decision"] == "GO"
+
+
+def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithmetic(two_cycles):
+    handoff = Path(two_cycles[0].result()["handoff"]).read_text()
+    assert "Model `openclip-vit-b-32` is **Blocked**" in handoff
+    assert "huggingface" in handoff and "open_clip" in handoff  # where it looked and how to fetch
+    assert "Next cycle tries: `openclip-vit-b-32-openai`" in handoff
+    assert re.search(r"Models tested: 3 \[[0-9a-f]{32}:gates/models_tested\]", handoff)
+    assert re.search(r"Models with collapse: 2 \[[0-9a-f]{32}:gates/models_collapsed\]", handoff)
+    assert "## Recommendation: GO" in handoff
+
+
+def test_every_number_in_every_markdown_report_resolves_in_mlflow(two_cycles):
+    result = two_cycles[0].result()
+    report_dir = Path(result["handoff"]).parent.parent
+    reports = sorted(report_dir.rglob("*.md"))
+    names = {p.name for p in reports}
+    assert {"execution_progress_update.md", "cycle_summary.md", "zoo-text-dominant_diagnostic_results.md",
+            "abstract.md", "related_work.md"} <= names
+    findings, checked = verify_files(reports)
+    assert findings == []
+    assert checked > 100
+
+
+def test_a_tampered_number_is_caught(two_cycles, tmp_path):
+    handoff = Path(two_cycles[0].result()["handoff"]).read_text()
+    tampered = re.sub(r"Models tested: 3 ", "Models tested: 4 ", handoff)
+    assert tampered != handoff
+    path = tmp_path / "tampered.md"
+    path.write_text(tampered + "\nAn uncited claim: 42 models collapsed.\n")
+    findings, _ = verify_files([path])
+    assert any("shows 4" in f for f in findings)
+    assert any("number 42 has no citation" in f for f in findings)
+
+
+def test_second_run_reuses_diagnostics_and_writes_a_new_cycle(two_cycles):
+    first, second = (s.result() for s in two_cycles)
+    assert first["cycle_id"] != second["cycle_id"]
+    assert Path(second["handoff"]).exists() and Path(second["handoff"]) != Path(first["handoff"])
+    for result, cached in ((first, "false"), (second, "true")):
+        diag = evidence.read_run(result["run_id"]).child("fa.action_id", "T4")
+        flags = {c.name: c.tags.get("fa.cached") for c in diag.children}
+        assert flags == {"zoo-text-dominant": cached, "zoo-balanced": cached, "zoo-vision-dominant": cached}
+
+
+def test_plots_and_pending_actions_are_written(two_cycles):
+    report_dir = Path(two_cycles[0].result()["handoff"]).parent.parent
+    plots = report_dir / "results" / "zoo-balanced_attention_plots"
+    assert sorted(p.name for p in plots.glob("*.png")) == ["attention_entropy.png", "layer_wise_attention.png", "modality_contribution.png"]
+    assert (report_dir / "handoff" / "pending_actions.json").read_text().count('"id"') == 7

@@ -1,0 +1,220 @@
+"""The open_clip adapter on a tiny config of the real CLIP class, offline.
+
+No pretrained weights are downloaded: random init, a state_dict saved to a
+temp file, and a hand-made hub cache exercise open_clip's real loading paths.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.openclip import OpenClipAdapter, OpenClipModel
+
+TINY = "fusionaudit-tiny-ViT"
+TINY_CFG = {
+    "embed_dim": 32,
+    # 32 px / 16 px patches: 4 patches + CLS = 5 image tokens, 4 heads of 16
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
+    # the vocabulary must hold CLIP's BPE ids (SOT 49406, EOT 49407)
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+CAPTIONS = ["a red square", "two small blue circles on green grass"]
+
+
+@pytest.fixture(scope="module")
+def tiny_arch(tmp_path_factory) -> str:
+    config_dir = tmp_path_factory.mktemp("open_clip_configs")
+    (config_dir / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(config_dir)
+    return TINY
+
+
+def _spec(arch: str, source: str = "", random: bool = False) -> ModelSpec:
+    return ModelSpec(name="tiny-clip", adapter="openclip", source=source, arch=arch, allow_random_init=random)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_arch) -> OpenClipModel:
+    torch.manual_seed(0)
+    return OpenClipAdapter(device="cpu").load(_spec(tiny_arch, random=True))
+
+
+@pytest.fixture
+def inputs(model):
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
+    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+
+
+def test_random_init_builds_the_real_class(model):
+    assert isinstance(model, LoadedModel)
+    assert isinstance(model.model, open_clip.CLIP)
+    assert model.random_init and model.revision == "random-init"
+    assert model.family == "dual encoder"
+    assert model.capabilities == {"score", "mask", "trace"}
+    assert len(model.visual_attn) == len(model.text_attn) == 2
+    assert model.special_ids == {49406, 49407}  # not CLIP's unused eos_id=2, an ordinary BPE token
+
+
+def test_prepare_uses_preprocess_and_tokenizer(model, inputs):
+    assert inputs.tensors["image"].shape == (2, 3, 32, 32)
+    text = inputs.tensors["text"]
+    assert text.shape == (2, 16)
+    assert (text[:, 0] == 49406).all()
+    assert text[0, model.eot_index(text)[0]] == 49407
+
+
+def test_score_is_the_models_own_pair_logit(model, inputs):
+    scores = model.score(inputs)
+    assert scores.shape == (2,)
+    with torch.no_grad():
+        image_feat, text_feat, scale = model.model(inputs.tensors["image"], inputs.tensors["text"])
+    assert torch.allclose(scores, torch.diag(scale * image_feat @ text_feat.T), atol=1e-5)
+
+
+def test_mask_baselines(model, inputs):
+    text = inputs.tensors["text"]
+    eot = model.eot_index(text)
+    no_image = model.mask(inputs, image_keep=False, text_keep=True)
+    no_text = model.mask(inputs, image_keep=True, text_keep=False)
+
+    assert (no_image.tensors["image"] == 0).all()
+    masked = no_text.tensors["text"]
+    assert (masked[:, 0] == 49406).all()
+    assert torch.equal(model.eot_index(masked), eot)  # the pooled token did not move
+    for i in range(len(inputs)):
+        assert (masked[i, 1:eot[i]] == 0).all()
+        assert torch.equal(masked[i, eot[i]:], text[i, eot[i]:])
+    assert text[0, 1] != 0  # the original inputs are untouched
+
+    base = model.score(inputs)
+    assert not torch.allclose(model.score(no_image), base)
+    assert not torch.allclose(model.score(no_text), base)
+
+
+def test_trace_reduces_attention_inside_hooks(model, inputs):
+    captured: dict[int, torch.Tensor] = {}
+
+    def probe(module, _args, output):  # registered first, so it runs before the adapter's hook drops the map
+        captured[id(module)] = output[1]
+
+    attns = model.visual_attn + model.text_attn
+    handles = [a.register_forward_hook(probe) for a in attns]
+    try:
+        summary = model.trace(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+
+    b, n_layers = 2, 4
+    assert summary.layer_names == ["visual.0", "visual.1", "text.0", "text.1"]
+    for field in ("visual_share", "text_share", "entropy_visual", "entropy_text"):
+        assert getattr(summary, field).shape == (b, n_layers)
+    assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.text_share).all()
+    ent_v, ent_t = summary.entropy_visual, summary.entropy_text
+    assert torch.isfinite(ent_v[:, :2]).all() and torch.isnan(ent_v[:, 2:]).all()
+    assert torch.isfinite(ent_t[:, 2:]).all() and torch.isnan(ent_t[:, :2]).all()
+    assert ((ent_v[:, :2] >= 0) & (ent_v[:, :2] <= 1)).all()
+    assert ((ent_t[:, 2:] >= 0) & (ent_t[:, 2:] <= 1)).all()
+    assert summary.n_image_tokens == 5 and summary.n_text_tokens == 16
+
+    for attn in attns:  # real per-head probability rows
+        probs = captured[id(attn)]
+        assert probs.dim() == 4 and probs.shape[:2] == (b, attn.num_heads)
+        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5)
+
+    # text entropy averages only rows up to EOT (padding rows excluded): recompute text.0 by hand
+    probs = captured[id(model.text_attn[0])]
+    eot = model.eot_index(inputs.tensors["text"])
+    ent = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(probs.shape[-1])).mean(1)  # heads averaged
+    expected = torch.stack([ent[i, : eot[i] + 1].mean() for i in range(b)])
+    assert torch.allclose(ent_t[:, 2], expected, atol=1e-5)
+
+
+def test_trace_leaves_no_hooks_behind(model, inputs):
+    before = model.score(inputs)
+    model.trace(inputs)
+    seen = []
+    handle = model.visual_attn[0].register_forward_hook(lambda m, a, out: seen.append(out[1]))
+    try:
+        after = model.score(inputs)
+    finally:
+        handle.remove()
+    assert seen == [None]  # open_clip's own need_weights=False again
+    assert torch.equal(before, after)
+
+
+def test_local_checkpoint_goes_through_open_clip(model, inputs, tmp_path):
+    path = tmp_path / "tiny.pt"
+    torch.save(model.model.state_dict(), path)
+    loaded = OpenClipAdapter(device="cpu").load(_spec(model.spec.arch, source=str(path)))
+    assert not loaded.random_init
+    assert loaded.revision == f"tiny.pt@sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-6)
+
+
+def test_missing_local_checkpoint_names_the_path(tiny_arch, tmp_path):
+    path = tmp_path / "nope.pt"
+    with pytest.raises(WeightsUnavailable) as err:
+        OpenClipAdapter(device="cpu").load(_spec(tiny_arch, source=str(path)))
+    assert err.value.searched == [str(path)]
+    assert str(path) in str(err.value)
+
+
+def test_unknown_arch_and_tag(tiny_arch):
+    with pytest.raises(ValueError, match="list_models"):
+        OpenClipAdapter().load(_spec("ViT-B-33", source="openai"))
+    with pytest.raises(ValueError, match="laion2b_s34b_b79k"):
+        OpenClipAdapter().load(_spec("ViT-B-32", source="no_such_tag"))
+
+
+@pytest.fixture
+def empty_offline_hub(monkeypatch, tmp_path):
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"
+
+
+def test_offline_tag_fails_fast_with_place_and_command(empty_offline_hub, monkeypatch):
+    def no_build(*args, **kwargs):
+        raise AssertionError("open_clip must not be asked to download while offline")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", no_build)
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as err:
+        OpenClipAdapter(device="cpu").load(_spec("ViT-B-32", source="laion2b_s34b_b79k"))
+    assert time.monotonic() - start < 5
+    where = str(empty_offline_hub / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K")
+    assert err.value.searched == [where]
+    message = str(err.value)
+    assert where in message and "HF_HUB_OFFLINE" in message
+    assert "open_clip.create_model_and_transforms('ViT-B-32', pretrained='laion2b_s34b_b79k')" in message
+    assert "hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K open_clip_pytorch_model.bin" in message
+
+
+def test_cached_tag_loads_offline_through_the_hub_cache(model, inputs, empty_offline_hub, monkeypatch):
+    # Fake a pretrained tag for the tiny arch and lay out its weights like huggingface_hub does.
+    repo, commit = "fusionaudit/tiny-clip", "0" * 40
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, TINY,
+                        {"fa_test": open_clip.pretrained._pcfg(hf_hub=f"{repo}/")})
+    repo_dir = empty_offline_hub / "models--fusionaudit--tiny-clip"
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    weights = snapshot / "open_clip_pytorch_model.bin"
+    torch.save(model.model.state_dict(), weights)
+
+    loaded = OpenClipAdapter(device="cpu").load(_spec(TINY, source="fa_test"))
+    assert loaded.revision == f"fa_test@sha256:{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
+    assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-6)
