@@ -22,7 +22,7 @@ err = Console(stderr=True)
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         raise exc
-    err.print(f"[bold red]error:[/] {exc}")
+    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -1,0 +1,153 @@
+"""The calibration zoo must show its planted behaviour, or no metric can be trusted.
+
+The three real models train once per test session (~10 s each) into the
+session's FUSIONAUDIT_HOME (tests/conftest.py), so later tests reuse them.
+"""
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tasks.adapters import zoo
+from tasks.adapters.base import AttentionSummary, LoadedModel, ModelSpec
+from tasks.data.synthetic import MASK_ID, make_synthetic
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {v: zoo.ZooAdapter().load(ModelSpec(name=v, adapter="zoo", source=v)) for v in zoo.VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return make_synthetic(64, seed=7)  # not the training (1000) or check (1001) seeds
+
+
+def _prepare(model, samples):
+    return model.prepare([s.image for s in samples], [s.caption for s in samples], [s.sample_id for s in samples])
+
+
+def _modality_shapley_share(model, inputs):
+    """Exact two-player Shapley, image share |φ_I| / (|φ_I| + |φ_T|), per sample."""
+    v = {(i, t): model.score(model.mask(inputs, i, t)) for i in (True, False) for t in (True, False)}
+    phi_i = 0.5 * ((v[True, True] - v[False, True]) + (v[True, False] - v[False, False]))
+    phi_t = 0.5 * ((v[True, True] - v[True, False]) + (v[False, True] - v[False, False]))
+    return phi_i.abs() / (phi_i.abs() + phi_t.abs())
+
+
+def test_unknown_variant_names_the_valid_ones():
+    with pytest.raises(ValueError, match="text_dominant, balanced, vision_dominant"):
+        zoo.ZooAdapter().load(ModelSpec(name="x", adapter="zoo", source="clip"))
+
+
+def test_models_meet_the_contract(models):
+    for variant, model in models.items():
+        assert isinstance(model, LoadedModel)
+        assert model.family == "single-stream fusion (calibration zoo)"
+        assert model.capabilities == {"score", "mask", "trace"} and model.random_init is False
+        assert model.revision == zoo.cache_key(variant)
+
+
+@pytest.mark.parametrize(
+    "variant, low, high", [("text_dominant", 0.0, 0.05), ("balanced", 0.3, 0.7), ("vision_dominant", 0.95, 1.0)]
+)
+def test_modality_shapley_recovers_the_planted_behaviour(models, held_out, variant, low, high):
+    share = _modality_shapley_share(models[variant], _prepare(models[variant], held_out))
+    assert low <= share.mean().item() <= high
+
+
+def test_held_out_accuracy_shows_the_planted_behaviour(models):
+    text, balanced, vision = (models[v].held_out_accuracy for v in zoo.VARIANTS)
+    assert text["full"] >= 0.9 and text["text_only"] >= text["full"] - 0.05
+    assert vision["full"] >= 0.9 and vision["image_only"] >= vision["full"] - 0.05
+    assert balanced["full"] >= max(balanced["image_only"], balanced["text_only"]) + 0.25
+    for variant in zoo.VARIANTS:
+        zoo.check_planted(variant, models[variant].held_out_accuracy)
+
+
+def test_check_planted_rejects_a_stalled_model():
+    stalled = {"full": 0.55, "image_only": 0.5, "text_only": 0.55, "majority": 0.5}
+    for variant in zoo.VARIANTS:
+        with pytest.raises(zoo.ZooTrainingError, match=variant):
+            zoo.check_planted(variant, stalled)
+    leaky = {"full": 1.0, "image_only": 0.9, "text_only": 1.0, "majority": 0.5}  # the image should be useless
+    with pytest.raises(zoo.ZooTrainingError, match="image-only"):
+        zoo.check_planted("text_dominant", leaky)
+
+
+def test_second_load_reads_the_cache(models, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached zoo model was trained again")
+
+    monkeypatch.setattr(zoo, "train", no_training)
+    start = time.perf_counter()
+    again = zoo.load_zoo_model("balanced")
+    assert time.perf_counter() - start < 2.0
+    assert again.from_cache and again.held_out_accuracy == models["balanced"].held_out_accuracy
+    for name, tensor in models["balanced"].net.state_dict().items():
+        assert torch.equal(tensor, again.net.state_dict()[name])
+
+
+def test_training_runs_once_per_cache_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONAUDIT_HOME", str(tmp_path))
+    calls = []
+
+    def fake_train(variant, config):
+        calls.append((variant, config))
+        return zoo.FusionTransformer(config), {"full": 1.0, "image_only": 1.0, "text_only": 0.5, "majority": 0.5}
+
+    monkeypatch.setattr(zoo, "train", fake_train)
+    first = zoo.load_zoo_model("vision_dominant")
+    second = zoo.load_zoo_model("vision_dominant")
+    assert len(calls) == 1 and not first.from_cache and second.from_cache
+    assert second.revision == first.revision
+    zoo.load_zoo_model("vision_dominant", replace(zoo.DEFAULT_CONFIG, seed=1))  # another key → trains
+    assert len(calls) == 2
+    assert len(list((tmp_path / "cache" / "zoo").glob("*.pt"))) == 2
+
+
+def test_mask_replaces_a_modality_with_its_baseline(models, held_out):
+    model = models["balanced"]
+    inputs = _prepare(model, held_out[:4])
+    before = {k: v.clone() for k, v in inputs.tensors.items()}
+    masked = model.mask(inputs, image_keep=False, text_keep=False)
+    assert masked is not inputs and all(torch.equal(before[k], inputs.tensors[k]) for k in before)
+    assert torch.all(masked.tensors["patches"] == 0)
+    words = ~inputs.tensors["text_padding"]
+    assert torch.all(masked.tensors["token_ids"][words] == MASK_ID)
+    assert torch.equal(masked.tensors["token_ids"][~words], inputs.tensors["token_ids"][~words])  # padding stays
+    kept = model.mask(inputs, image_keep=True, text_keep=True)
+    assert all(torch.equal(kept.tensors[k], inputs.tensors[k]) for k in before)
+    assert masked.sample_ids == inputs.sample_ids
+
+
+def test_score_is_one_logit_per_pair(models, held_out):
+    scores = models["balanced"].score(_prepare(models["balanced"], held_out[:5]))
+    assert scores.shape == (5,) and not scores.requires_grad
+
+
+def test_trace_summarises_every_layer(models, held_out):
+    model = models["balanced"]
+    inputs = _prepare(model, held_out[:6])
+    row_sums = []
+    probe = [
+        layer.attn.attn_probs.register_forward_hook(lambda m, a, probs: row_sums.append(probs.sum(-1)))
+        for layer in model.net.layers
+    ]
+    try:
+        summary = model.trace(inputs)
+    finally:
+        for h in probe:
+            h.remove()
+    assert isinstance(summary, AttentionSummary)
+    assert summary.layer_names == ["layer0", "layer1"]
+    for name in ("visual_share", "text_share", "entropy_visual", "entropy_text"):
+        values = getattr(summary, name)
+        assert values.shape == (6, 2)
+        assert torch.all((values >= 0) & (values <= 1 + 1e-6)), name
+    assert torch.all(summary.visual_share + summary.text_share <= 1 + 1e-5)  # the rest sits on [CLS]
+    assert all(torch.allclose(s, torch.ones_like(s), atol=1e-5) for s in row_sums) and len(row_sums) == 2
+    assert summary.n_image_tokens == 16 and summary.n_text_tokens == 6
+    assert summary.spans.image == (1, 17) and summary.spans.text == (17, 25) and summary.spans.special == (0,)
+    assert all(not layer.attn.attn_probs._forward_hooks for layer in model.net.layers)  # hooks removed
