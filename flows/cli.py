@@ -15,8 +15,8 @@ cycle_app = typer.Typer(help="Run research cycles.", no_args_is_help=True)
 report_app = typer.Typer(help="Read generated reports.", no_args_is_help=True)
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(report_app, name="report")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
