@@ -26,6 +26,7 @@ from tasks.diagnostics import plots
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.gates import evaluate_gates
 from tasks.mission import Action, ModelEntry
+from tasks.paths import home
 from tasks.reporting import make_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
 @task(name="environment-check", cache_policy=NO_CACHE, **RETRY)
 def check_environment(cycle: Cycle, action: Action) -> Outcome:
     with action_run(cycle, action) as run:
-        snap = environment.snapshot(evidence_dir=Path(evidence.tracking_uri().removeprefix("sqlite:///")).parent)
+        snap = environment.snapshot(evidence_dir=home())
         pkgs = environment.package_report(PROJECT_ROOT / "uv.lock")
         run.params({k: v for k, v in snap.items() if isinstance(v, str)} | {"drifted": "; ".join(pkgs["drifted"]) or "none"})
         pairs = _test_inference()
@@ -157,7 +158,7 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
                 _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")
             results[entry.name] = result
             record(model_run, Outcome(entry.name, COMPLETED, model_run.run_id))
-        per_model = [evidence.read_run(r.run_id, with_children=False) for r in _children(run.run_id)]
+        per_model = evidence.read_run(run.run_id).children
         run.metrics({
             "models_diagnosed": len(results), "dataset_samples": len(samples),
             "samples_scored_min": min((float(r.m("samples_scored").value) for r in per_model), default=0),
@@ -191,12 +192,6 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
     run.table(result.skipped, "skipped_samples.csv")
     for path in drawn:
         run.artifact(path, "plots")
-
-
-def _children(parent: str):
-    run = evidence.client().get_run(parent)
-    return [r.info for r in evidence.client().search_runs(
-        [run.info.experiment_id], filter_string=f"tags.`{evidence.PARENT_TAG}` = '{parent}'", max_results=1000)]
 
 
 # ------------------------------------------------------------------ T3 statistics

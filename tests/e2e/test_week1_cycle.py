@@ -93,3 +93,21 @@ def test_plots_and_pending_actions_are_written(two_cycles):
     plots = report_dir / "results" / "zoo-balanced_attention_plots"
     assert sorted(p.name for p in plots.glob("*.png")) == ["attention_entropy.png", "layer_wise_attention.png", "modality_contribution.png"]
     assert (report_dir / "handoff" / "pending_actions.json").read_text().count('"id"') == 7
+
+
+def test_handoff_is_published_as_a_prefect_markdown_artifact(two_cycles):
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("handoff-week1-attention-collapse")
+    assert artifact is not None and artifact.type == "markdown"
+    assert artifact.data == Path(two_cycles[1].result()["handoff"]).read_text()
+
+
+def test_report_show_prints_the_latest_handoff(two_cycles):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["report", "show"])
+    assert result.exit_code == 0
+    assert two_cycles[1].result()["cycle_id"] in result.output and "## Recommendation: GO" in result.output
