@@ -100,7 +100,7 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
 def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
     """Open every model of the action; the action completes if at least one model opens."""
     with action_run(cycle, action) as run:
-        models = [_outcome(open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
+        models = [_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
         loaded = [m for m in models if m.ok]
         traced = [evidence.read_run(m.run_id, with_children=False) for m in loaded]
         run.metrics({
@@ -197,7 +197,8 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
 # ------------------------------------------------------------------ T3 statistics
 
 @task(name="statistics", cache_policy=NO_CACHE)
-def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult]) -> Outcome:
+def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
+    """Per-model statistics and verdicts; RANDOM-INIT models are analysed but never counted by the gates."""
     gates = cycle.mission.gates
     with action_run(cycle, action) as run:
         verdicts: dict[str, bool] = {}
@@ -208,13 +209,16 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
             verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
             metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
             run.params(summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/"))
-            verdicts[name] = verdict.collapsed
+            if name not in random_init:
+                verdicts[name] = verdict.collapsed
         result = evaluate_gates(verdicts, gates)
+        metrics["gates/models_excluded_random_init"] = sum(1 for n in results if n in random_init)
         metrics |= {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed,
                     "gates/min_models_tested": gates.min_models_tested, "gates/min_models_collapsed": gates.min_models_collapsed}
         run.metrics(metrics)
         run.tags({"fa.decision": result.decision, "fa.rule": result.rule,
-                  "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none"})
+                  "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none",
+                  "fa.excluded": ",".join(n for n in results if n in random_init) or "none"})
         evidence.RunLog(cycle.run_id).tags({"fa.decision": result.decision})
         outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
     return _finish(run, outcome)
@@ -278,8 +282,14 @@ def abstract_facts(ev: evidence.RunEvidence, metric: str) -> dict:
 
 # ------------------------------------------------------------------ helpers
 
-def _outcome(state) -> Outcome:
-    return state.result()
+def _model_outcome(cycle: Cycle, parent: str, entry: ModelEntry, state) -> Outcome:
+    """One model that cannot be opened (a bad tag, a corrupt checkpoint) fails alone; the others go on."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, Outcome):
+        return result
+    run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+    return record(run, Outcome(entry.name, FAILED, run.run_id, reason=f"{type(result).__name__}: {result}",
+                               mitigation=f"fix model {entry.name!r} in the mission (adapter, arch, source)"))
 
 
 def _finish(run: evidence.RunLog, outcome: Outcome):

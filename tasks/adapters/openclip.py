@@ -108,8 +108,20 @@ class OpenClipAdapter:
 
     def load(self, spec: ModelSpec) -> OpenClipModel:
         arch = _check_arch(spec.arch)
-        if spec.allow_random_init:
-            return self._open(spec, arch, pretrained=None, checkpoint=None, label="random-init")
+        if spec.allow_random_init and not spec.source:
+            return self._random(spec, arch)
+        try:
+            return self._load_weights(spec, arch)
+        except WeightsUnavailable:
+            # --allow-random-init: real weights when they are here, the real class with random weights otherwise
+            if spec.allow_random_init:
+                return self._random(spec, arch)
+            raise
+
+    def _random(self, spec: ModelSpec, arch: str) -> OpenClipModel:
+        return self._open(spec, arch, pretrained=None, checkpoint=None, label="random-init")
+
+    def _load_weights(self, spec: ModelSpec, arch: str) -> OpenClipModel:
         cfg = open_clip.get_pretrained_cfg(arch, spec.source)
         if cfg:
             return self._load_tag(spec, arch, cfg)

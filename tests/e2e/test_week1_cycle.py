@@ -111,3 +111,37 @@ def test_report_show_prints_the_latest_handoff(two_cycles):
     result = CliRunner().invoke(app, ["report", "show"])
     assert result.exit_code == 0
     assert two_cycles[1].result()["cycle_id"] in result.output and "## Recommendation: GO" in result.output
+
+
+def test_random_init_results_are_labelled_and_never_counted_by_the_gates(prefect_api, tmp_path):
+    """A tiny config of the real open_clip class, no weights anywhere: --allow-random-init runs it, labelled."""
+    import json
+
+    import open_clip
+    import yaml
+
+    from flows.week1 import DEFAULT_MISSION, week1_cycle
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "fa-e2e-tiny-ViT.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(tmp_path / "configs")
+    mission = yaml.safe_load(DEFAULT_MISSION.read_text())
+    mission["models"] = [{"name": "tiny-clip", "adapter": "openclip", "arch": "fa-e2e-tiny-ViT",
+                          "source": str(tmp_path / "no-such-checkpoint.pt")},
+                         {"name": "zoo-balanced", "adapter": "zoo", "source": "balanced", "calibration": True}]
+    mission["alternatives"] = []
+    path = tmp_path / "mission.yaml"
+    path.write_text(yaml.safe_dump(mission))
+
+    result = week1_cycle(mission_path=str(path), samples=32, allow_random_init=True, return_state=True).result()
+    stats = _stats_run(result)
+    assert stats.tags["fa.excluded"] == "tiny-clip" and stats.tags["fa.tested"] == "zoo-balanced"
+    assert stats.m("tiny-clip/modality_shapley_v/n").value == 32  # analysed, just not counted
+    handoff = Path(result["handoff"]).read_text()
+    assert "**RANDOM-INIT**" in handoff and "| `tiny-clip` RANDOM-INIT |" in handoff
+    report_dir = Path(result["handoff"]).parent.parent
+    assert "(RANDOM-INIT)" in (report_dir / "results" / "tiny-clip_diagnostic_results.md").read_text()
+    assert "(RANDOM-INIT)" in (report_dir / "summaries" / "cycle_summary.md").read_text()
+    assert result["findings"] == []
