@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
