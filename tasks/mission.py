@@ -68,6 +68,8 @@ class ModelEntry(_Strict):
     arch: str | None = None
     calibration: bool = False       # zoo model with planted behaviour, not an external architecture
     alternatives: tuple[str, ...] = ()
+    # Config overrides used only with --allow-random-init (the real class, random weights, smaller)
+    random_init_config: dict[str, int | float | str | bool] = {}
 
 
 class Dataset(_Strict):

@@ -36,6 +36,14 @@ class ModelSpec:
     arch: str | None = None        # architecture name where the adapter needs one (open_clip model name)
     revision: str | None = None
     allow_random_init: bool = False
+    # Config overrides applied only when the real class is built with random
+    # weights (--allow-random-init), e.g. (("num_hidden_layers", 2),): keeps a
+    # CPU run of a 7B architecture small. Hashable so specs stay cache keys.
+    random_init_config: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def random_config(self) -> dict:
+        return dict(self.random_init_config)
 
 
 @dataclass(frozen=True)
