@@ -71,6 +71,21 @@ class AttentionSummary:
     n_image_tokens: int
     n_text_tokens: int
     spans: TokenSpans | None = None
+    # Other per-layer statistics an architecture has, [batch, layers] each,
+    # e.g. {"gate": tanh(alpha)} for Flamingo-style gated cross-attention.
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Players:
+    """MM-SHAP players of one batch (capability ``mask_tokens``).
+
+    Text players are the caption's tokens (never CLS/EOS/padding/prompt);
+    image players are the cells of a square grid over the image whose side
+    the metric chooses (MM-SHAP sizes it to match the number of text tokens).
+    """
+
+    text_valid: torch.Tensor       # [B, T] bool: which text positions are players
 
 
 @dataclass
@@ -105,11 +120,26 @@ class LoadedModel(Protocol):
 
     def trace(self, inputs: Inputs) -> AttentionSummary: ...
 
+    # Optional capability "mask_tokens" (MM-SHAP):
+    #   players(inputs) -> Players
+    #   mask_tokens(inputs, image_keep: bool [B, g, g], text_keep: bool [B, T]) -> Inputs
+    #     image cells not kept -> the normalised mean (zero after normalisation)
+    #     text players not kept -> the tokenizer's mask/pad id
+    # Optional capability "separable" (dual encoders: CLIP, ALIGN):
+    #   encode_image(inputs, image_keep: bool [B, g, g] | None) -> [B, D]
+    #   encode_text(inputs, text_keep: bool [B, T] | None) -> [B, D]
+    #   similarity(image_emb [B, D], text_emb [B, D]) -> [B]  (== score when nothing is masked)
+
 
 class Adapter(Protocol):
     """Opens models of one architecture family."""
 
     name: str
+    family: str                    # e.g. "dual encoder", "single-stream fusion", "LLM with image tokens"
+    capabilities: frozenset[str]   # what its models support, known without loading them
 
     def load(self, spec: ModelSpec) -> LoadedModel:
         """Raises WeightsUnavailable when the weights are not on this machine."""
+
+    def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
+        """(weights present on this machine, the places looked) — without loading; for ``models list``."""
