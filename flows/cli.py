@@ -33,6 +33,7 @@ def cycle_run(
     samples: Optional[int] = typer.Option(None, help="dataset size (overrides the mission)"),
     allow_random_init: bool = typer.Option(False, "--allow-random-init", help="run models without weights on random weights (labelled RANDOM-INIT)"),
     bib: list[Path] = typer.Option([], help="extra BibTeX file(s) for the literature review"),
+    fan_out: bool = typer.Option(False, "--fan-out", help="diagnose each model as a diagnose-model deployment run (needs a Prefect server and workers)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle and print the handoff's path and the decision."""
@@ -45,12 +46,14 @@ def cycle_run(
     try:
         prepare_mission(path, model_list, samples)  # fail before anything runs
         _check_store(tracking_uri())
+        if fan_out:
+            _check_fan_out()
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
     where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
     console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
     state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                        bib_files=[str(b) for b in bib], return_state=True)
+                        bib_files=[str(b) for b in bib], fan_out=fan_out, return_state=True)
     if not state.is_completed():
         try:
             state.result()
@@ -74,6 +77,23 @@ def _check_store(uri: str) -> None:
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(f"MLflow tracking store {uri} is not reachable ({type(exc).__name__}): "
                            "start the server or unset MLFLOW_TRACKING_URI to use the local SQLite store") from None
+
+
+def _check_fan_out() -> None:
+    """Fan-out needs a Prefect server that has the diagnose-model deployment."""
+    from prefect.deployments import run_deployment  # noqa: F401 - fail here if prefect is broken
+    from prefect.client.orchestration import get_client
+
+    from tasks.stages import DIAGNOSE_DEPLOYMENT
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise RuntimeError("--fan-out needs a Prefect server: set PREFECT_API_URL and run `fusionaudit deploy` (see docs/prefect-server.md)")
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(DIAGNOSE_DEPLOYMENT)
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"--fan-out: deployment {DIAGNOSE_DEPLOYMENT} not found on {os.environ['PREFECT_API_URL']} "
+                           f"({type(exc).__name__}): run `fusionaudit deploy` first") from None
 
 
 @report_app.command("show")

@@ -47,7 +47,7 @@ def prepare_mission(mission_path: str, models: list[str] | None = None, samples:
 
 
 @task(name="start-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool) -> Cycle:
+def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fan_out: bool = False) -> Cycle:
     """The cycle's parent run, its parameters, and the plan it executes (pending_actions.json)."""
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
@@ -55,14 +55,14 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool) ->
     run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id})
     g = mission.gates
     run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
-                "seed": mission.dataset.seed, "allow_random_init": allow_random_init,
+                "seed": mission.dataset.seed, "allow_random_init": allow_random_init, "fan_out": fan_out,
                 "models": ",".join(m.name for m in mission.models), "gates.metric": g.metric,
                 "gates.min_models_tested": g.min_models_tested, "gates.min_models_collapsed": g.min_models_collapsed,
                 "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
     report_dir = reports_root() / mission.id / cycle_id
     plan = reporting.write_pending_actions(pending_actions(mission, started), report_dir)
     run.artifact(plan, "handoff")
-    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
+    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out)
 
 
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
@@ -87,9 +87,10 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
 
 @flow(name="week1-cycle", log_prints=True)
 def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | None = None, samples: int | None = None,
-                allow_random_init: bool = False, bib_files: list[str] | None = None):
+                allow_random_init: bool = False, bib_files: list[str] | None = None, fan_out: bool = False):
+    """Run the Week-1 cycle; ``fan_out`` runs each model's diagnostics as a ``diagnose-model`` deployment run."""
     mission = prepare_mission(mission_path, models, samples)
-    cycle = start_cycle(mission, mission_path, allow_random_init)
+    cycle = start_cycle(mission, mission_path, allow_random_init, fan_out)
     done: dict[str, Outcome] = {}
 
     execute(cycle, "environment", done, check_environment)

@@ -35,6 +35,20 @@ class Cycle:
     report_dir: Path
     started_at: datetime
     allow_random_init: bool = False
+    fan_out: bool = False       # per-model diagnostics as diagnose-model deployment runs on workers
+
+    def to_params(self) -> dict[str, Any]:
+        """JSON-able form: a deployment run on another machine gets the whole cycle as a parameter."""
+        return {"mission": self.mission.model_dump(mode="json"), "mission_path": self.mission_path,
+                "cycle_id": self.cycle_id, "experiment_id": self.experiment_id, "run_id": self.run_id,
+                "report_dir": str(self.report_dir), "started_at": self.started_at.isoformat(),
+                "allow_random_init": self.allow_random_init, "fan_out": self.fan_out}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Cycle:
+        return cls(Mission.model_validate(params["mission"]), params["mission_path"], params["cycle_id"],
+                   params["experiment_id"], params["run_id"], Path(params["report_dir"]),
+                   datetime.fromisoformat(params["started_at"]), params["allow_random_init"], params.get("fan_out", False))
 
 
 @dataclass

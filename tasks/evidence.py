@@ -93,6 +93,23 @@ def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Ma
     return RunLog(run.info.run_id)
 
 
+def read_table(run_id: str, name: str) -> pd.DataFrame:
+    """A table logged with ``RunLog.table``, read back from the evidence store (any machine)."""
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download_artifacts(run_id=run_id, artifact_path=f"tables/{name}", dst_path=tmp, tracking_uri=tracking_uri())
+        return pd.read_csv(path, keep_default_na=True)
+
+
+def fetch_artifacts(run_id: str, artifact_path: str, dst: Path) -> Path:
+    """Copy a run's artifact folder to ``dst`` (plots drawn on another worker machine)."""
+    from mlflow.artifacts import download_artifacts
+
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(download_artifacts(run_id=run_id, artifact_path=artifact_path, dst_path=str(dst), tracking_uri=tracking_uri()))
+
+
 def _now_ms() -> int:
     import time
 

@@ -7,11 +7,12 @@ logs every number, and returns an ``Outcome`` (or a *Blocked* state).
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
@@ -143,32 +144,101 @@ def diagnose_model(spec: ModelSpec, samples: int, seed: int, batch_size: int = 3
     return diagnose(load_model(spec), make_synthetic(samples, seed), batch_size=batch_size)
 
 
+DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
+
+
 @task(name="diagnostics", cache_policy=NO_CACHE)
 def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
-    """Per-sample contributions and per-layer attention for every opened model, logged per model."""
+    """Per-sample contributions and per-layer attention for every opened model, logged per model.
+
+    Each model is a ``diagnose-model`` flow run: a subflow here, or with
+    ``cycle.fan_out`` a run of that deployment on whichever worker (GPU
+    machine) picks it up. Either way the result comes back through the
+    evidence store, so both paths report the same logged numbers.
+    """
     ds = cycle.mission.dataset
-    results: dict[str, DiagnosticResult] = {}
     with action_run(cycle, action) as run:
         samples = make_synthetic(ds.samples, ds.seed)
-        run.params({"dataset": ds.kind, "dataset_hash": dataset_hash(samples), "metrics_version": METRICS_VERSION})
+        run.params({"dataset": ds.kind, "dataset_hash": dataset_hash(samples), "metrics_version": METRICS_VERSION,
+                    "fan_out": cycle.fan_out})
+        finished = _fan_out(cycle, run.run_id, entries) if cycle.fan_out else _in_process(cycle, run.run_id, entries)
+        results: dict[str, DiagnosticResult] = {}
         for entry in entries:
-            model_run = open_child(cycle, run.run_id, entry.name, {"fa.kind": "model", "fa.model": entry.name})
-            with tracked(model_run):
-                state = diagnose_model(model_spec(cycle, entry), ds.samples, ds.seed, return_state=True)
-                result = state.result()
-                _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")
-            results[entry.name] = result
-            record(model_run, Outcome(entry.name, COMPLETED, model_run.run_id))
-        per_model = evidence.read_run(run.run_id).children
+            model_run = finished.get(entry.name)
+            if model_run is None:
+                continue
+            results[entry.name] = DiagnosticResult(
+                entry.name, evidence.read_table(model_run, "per_sample.csv"), evidence.read_table(model_run, "per_layer.csv"),
+                evidence.read_table(model_run, "skipped_samples.csv"))
+            plots_dir = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
+            if not plots_dir.exists():  # drawn on another machine
+                evidence.fetch_artifacts(model_run, "plots", plots_dir.parent / "_fetched").rename(plots_dir)
+        per_model = [c for c in evidence.read_run(run.run_id).children if c.tags.get("fa.status") == COMPLETED]
         run.metrics({
-            "models_diagnosed": len(results), "dataset_samples": len(samples),
+            "models_diagnosed": len(results), "models_failed": len(entries) - len(results), "dataset_samples": len(samples),
             "samples_scored_min": min((float(r.m("samples_scored").value) for r in per_model), default=0),
             "plots_per_model_min": min((float(r.m("plots").value) for r in per_model), default=0),
         })
         outcome = Outcome(action.id, COMPLETED if results else BLOCKED, run.run_id, data=results,
                           reason="" if results else "no model was available to diagnose",
-                          mitigation="" if results else "see the adapters action's blockers")
+                          mitigation="" if results else "see the adapters action's blockers and the failed models' reasons")
     return _finish(run, outcome)
+
+
+def _in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict[str, str]:
+    from flows.diagnose import diagnose_model_flow  # the flow module imports this one
+
+    finished = {}
+    for entry in entries:
+        state = diagnose_model_flow(cycle.to_params(), entry.name, parent, return_state=True)
+        if state.is_completed():
+            finished[entry.name] = state.result()
+        else:
+            _model_failed(cycle, parent, entry, state.result(raise_on_failure=False))
+    return finished
+
+
+def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict[str, str]:
+    """Submit every model as a deployment run at once, then wait: workers run them in parallel."""
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import wait_for_flow_run
+
+    submitted = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
+                                                                          "parent_run_id": parent},
+                                        timeout=0, flow_run_name=f"diagnose {e.name} ({cycle.cycle_id})")
+                 for e in entries}
+    finished = {}
+    for entry in entries:
+        flow_run = wait_for_flow_run(submitted[entry.name].id, timeout=None)
+        if flow_run.state and flow_run.state.is_completed():
+            finished[entry.name] = flow_run.state.result()
+        else:
+            _model_failed(cycle, parent, entry, RuntimeError(
+                f"diagnose-model run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'without a state'}"
+                f": {flow_run.state.message if flow_run.state else ''}"))
+    return finished
+
+
+def _model_failed(cycle: Cycle, parent: str, entry: ModelEntry, cause: object) -> None:
+    run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+    record(run, Outcome(entry.name, FAILED, run.run_id, reason=f"{type(cause).__name__}: {cause}",
+                        mitigation="see the diagnose-model flow run's logs; a re-run reuses every finished model"))
+
+
+def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
+    """One model's diagnostics, logged as a child of the diagnostics action: the unit a worker runs."""
+    ds = cycle.mission.dataset
+    key = re.sub(r"[^a-z0-9-]", "-", f"diagnose-{entry.name}".lower())[:60]
+    progress = create_progress_artifact(0.0, key=key, description=f"{entry.name}: diagnostics of cycle {cycle.cycle_id}")
+    model_run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+    with tracked(model_run):
+        state = diagnose_model(model_spec(cycle, entry), ds.samples, ds.seed, return_state=True)
+        result = state.result()
+        update_progress_artifact(progress, 80.0)
+        _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")
+    record(model_run, Outcome(entry.name, COMPLETED, model_run.run_id))
+    update_progress_artifact(progress, 100.0)
+    return model_run.run_id
 
 
 def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, result: DiagnosticResult, cached: bool) -> None:
