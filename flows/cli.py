@@ -34,9 +34,12 @@ def cycle_run(
     allow_random_init: bool = typer.Option(False, "--allow-random-init", help="run models without weights on random weights (labelled RANDOM-INIT)"),
     bib: list[Path] = typer.Option([], help="extra BibTeX file(s) for the literature review"),
     fan_out: bool = typer.Option(False, "--fan-out", help="diagnose each model as a diagnose-model deployment run (needs a Prefect server and workers)"),
+    next_: bool = typer.Option(False, "--next", help="plan this cycle from the mission's latest cycle (or --previous) and run it"),
+    previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Run a Week-1 cycle and print the handoff's path and the decision."""
+    """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
+    from flows.cycle import next_cycle
     from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
     from tasks.evidence import tracking_uri
     from tasks.mission import MissionError
@@ -52,8 +55,15 @@ def cycle_run(
         _fail(exc, debug)
     where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
     console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
-    state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                        bib_files=[str(b) for b in bib], fan_out=fan_out, return_state=True)
+    bibs = [str(b) for b in bib]
+    if next_:
+        if model_list:
+            _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
+        state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
+                           fan_out=fan_out, bib_files=bibs, return_state=True)
+    else:
+        state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
+                            bib_files=bibs, fan_out=fan_out, return_state=True)
     if not state.is_completed():
         try:
             state.result()
@@ -94,6 +104,33 @@ def _check_fan_out() -> None:
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(f"--fan-out: deployment {DIAGNOSE_DEPLOYMENT} not found on {os.environ['PREFECT_API_URL']} "
                            f"({type(exc).__name__}): run `fusionaudit deploy` first") from None
+
+
+@cycle_app.command("list")
+def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); default: the embedded Week-1 mission")) -> None:
+    """The mission's cycles: id, date, actions, blocked, failed, decision."""
+    from rich.table import Table
+
+    from flows.week1 import DEFAULT_MISSION
+    from tasks.cycles import list_cycles
+    from tasks.mission import MissionError, load_mission
+
+    try:
+        mission_id = load_mission(mission or DEFAULT_MISSION).id
+    except MissionError as exc:
+        _fail(exc, False)
+    cycles = list_cycles(mission_id)
+    if not cycles:
+        console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`")
+        return
+    table = Table(title=f"cycles of {mission_id}")
+    for col in ("#", "cycle", "started (UTC)", "status", "actions", "completed", "blocked", "failed", "decision"):
+        table.add_column(col)
+    show = lambda v: "—" if v is None else str(v)  # noqa: E731
+    for c in cycles:
+        table.add_row(str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status, show(c.actions_total),
+                      show(c.actions_completed), show(c.actions_blocked), show(c.actions_failed), c.decision)
+    console.print(table)
 
 
 @report_app.command("show")

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
@@ -47,12 +48,19 @@ def prepare_mission(mission_path: str, models: list[str] | None = None, samples:
 
 
 @task(name="start-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fan_out: bool = False) -> Cycle:
-    """The cycle's parent run, its parameters, and the plan it executes (pending_actions.json)."""
+def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fan_out: bool = False,
+                plan: dict | None = None) -> Cycle:
+    """The cycle's parent run, its parameters, the mission as run, and the plan it executes (pending_actions.json).
+
+    ``plan`` comes from the planner when this cycle was planned from the last
+    one (flows/cycle.py): its tags chain the cycles, its actions carry retries
+    and escalations.
+    """
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id})
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id,
+                                                                    "fa.cycle_number": "1", **(plan or {}).get("tags", {})})
     g = mission.gates
     run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
                 "seed": mission.dataset.seed, "allow_random_init": allow_random_init, "fan_out": fan_out,
@@ -60,8 +68,12 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
                 "gates.min_models_tested": g.min_models_tested, "gates.min_models_collapsed": g.min_models_collapsed,
                 "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
     report_dir = reports_root() / mission.id / cycle_id
-    plan = reporting.write_pending_actions(pending_actions(mission, started), report_dir)
-    run.artifact(plan, "handoff")
+    actions = (plan or {}).get("actions") or pending_actions(mission, started)
+    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    as_run = report_dir / "mission.yaml"  # the mission with CLI overrides applied: what the next cycle plans from
+    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    run.artifact(as_run, "mission")
     return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out)
 
 
@@ -87,10 +99,11 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
 
 @flow(name="week1-cycle", log_prints=True)
 def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | None = None, samples: int | None = None,
-                allow_random_init: bool = False, bib_files: list[str] | None = None, fan_out: bool = False):
+                allow_random_init: bool = False, bib_files: list[str] | None = None, fan_out: bool = False,
+                plan: dict | None = None):
     """Run the Week-1 cycle; ``fan_out`` runs each model's diagnostics as a ``diagnose-model`` deployment run."""
     mission = prepare_mission(mission_path, models, samples)
-    cycle = start_cycle(mission, mission_path, allow_random_init, fan_out)
+    cycle = start_cycle(mission, mission_path, allow_random_init, fan_out, plan)
     done: dict[str, Outcome] = {}
 
     execute(cycle, "environment", done, check_environment)

@@ -73,9 +73,31 @@ class ModelEntry(_Strict):
 
 
 class Dataset(_Strict):
-    kind: Literal["synthetic"] = "synthetic"
+    """synthetic (built in), coco (captions JSON + image folder [+ instances JSON for stratified sampling])
+    or folder (images + a CSV/JSONL of image,caption). Relative paths are relative to the mission file."""
+
+    kind: Literal["synthetic", "coco", "folder"] = "synthetic"
     samples: int = Field(ge=8, le=100_000)
     seed: int = 0
+    annotations: str | None = None   # coco: captions_<split>.json
+    images: str | None = None        # coco: the image folder
+    instances: str | None = None     # coco: instances_<split>.json -> stratified across categories
+    root: str | None = None          # folder: the folder image paths are relative to
+    captions: str | None = None      # folder: CSV (image,caption) or JSONL
+    max_words: int = Field(default=64, ge=1)
+
+    @model_validator(mode="after")
+    def _paths_for_kind(self) -> Dataset:
+        needed = {"synthetic": (), "coco": ("annotations", "images"), "folder": ("root", "captions")}[self.kind]
+        missing = [f for f in needed if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"dataset kind {self.kind!r} needs {', '.join(missing)}: add the path(s) under 'dataset'")
+        return self
+
+    def resolved(self, base: Path) -> Dataset:
+        """Paths made absolute against ``base`` (the mission's folder), so a worker elsewhere reads the same files."""
+        fields = ("annotations", "images", "instances", "root", "captions")
+        return self.model_copy(update={f: str((base / getattr(self, f)).resolve()) for f in fields if getattr(self, f)})
 
 
 class Gates(_Strict):
@@ -187,7 +209,8 @@ def load_mission(path: str | Path) -> Mission:
         raise MissionError(f"{path}: mission file not found: pass an existing file with --mission (see missions/)") from None
     except UnicodeDecodeError:
         raise MissionError(f"{path}: not UTF-8 text: save the mission as UTF-8") from None
-    return parse_mission(text, str(path))
+    mission = parse_mission(text, str(path))
+    return mission.model_copy(update={"dataset": mission.dataset.resolved(path.resolve().parent)})
 
 
 def _explain(exc: ValidationError) -> str:

@@ -22,11 +22,12 @@ from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_ru
                            transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
-from tasks.data.synthetic import dataset_hash, make_synthetic
+from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics import plots
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.gates import evaluate_gates
-from tasks.mission import Action, ModelEntry
+from tasks.data.datasets import load_dataset
+from tasks.mission import Action, Dataset, ModelEntry
 from tasks.paths import home
 from tasks.reporting import make_env
 
@@ -133,15 +134,14 @@ def diagnostics_cache_key(context, parameters) -> str:
     """Cache on (model id + weights revision, dataset hash, metric config, code version), never on a module."""
     spec: ModelSpec = parameters["spec"]
     revision = load_model(spec).revision
-    samples = make_synthetic(parameters["samples"], parameters["seed"])
-    parts = [spec.name, spec.adapter, spec.source, spec.arch or "", revision, dataset_hash(samples),
+    parts = [spec.name, spec.adapter, spec.source, spec.arch or "", revision, load_dataset(parameters["dataset"]).content_hash,
              str(parameters["batch_size"]), _code_version()]
     return "diagnose-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 @task(name="diagnose-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
-def diagnose_model(spec: ModelSpec, samples: int, seed: int, batch_size: int = 32) -> DiagnosticResult:
-    return diagnose(load_model(spec), make_synthetic(samples, seed), batch_size=batch_size)
+def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> DiagnosticResult:
+    return diagnose(load_model(spec), load_dataset(dataset).samples, batch_size=batch_size)
 
 
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
@@ -158,9 +158,12 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
     """
     ds = cycle.mission.dataset
     with action_run(cycle, action) as run:
-        samples = make_synthetic(ds.samples, ds.seed)
-        run.params({"dataset": ds.kind, "dataset_hash": dataset_hash(samples), "metrics_version": METRICS_VERSION,
-                    "fan_out": cycle.fan_out})
+        data = load_dataset(ds)
+        samples = data.samples
+        run.params({"dataset": ds.kind, "dataset_hash": data.content_hash, "metrics_version": METRICS_VERSION,
+                    "fan_out": cycle.fan_out, "dataset_root": data.root or "built-in"})
+        run.metrics({"dataset_samples_skipped": len(data.skipped)})
+        run.table(data.skipped, "dataset_skipped.csv")
         finished = _fan_out(cycle, run.run_id, entries) if cycle.fan_out else _in_process(cycle, run.run_id, entries)
         results: dict[str, DiagnosticResult] = {}
         for entry in entries:
@@ -232,7 +235,7 @@ def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
     progress = create_progress_artifact(0.0, key=key, description=f"{entry.name}: diagnostics of cycle {cycle.cycle_id}")
     model_run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
     with tracked(model_run):
-        state = diagnose_model(model_spec(cycle, entry), ds.samples, ds.seed, return_state=True)
+        state = diagnose_model(model_spec(cycle, entry), ds, return_state=True)
         result = state.result()
         update_progress_artifact(progress, 80.0)
         _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")

@@ -1,0 +1,201 @@
+"""A real Prefect server, an MLflow tracking server and two process workers, on loopback only.
+
+The stack is the one docs/prefect-server.md tells a user to start: the pool
+and the deployments are created with the documented Prefect commands, the
+cycle is triggered from the CLI with ``--fan-out``, and the per-model
+diagnostics must land on both workers. The browser test then opens the
+Prefect UI of the same server in headless Chromium.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+MODELS = ("zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("FUSIONAUDIT_TEST_ARTIFACTS", ROOT / "reports" / "test-artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+class Stack:
+    """Processes started by this test; ``stop`` ends them all, children included."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.procs, self.logs = tmp, [], {}
+        self.prefect_port, self.mlflow_port = _free_port(), _free_port()
+        home = tmp / "home"
+        self.env = {
+            **os.environ,
+            "PREFECT_API_URL": f"http://127.0.0.1:{self.prefect_port}/api",
+            "PREFECT_HOME": str(tmp / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp / 'prefect.db'}",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect-results"),
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{self.mlflow_port}",
+            "FUSIONAUDIT_HOME": str(home),
+            "FUSIONAUDIT_REPORTS": str(tmp / "reports"),
+            "FUSIONAUDIT_PROJECT_DIR": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+        }
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log = self.tmp / f"{name}.log"
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append(proc)
+        self.logs[name] = log
+        return proc
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    def stop(self) -> None:
+        tree = [p for proc in self.procs for p in _tree(proc.pid)]
+        for proc in self.procs:
+            _signal_group(proc, signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=20)
+        for p in alive:
+            p.kill()
+        psutil.wait_procs(alive, timeout=10)
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("server-stack")
+    s = Stack(tmp)
+    started = [p for p in _tree(os.getpid())]
+    try:
+        server = s.start("prefect-server", str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                         "--port", str(s.prefect_port))
+        mlflow = s.start("mlflow-server", str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(s.mlflow_port),
+                         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "mlartifacts"),
+                         "--workers", "1")
+        _wait_http(f"http://127.0.0.1:{s.prefect_port}/api/health", server, s.logs["prefect-server"])
+        _wait_http(f"http://127.0.0.1:{s.mlflow_port}/health", mlflow, s.logs["mlflow-server"])
+        # The documented setup (docs/prefect-server.md): pool, deployments, one worker per GPU machine.
+        s.run(str(BIN / "prefect"), "work-pool", "create", "fusionaudit", "--type", "process")
+        s.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+        for name in ("worker-a", "worker-b"):
+            s.start(name, str(BIN / "prefect"), "worker", "start", "--pool", "fusionaudit", "--name", name, "--limit", "1")
+        yield s
+    finally:
+        s.stop()
+        before = {p.pid for p in started}
+        leftover = [p for p in _tree(os.getpid()) if p.pid not in before and p.is_running()
+                    and p.status() != psutil.STATUS_ZOMBIE]
+        assert not leftover, f"processes left running: {[p.cmdline() for p in leftover]}"
+
+
+@pytest.fixture(scope="module")
+def fanned_out_cycle(stack):
+    """A three-model cycle triggered from the CLI, its diagnostics fanned out to the workers."""
+    done = stack.run(str(BIN / "fusionaudit"), "cycle", "run", "--models", ",".join(MODELS), "--samples", "16", "--fan-out",
+                     timeout=900)
+    handoff = Path(re.search(r"Handoff: (\S+)", done.stdout).group(1))
+    return done, handoff
+
+
+def _flow_runs(stack: Stack, flow_name: str) -> list:
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+
+def test_fan_out_runs_on_both_workers_and_handoff_verifies(stack, fanned_out_cycle):
+    done, handoff = fanned_out_cycle
+    assert "decision" in done.stdout.lower() and handoff.exists()
+
+    runs = _flow_runs(stack, "diagnose-model")
+    assert len(runs) == len(MODELS) and all(r.state.is_completed() for r in runs)
+    by_worker = {name: [r for r in runs if str(r.id) in stack.logs[name].read_text()] for name in ("worker-a", "worker-b")}
+    assert all(by_worker.values()), f"each worker must run diagnose-model runs: {({k: len(v) for k, v in by_worker.items()})}"
+
+    cycle = _flow_runs(stack, "week1-cycle")
+    assert len(cycle) == 1 and cycle[0].state.is_completed()
+    assert {str(r.parent_task_run_id) for r in runs} != {"None"}, "diagnose-model runs are linked to the cycle as subflows"
+
+    verify = stack.run(str(BIN / "fusionaudit"), "verify", str(handoff))  # against the MLflow *server*
+    assert "VERIFIED" in verify.stdout and "NOT VERIFIED" not in verify.stdout
+
+
+def test_prefect_ui_shows_cycle_subflows_and_handoff(stack, fanned_out_cycle):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("FUSIONAUDIT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser test (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    cycle = _flow_runs(stack, "week1-cycle")[0]
+    ui = f"http://127.0.0.1:{stack.prefect_port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=flags)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+            page.goto(f"{ui}/runs/flow-run/{cycle.id}", wait_until="networkidle", timeout=90_000)
+            page.get_by_text(cycle.name).first.wait_for(timeout=60_000)
+            page.get_by_role("tab", name=re.compile("Subflow", re.I)).first.click()
+            page.get_by_text(re.compile("diagnose", re.I)).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "prefect-ui-subflows.png"), full_page=True)
+            page.get_by_role("tab", name=re.compile("Artifacts", re.I)).first.click()
+            page.get_by_text(re.compile("handoff-", re.I)).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "prefect-ui-artifacts.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "prefect-ui-subflows.png").stat().st_size > 10_000
+    assert (ARTIFACTS / "prefect-ui-artifacts.png").stat().st_size > 10_000
