@@ -1,13 +1,24 @@
-"""Infrastructure & Performance Monitor: what each task cost, measured while it runs."""
+"""Infrastructure & Performance Monitor: what each task cost, the machine it ran on, drift from the lock.
+
+Nothing secret leaves this module: every string of the snapshot goes through ``redact``.
+"""
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import torch
+
+from tasks import environment, evidence
+from tasks.environment import Drift
+from tasks.paths import home
 
 
 @dataclass
@@ -47,3 +58,57 @@ def measure(interval_s: float = 0.05):
         usage.wall_s = time.perf_counter() - start
         usage.peak_rss_mb = peak[0] / 2**20
         usage.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if gpu else 0.0
+
+
+# ------------------------------------------------------------------ environment and secrets
+
+# Environment variables whose *values* are secrets: HF_TOKEN, *_API_KEY, *_TOKEN, *PASSWORD*, *SECRET*.
+SECRET_NAME = re.compile(r"^(?:HF_TOKEN|.*_API_KEY|.*_TOKEN|.*PASSWORD.*|.*SECRET.*)$", re.IGNORECASE)
+# Variables worth recording (where evidence, caches and orchestration live), values redacted.
+_RECORDED_ENV = re.compile(r"^(?:FUSIONAUDIT_|MLFLOW_|PREFECT_API_URL$|HF_|TRANSFORMERS_|CUDA_VISIBLE_DEVICES$|OMP_NUM_THREADS$)")
+MASK = "***"
+# scheme://user:password@host → the password part (user may be empty: scheme://:password@host)
+_URI_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s:/@]*:)(?P<secret>[^\s@/]+)(?=@)")
+# NAME=value / NAME: value / "NAME": "value" where NAME is a secret name
+_ASSIGNMENT = re.compile(r"(?P<head>\b(?P<name>[A-Za-z_][A-Za-z0-9_]*)[\"']?\s*[=:]\s*[\"']?)(?P<secret>[^\s\"',;]+)")
+# Token formats that are secret wherever they appear (Hugging Face, OpenAI-style keys)
+_TOKEN_FORMATS = re.compile(r"\b(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,})\b")
+
+
+def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """``text`` with secrets replaced by ``***``.
+
+    Masks URI passwords (``postgresql://u:secret@h`` → ``postgresql://u:***@h``),
+    values assigned to secret-named variables (``HF_TOKEN=...``), well-known
+    token formats, and the literal value of every secret-named variable set in
+    ``environ`` (default: ``os.environ``) wherever it appears.
+    """
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if SECRET_NAME.match(name) and len(value) >= 4:  # very short values would mask ordinary words
+            text = text.replace(value, MASK)
+    text = _URI_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+    text = _ASSIGNMENT.sub(lambda m: m["head"] + MASK if SECRET_NAME.match(m["name"]) else m.group(), text)
+    return _TOKEN_FORMATS.sub(MASK, text)
+
+
+def redacted_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The recorded variables (evidence/cache/orchestration locations), secret values masked."""
+    env = os.environ if environ is None else environ
+    return {name: MASK if SECRET_NAME.match(name) else redact(value, env)
+            for name, value in sorted(env.items()) if _RECORDED_ENV.match(name)}
+
+
+def environment_snapshot(path: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, float | str]:
+    """Python, torch, CUDA, GPU name and memory, CPU model and count, RAM, free disk at ``path`` (default: the
+    fusionaudit home), the evidence store and the relevant environment variables, every string passed through
+    ``redact`` so no secret reaches the evidence. Numbers become metrics, strings params (as ``snapshot``)."""
+    snap = environment.snapshot(home() if path is None else Path(path))
+    snap["tracking_uri"] = evidence.tracking_uri()
+    snap |= {f"env/{k}": v for k, v in redacted_env(environ).items()}
+    return {k: redact(v, environ) if isinstance(v, str) else v for k, v in snap.items()}
+
+
+def dependency_drift(lock_path: Path) -> Drift:
+    """Locked (uv.lock) vs installed versions: ``Drift(pct, drifted=[(package, locked, installed)])``."""
+    return environment.dependency_drift(lock_path)

@@ -1,23 +1,342 @@
-"""Planning team: the mission's actions as a prioritised plan, and the next cycle's substitutions."""
+"""Planning team: the mission's actions as a prioritised plan, and the next cycle's plan from the last one's evidence.
+
+``plan_next`` is a deterministic policy over a cycle's MLflow evidence:
+
+- the GO / PIVOT / NEED_MORE_DATA decision is re-evaluated with *this*
+  mission's gates on the per-model statistics the previous cycle logged;
+- every Blocked model is replaced by its mission alternatives not yet tried;
+- a Failed action is retried once; one that failed in two consecutive cycles
+  is escalated (listed with its error) instead of being retried again.
+
+What it reads from the previous cycle run (and its children):
+  cycle run        tags ``fa.cycle_id``, ``fa.cycle_number`` (default 1),
+                   ``fa.failures/<action_id>`` (consecutive failed cycles before it, default 0);
+                   param ``models``
+  action runs      tags ``fa.action_id``, ``fa.status``, ``fa.reason``; metrics named by acceptance criteria
+  model runs       children of any action run: tags ``fa.kind=model``, ``fa.model``, ``fa.status``, ``fa.reason``
+  statistics run   metrics ``<model>/<gates.metric>/<ShareSummary field>``, params for its text fields,
+                   tag ``fa.excluded`` (RANDOM-INIT models, never counted) and ``fa.decision``
+"""
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
-from tasks.mission import PRIORITY_ORDER, Mission
+from agents.quality_officer import check_criteria, final_status
+from tasks import stats
+from tasks.actions import BLOCKED, COMPLETED, FAILED
+from tasks.cited import Cited
+from tasks.evidence import RunEvidence
+from tasks.gates import GateResult, evaluate_gates
+from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
+
+ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 
 
 def pending_actions(mission: Mission, cycle_start: datetime) -> list[dict]:
     """The plan this cycle executes, in execution priority (HIGH first, then by deadline)."""
-    ordered = sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.deadline_hours, a.id))
-    return [{
+    return [_entry(a, cycle_start) for a in _ordered(mission)]
+
+
+def _ordered(mission: Mission) -> list[Action]:
+    return sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.deadline_hours, a.id))
+
+
+def _entry(a: Action, cycle_start: datetime | None) -> dict:
+    deadline = ((cycle_start + timedelta(hours=a.deadline_hours)).isoformat(timespec="minutes") if cycle_start
+                else f"cycle start + {a.deadline_hours} h")
+    return {
         "id": a.id, "title": a.title, "priority": a.priority, "owner": a.owner, "stage": a.stage,
-        "deadline": (cycle_start + timedelta(hours=a.deadline_hours)).isoformat(timespec="minutes"),
-        "deadline_hours": a.deadline_hours, "depends_on": list(a.depends_on),
+        "deadline": deadline, "deadline_hours": a.deadline_hours, "depends_on": list(a.depends_on),
         "acceptance": [{"description": c.description, "check": str(c)} for c in a.acceptance],
-    } for a in ordered]
+    }
 
 
 def substitutions(mission: Mission, blocked_models: list[str]) -> dict[str, list[str]]:
     """For each blocked model, the mission's alternatives to try in the next cycle."""
     return {name: list(mission.model(name).alternatives) for name in blocked_models
             if any(m.name == name for m in mission.models)}
+
+
+# ------------------------------------------------------------------ the next cycle's plan
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing the next plan does differently, and the evidence it rests on.
+
+    ``text`` is Markdown that passes the evidence check: numbers carry their
+    ``[run_id:key]`` citation, identifiers and tag values sit in code spans.
+    ``evidence`` lists ``run_id:key`` references (``tags/<name>`` for a tag).
+    """
+
+    text: str
+    evidence: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class Escalation:
+    action_id: str
+    owner: str
+    error: str
+    failed_cycles: int
+    evidence: str  # run_id:tags/fa.status of the last failed run
+
+
+@dataclass(frozen=True)
+class NextPlan:
+    mission: Mission
+    decision: GateResult
+    changes: list[Change]
+    cycle_number: int
+    previous_run_id: str
+    substitutions: dict[str, list[str]] = field(default_factory=dict)  # blocked model → alternatives now in the plan
+    retried: dict[str, str] = field(default_factory=dict)              # action id → why it is retried
+    escalated: list[Escalation] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)             # action id → consecutive failed cycles so far
+
+    def actions(self, cycle_start: datetime | None = None) -> list[dict]:
+        """pending_actions.json entries: the existing fields plus what the planner decided for each action."""
+        escalated = {e.action_id: e for e in self.escalated}
+        out = []
+        for a in _ordered(self.mission):
+            entry = _entry(a, cycle_start)
+            failures = self.failures.get(a.id, 0)
+            entry["attempt"] = failures + 1
+            entry["consecutive_failures"] = failures
+            if a.id in escalated:
+                e = escalated[a.id]
+                entry["plan"] = "escalated"
+                entry["escalation"] = {"to": "planning_team", "owner": e.owner, "error": e.error,
+                                       "failed_cycles": e.failed_cycles, "evidence": e.evidence}
+            elif a.id in self.retried:
+                entry["plan"] = "retry"
+                entry["retry_reason"] = self.retried[a.id]
+            else:
+                entry["plan"] = "run"
+            out.append(entry)
+        return out
+
+    def to_json(self, cycle_start: datetime | None = None) -> str:
+        return json.dumps(self.actions(cycle_start), indent=2) + "\n"
+
+    def cycle_tags(self) -> dict[str, str]:
+        """Tags the next cycle run must carry so the plan after it can count consecutive failures."""
+        return {"fa.cycle_number": str(self.cycle_number), "fa.previous_cycle_run": self.previous_run_id,
+                "fa.escalated": ",".join(e.action_id for e in self.escalated) or "none",
+                **{f"fa.failures/{a}": str(n) for a, n in sorted(self.failures.items())}}
+
+
+def plan_next(mission: Mission, previous: RunEvidence) -> NextPlan:
+    """The next cycle's plan from the previous cycle's evidence (see the module docstring for what is read)."""
+    changes: list[Change] = []
+    decision = _decision(mission, previous, changes)
+    models, alternatives, subs = _models(mission, previous, changes)
+    failures, retried, escalated = _actions(mission, previous, changes)
+    try:
+        next_mission = Mission.model_validate(mission.model_dump() | {"models": models, "alternatives": alternatives})
+    except ValueError as exc:
+        raise ValueError(f"plan_next: the next mission for {mission.id!r} does not validate ({exc}): "
+                         "check the models' alternatives in the mission file") from exc
+    return NextPlan(next_mission, decision, changes, _int_tag(previous, "fa.cycle_number", 1) + 1, previous.run_id,
+                    subs, retried, escalated, failures)
+
+
+def _int_tag(run: RunEvidence, key: str, default: int) -> int:
+    try:
+        return int(run.tags.get(key, default))
+    except ValueError:
+        return default
+
+
+def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
+    action = mission.for_stage(stage)
+    return cycle.child("fa.action_id", action.id) if action else None
+
+
+def _code(text: object) -> str:
+    return "`" + str(text).replace("`", "'") + "`"
+
+
+def _cite(c: Cited) -> str:
+    return f"{c.formatted()} {c.citation}"
+
+
+# ------------------------------------------------------------------ gates
+
+
+def logged_summary(run: RunEvidence, prefix: str) -> stats.ShareSummary | None:
+    """A model's ShareSummary as the statistics run logged it (numbers as metrics, text as params)."""
+    if run.m(prefix + "n") is None:
+        return None
+    values = {}
+    for f in fields(stats.ShareSummary):
+        if f.type in ("str", str):
+            values[f.name] = run.params.get(prefix + f.name, "")
+        else:
+            c = run.m(prefix + f.name)
+            values[f.name] = float(c.value) if c is not None else math.nan
+    values["n"], values["n_dropped"], values["n_resamples"] = (int(values[k]) if math.isfinite(values[k]) else 0
+                                                               for k in ("n", "n_dropped", "n_resamples"))
+    return stats.ShareSummary(**values)
+
+
+def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) -> GateResult:
+    gates = mission.gates
+    run = _action_run(mission, previous, "statistics")
+    verdicts: dict[str, bool] = {}
+    if run is not None:
+        excluded = set(run.tags.get("fa.excluded", "none").split(","))
+        names = sorted({k.split("/", 1)[0] for k in run.metrics if k.endswith(f"/{gates.metric}/n")})
+        for name in names:
+            if name in excluded:
+                continue
+            prefix = f"{name}/{gates.metric}/"
+            summary = logged_summary(run, prefix)
+            if summary is None or summary.baseline != 0.5:
+                changes.append(Change(f"Model {_code(name)} not counted by the gates: its {_code(gates.metric)} summary "
+                                      f"in run {_code(run.run_id)} was not tested against the balanced value.",
+                                      (f"{run.run_id}:{prefix}baseline",)))
+                continue
+            verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
+            verdicts[name] = verdict.collapsed
+            cited = [run.m(prefix + k) for k in ("mean", "ci_low", "ci_high", "t_p")]
+            shown = ", ".join(f"{label} {_cite(c)}" for label, c in zip(("image share", "CI95 low", "CI95 high", "t-test p"), cited)
+                              if c is not None)
+            changes.append(Change(f"Model {_code(name)}: {'collapse' if verdict.collapsed else 'no collapse shown'} under this "
+                                  f"mission's gates ({shown}; {_code(verdict.reason)}).",
+                                  tuple(c.citation[1:-1] for c in cited if c is not None)))
+    result = evaluate_gates(verdicts, gates)
+    where = f"run {_code(run.run_id)}" if run else "no statistics run"
+    logged = run.tags.get("fa.decision") if run else None
+    # the mission's gate values are the brief's text, not measurements: shown in a code span
+    rule = (f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}, "
+            f"imbalance_threshold={gates.imbalance_threshold:g}, alpha={gates.alpha:g}")
+    tested = ", ".join(map(_code, result.tested)) or "none"
+    collapsed = ", ".join(map(_code, result.collapsed)) or "none"
+    text = (f"Decision **{result.decision}** re-evaluated from the per-model statistics of {where}: {result.rule} "
+            f"(tested: {tested}; collapsed: {collapsed}; gates {_code(rule)}).")
+    if logged and logged != result.decision:
+        text += f" The previous cycle logged {_code(logged)}: the mission's gates changed since."
+    changes.insert(0, Change(text, (f"{run.run_id}:tags/fa.decision",) if run else (f"{previous.run_id}:tags/fa.cycle_id",)))
+    return result
+
+
+# ------------------------------------------------------------------ models
+
+
+def _model_runs(previous: RunEvidence) -> dict[str, list[RunEvidence]]:
+    """Every per-model run of the previous cycle (adapters, alternatives, diagnostics), by model name."""
+    runs: dict[str, list[RunEvidence]] = {}
+    for action in previous.children:
+        for child in action.children:
+            if child.tags.get("fa.kind") == "model" and child.tags.get("fa.model"):
+                runs.setdefault(child.tags["fa.model"], []).append(child)
+    return runs
+
+
+def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
+    runs = _model_runs(previous)
+    blocked = {name: next(r for r in rs if r.tags.get("fa.status") == BLOCKED)
+               for name, rs in runs.items() if any(r.tags.get("fa.status") == BLOCKED for r in rs)}
+    ran_before = set(filter(None, previous.params.get("models", "").split(","))) | {m.name for m in mission.models}
+    by_name = {m.name: m for m in mission.models + mission.alternatives}
+
+    chosen: list[ModelEntry] = []
+    subs: dict[str, list[str]] = {}
+    for entry in mission.models:
+        if entry.name not in blocked:
+            chosen.append(entry)
+            continue
+        run = blocked[entry.name]
+        reason = run.tags.get("fa.reason", "") or "no reason logged"
+        picked, skipped = [], []
+        for alt in entry.alternatives:
+            if alt in blocked:
+                skipped.append(f"{_code(alt)} (Blocked in run {_code(blocked[alt].run_id)})")
+            elif alt in ran_before or any(m.name == alt for m in chosen) or alt in picked:
+                skipped.append(f"{_code(alt)} (already in the plan)")
+            else:
+                picked.append(alt)
+        subs[entry.name] = picked
+        chosen += [by_name[a] for a in picked]
+        cause = f"Model {_code(entry.name)} was Blocked in run {_code(run.run_id)} ({_code(reason)})"
+        tail = f"; skipped: {', '.join(skipped)}" if skipped else ""
+        if picked:
+            changes.append(Change(f"{cause}: replaced by {', '.join(map(_code, picked))} from the mission's alternatives{tail}.",
+                                  (f"{run.run_id}:tags/fa.status",)))
+        else:
+            changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
+                                  f"({_code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
+                                  (f"{run.run_id}:tags/fa.status",)))
+    if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
+        chosen = list(mission.models)
+        changes.append(Change("No model is left after removing the Blocked ones: the next cycle keeps "
+                              f"{', '.join(_code(m.name) for m in chosen)} so the blockers stay visible.",
+                              tuple(f"{blocked[m.name].run_id}:tags/fa.status" for m in chosen if m.name in blocked)))
+    names = {m.name for m in chosen}
+    chosen = [_drop_alternatives(m, names, mission) for m in chosen]
+    rest = [_drop_alternatives(m, names, mission) for m in mission.alternatives if m.name not in names]
+    return tuple(chosen), tuple(rest), subs
+
+
+def _drop_alternatives(entry: ModelEntry, in_plan: set[str], mission: Mission) -> ModelEntry:
+    """Alternatives must name models that still exist in the next mission (models or alternatives)."""
+    existing = in_plan | {m.name for m in mission.alternatives if m.name not in in_plan}
+    kept = tuple(a for a in entry.alternatives if a in existing and a not in in_plan)
+    return entry if kept == entry.alternatives else entry.model_copy(update={"alternatives": kept})
+
+
+# ------------------------------------------------------------------ actions
+
+
+def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
+    checks = check_criteria(mission, previous)
+    failures: dict[str, int] = {}
+    retried: dict[str, str] = {}
+    escalated: list[Escalation] = []
+    cycle_id = previous.tags.get("fa.cycle_id", previous.run_id)
+    for action in _ordered(mission):
+        prior = _int_tag(previous, f"fa.failures/{action.id}", 0)
+        run = previous.child("fa.action_id", action.id)
+        mine = [c for c in checks if c.action_id == action.id]
+        status = final_status(run.tags.get("fa.status", FAILED), mine) if run else "Not run"
+        if status == COMPLETED:
+            count = 0
+        elif status == FAILED:
+            count = prior + 1
+        else:  # Blocked or not run: it did not run, so the streak neither grows nor breaks
+            count = prior
+        failures[action.id] = count
+        if count == 0 or run is None:
+            if count >= ESCALATE_AFTER:
+                escalated.append(Escalation(action.id, action.owner, "not run since its escalation", count,
+                                            f"{previous.run_id}:tags/fa.failures/{action.id}"))
+            continue
+        error = _error(run, mine)
+        ref = f"{run.run_id}:tags/fa.status"
+        if status == FAILED and count < ESCALATE_AFTER:
+            retried[action.id] = error
+            changes.append(Change(f"Action {_code(action.id)} Failed in cycle {_code(cycle_id)} (run {_code(run.run_id)}: "
+                                  f"{error}): retried once in the next cycle, escalated if it fails again.", (ref,)))
+        elif count >= ESCALATE_AFTER:
+            escalated.append(Escalation(action.id, action.owner, error, count, ref))
+            changes.append(Change(f"Action {_code(action.id)} {'Failed' if status == FAILED else 'stays escalated, ' + status} "
+                                  f"in consecutive cycles up to {_code(cycle_id)} (run {_code(run.run_id)}: {error}): escalated "
+                                  f"to the planning team with owner {_code(action.owner)}, not retried automatically.", (ref,)))
+    return failures, retried, escalated
+
+
+def _error(run: RunEvidence, checks) -> str:
+    """The logged reason, or the criteria the action missed with their observed values."""
+    reason = run.tags.get("fa.reason", "")
+    missed = [f"criterion {_code(c.description)} not met: {_code(c.metric)} = "
+              f"{_cite(c.evidence) if c.evidence else 'not logged'}, required {_code(f'{c.op} {c.required:g}')}"
+              for c in checks if not c.passed]
+    parts = ([_code(reason)] if reason else []) + missed
+    return "; ".join(parts) or _code(run.tags.get("fa.status", "no reason logged"))

@@ -20,6 +20,7 @@ from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependenc
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
 from tasks.paths import reports_root
+from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
 
@@ -59,8 +60,12 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
+    reaped = reap_orphans(experiment)
+    if reaped:
+        print(f"closed {len(reaped)} run(s) of a killed cycle as KILLED: {', '.join(reaped)}")
     run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id,
-                                                                    "fa.cycle_number": "1", **(plan or {}).get("tags", {})})
+                                                                    "fa.cycle_number": "1", **owner_tags(),
+                                                                    **(plan or {}).get("tags", {})})
     g = mission.gates
     run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
                 "seed": mission.dataset.seed, "allow_random_init": allow_random_init, "fan_out": fan_out,

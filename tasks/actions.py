@@ -71,10 +71,9 @@ def blocked(outcome: Outcome) -> State:
 
 def open_child(cycle: Cycle, parent: str, name: str, tags: dict[str, str]) -> evidence.RunLog:
     """The child run with these identifying tags, reused if it exists (retries and re-runs write no duplicates)."""
-    match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {evidence.PARENT_TAG: parent, **tags}.items())
-    found = evidence.client().search_runs([cycle.experiment_id], filter_string=match, max_results=1)
+    found = evidence.find_child(cycle.experiment_id, parent, tags)
     if found:
-        return evidence.RunLog(found[0].info.run_id)
+        return evidence.RunLog(found.run_id)
     return evidence.start_run(cycle.experiment_id, name, parent=parent, tags=tags)
 
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 import platform
 import shutil
 import tomllib
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import psutil
 import torch
+from packaging.version import InvalidVersion, Version
 
 # The packages the cycle imports; each must be installed for the cycle to run.
 REQUIRED = ("prefect", "torch", "torchvision", "transformers", "open-clip-torch", "scipy", "statsmodels", "mlflow", "pandas", "jinja2", "matplotlib", "pydantic")
 
 
 def snapshot(evidence_dir: Path) -> dict[str, float | str]:
-    """Numbers become metrics, strings become params: both are evidence."""
-    disk = shutil.disk_usage(evidence_dir if evidence_dir.exists() else Path.cwd())
+    """Numbers become metrics, strings become params: both are evidence.
+
+    Disk space is measured where the evidence is written (the nearest existing
+    parent of ``evidence_dir``), since that is the disk a cycle fills.
+    """
+    disk_at = _existing_parent(evidence_dir)
+    disk = shutil.disk_usage(disk_at)
     gpu = torch.cuda.is_available()
     return {
         "python": platform.python_version(),
@@ -25,10 +32,29 @@ def snapshot(evidence_dir: Path) -> dict[str, float | str]:
         "gpu_name": torch.cuda.get_device_name(0) if gpu else "none",
         "gpu_count": torch.cuda.device_count() if gpu else 0,
         "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 2) if gpu else 0,
+        "cpu_model": cpu_model(),
         "cpu_count": psutil.cpu_count() or 0,
         "ram_total_gb": round(psutil.virtual_memory().total / 2**30, 2),
+        "disk_path": str(disk_at),
         "disk_free_gb": round(disk.free / 2**30, 2),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name; ``platform.processor()`` is empty on most Linux systems, so read /proc first."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _existing_parent(path: Path) -> Path:
+    path = Path(path).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def locked_versions(lock_path: Path) -> dict[str, str]:
@@ -39,6 +65,46 @@ def locked_versions(lock_path: Path) -> dict[str, str]:
     return {p["name"]: p["version"] for p in data.get("package", []) if "version" in p}
 
 
+@dataclass(frozen=True)
+class Drift:
+    """Installed packages whose version differs from uv.lock.
+
+    ``pct`` is over the locked packages that are installed here (``compared``):
+    a lock also lists packages for other platforms and optional groups, which
+    are absent by design and are not drift (``not_installed`` counts them).
+    """
+
+    pct: float
+    drifted: list[tuple[str, str, str]] = field(default_factory=list)  # (package, locked, installed)
+    compared: int = 0
+    locked: int = 0
+    not_installed: int = 0
+
+
+def same_version(locked: str, installed: str) -> bool:
+    """PEP 440 equality of the public version: ``2.5.0+cpu`` is the locked ``2.5.0`` built for CPU, ``1.0`` is ``1.0.0``."""
+    try:
+        return Version(locked).public == Version(installed).public
+    except InvalidVersion:
+        return locked == installed
+
+
+def dependency_drift(lock_path: Path) -> Drift:
+    """Locked versions (uv.lock, read with tomllib) against what importlib.metadata finds installed."""
+    locked = locked_versions(Path(lock_path))
+    drifted, compared = [], 0
+    for name, want in sorted(locked.items()):
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            continue
+        compared += 1
+        if not same_version(want, have):
+            drifted.append((name, want, have))
+    pct = round(100 * len(drifted) / compared, 2) if compared else 0.0
+    return Drift(pct, drifted, compared, len(locked), len(locked) - compared)
+
+
 def package_report(lock_path: Path) -> dict[str, object]:
     """Required packages that are missing, and locked packages whose installed version drifted."""
     missing = []
@@ -47,18 +113,10 @@ def package_report(lock_path: Path) -> dict[str, object]:
             version(name)
         except PackageNotFoundError:
             missing.append(name)
-    locked = locked_versions(lock_path)
-    drifted = []
-    for name, want in locked.items():
-        try:
-            have = version(name)
-        except PackageNotFoundError:
-            continue  # platform-specific or optional packages of the lock
-        if have != want:
-            drifted.append(f"{name} {have} (lock {want})")
+    drift = dependency_drift(lock_path)
     return {
         "missing": missing,
-        "drifted": drifted,
-        "locked": len(locked),
-        "drift_pct": round(100 * len(drifted) / len(locked), 2) if locked else 0.0,
+        "drifted": [f"{name} {have} (lock {want})" for name, want, have in drift.drifted],
+        "locked": drift.locked,
+        "drift_pct": drift.pct,
     }

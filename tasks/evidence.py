@@ -170,6 +170,13 @@ def read_run(run_id: str, with_children: bool = True) -> RunEvidence:
     return ev
 
 
+def find_child(experiment_id: str, parent: str, tags: Mapping[str, str]) -> RunEvidence | None:
+    """The child run of ``parent`` carrying these tags, or None."""
+    match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {PARENT_TAG: parent, **tags}.items())
+    found = client().search_runs([experiment_id], filter_string=match, max_results=1)
+    return read_run(found[0].info.run_id, with_children=False) if found else None
+
+
 def _as_number(value: float) -> float | int:
     return int(value) if not math.isnan(value) and float(value).is_integer() and abs(value) < 1e15 else value
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -201,24 +202,39 @@ def _in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> d
     return finished
 
 
-def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict[str, str]:
-    """Submit every model as a deployment run at once, then wait: workers run them in parallel."""
-    from prefect.deployments import run_deployment
-    from prefect.flow_runs import wait_for_flow_run
+def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s: float = 2.0) -> dict[str, str]:
+    """Submit every model as a deployment run at once, then wait: workers run them in parallel.
 
-    submitted = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
-                                                                          "parent_run_id": parent},
-                                        timeout=0, flow_run_name=f"diagnose {e.name} ({cycle.cycle_id})")
-                 for e in entries}
+    The runs' results come back through the evidence store (the model's child
+    run under ``parent``), not through Prefect result storage, which a worker
+    on another machine does not share.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    pending = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
+                                                                        "parent_run_id": parent},
+                                      timeout=0, flow_run_name=f"diagnose {e.name} ({cycle.cycle_id})").id
+               for e in entries}
+    ended = {}
+    with get_client(sync_client=True) as client:
+        while pending:
+            for name, run_id in list(pending.items()):
+                flow_run = client.read_flow_run(run_id)
+                if flow_run.state and flow_run.state.is_final():
+                    ended[name] = flow_run
+                    del pending[name]
+            if pending:
+                time.sleep(poll_s)
     finished = {}
     for entry in entries:
-        flow_run = wait_for_flow_run(submitted[entry.name].id, timeout=None)
-        if flow_run.state and flow_run.state.is_completed():
-            finished[entry.name] = flow_run.state.result()
+        flow_run = ended[entry.name]
+        model_run = evidence.find_child(cycle.experiment_id, parent, {"fa.kind": "model", "fa.model": entry.name})
+        if flow_run.state.is_completed() and model_run and model_run.tags.get("fa.status") == COMPLETED:
+            finished[entry.name] = model_run.run_id
         else:
             _model_failed(cycle, parent, entry, RuntimeError(
-                f"diagnose-model run {flow_run.name} ended {flow_run.state.name if flow_run.state else 'without a state'}"
-                f": {flow_run.state.message if flow_run.state else ''}"))
+                f"diagnose-model run {flow_run.name!r} ended {flow_run.state.name}: {flow_run.state.message or 'no message'}"))
     return finished
 
 

@@ -1,0 +1,50 @@
+"""After a crash: runs a killed cycle left RUNNING are closed as KILLED before a new cycle starts.
+
+A cycle run records the host and process that own it (``fa.host``,
+``fa.pid``, ``fa.pid_started``). A RUNNING run whose owner process is gone
+from this host was killed (SIGKILL, OOM killer, power loss): it and its
+RUNNING descendants are marked KILLED, so nothing stays RUNNING for ever and
+no report cites them as finished. Runs owned by a live process — a cycle
+running concurrently — or by another host are left alone.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import psutil
+
+from tasks import evidence
+
+
+def owner_tags() -> dict[str, str]:
+    me = psutil.Process()
+    return {"fa.host": socket.gethostname(), "fa.pid": str(os.getpid()), "fa.pid_started": f"{me.create_time():.3f}"}
+
+
+def _owner_alive(tags: dict[str, str]) -> bool:
+    if tags.get("fa.host") != socket.gethostname():
+        return True  # cannot tell from here: never touch another machine's runs
+    try:
+        proc = psutil.Process(int(tags["fa.pid"]))
+        return f"{proc.create_time():.3f}" == tags.get("fa.pid_started")
+    except (KeyError, ValueError, psutil.NoSuchProcess):
+        return False
+
+
+def reap_orphans(experiment_id: str) -> list[str]:
+    """Mark the RUNNING runs of dead cycles (and their RUNNING descendants) KILLED; returns their run ids."""
+    client = evidence.client()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000)
+    cycles = [r for r in running if r.data.tags.get("fa.kind") == "cycle" and not _owner_alive(r.data.tags)]
+    parent_of = {r.info.run_id: r.data.tags.get(evidence.PARENT_TAG) for r in running}
+    dead = {r.info.run_id for r in cycles}
+    changed = True
+    while changed:  # descendants at any depth (cycle → action → model)
+        new = {rid for rid, parent in parent_of.items() if parent in dead and rid not in dead}
+        dead |= new
+        changed = bool(new)
+    for rid in dead:
+        client.set_tag(rid, "fa.status", "Killed")
+        client.set_terminated(rid, "KILLED")
+    return sorted(dead)
