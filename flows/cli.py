@@ -9,12 +9,15 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from flows import cli_stats
+
 app = typer.Typer(help="Measure attention collapse in vision-language models; every number logged as evidence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 cycle_app = typer.Typer(help="Run research cycles.", no_args_is_help=True)
 report_app = typer.Typer(help="Read generated reports.", no_args_is_help=True)
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(report_app, name="report")
+app.add_typer(cli_stats.app, name="stats")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

@@ -58,11 +58,16 @@ def _existing_parent(path: Path) -> Path:
 
 
 def locked_versions(lock_path: Path) -> dict[str, str]:
-    """Package → version from uv.lock (empty when there is no lock, e.g. an installed wheel)."""
+    """Package → locked version(s) from uv.lock, " | "-joined where the lock splits a package by
+    Python-version markers (e.g. scipy 1.17.1 for 3.11, 1.18.1 for >= 3.12); empty without a lock."""
     if not lock_path.exists():
         return {}
     data = tomllib.loads(lock_path.read_text(encoding="utf-8"))
-    return {p["name"]: p["version"] for p in data.get("package", []) if "version" in p}
+    found: dict[str, list[str]] = {}
+    for p in data.get("package", []):
+        if "version" in p:
+            found.setdefault(p["name"], []).append(p["version"])
+    return {name: " | ".join(versions) for name, versions in found.items()}
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ def dependency_drift(lock_path: Path) -> Drift:
         except PackageNotFoundError:
             continue
         compared += 1
-        if not same_version(want, have):
+        if not any(same_version(w, have) for w in want.split(" | ")):
             drifted.append((name, want, have))
     pct = round(100 * len(drifted) / compared, 2) if compared else 0.0
     return Drift(pct, drifted, compared, len(locked), len(locked) - compared)

@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
+from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import check_criteria, final_status, verify_files
 from tasks import environment, evidence, literature, paper, reporting, stats
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
@@ -29,7 +30,6 @@ from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.gates import evaluate_gates
 from tasks.data.datasets import load_dataset
 from tasks.mission import Action, Dataset, ModelEntry
-from tasks.paths import home
 from tasks.reporting import make_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
 @task(name="environment-check", cache_policy=NO_CACHE, **RETRY)
 def check_environment(cycle: Cycle, action: Action) -> Outcome:
     with action_run(cycle, action) as run:
-        snap = environment.snapshot(evidence_dir=home())
+        snap = environment_snapshot()  # redacted: no token or URI password reaches the evidence
         pkgs = environment.package_report(PROJECT_ROOT / "uv.lock")
         run.params({k: v for k, v in snap.items() if isinstance(v, str)} | {"drifted": "; ".join(pkgs["drifted"]) or "none"})
         pairs = _test_inference()

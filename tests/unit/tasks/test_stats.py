@@ -13,16 +13,22 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import integrate, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
 from tasks.stats import (
+    HOLM_CORRECTION,
+    BalanceCall,
     HolmResult,
     PairedComparison,
     ShareSummary,
     TostResult,
     Verdict,
+    balance_call,
+    bootstrap_mean_ci,
     cohen_d_ci,
     collapse_verdict,
     holm,
@@ -107,10 +113,12 @@ def test_summarize_imbalanced_known_answers():
 
 
 def test_bca_ci_matches_scipy_bootstrap_with_same_seed():
+    # summarize bootstraps the *sorted* sample so that the seeded CI does not
+    # depend on the order of the samples; the reference does the same.
     for x in (IMB, BAL):
         s = summarize(x, n_resamples=9999, seed=7)
         ref = stats.bootstrap(
-            (x,), lambda v, axis: np.mean(v, axis=axis), vectorized=True,
+            (np.sort(x),), lambda v, axis: np.mean(v, axis=axis), vectorized=True,
             n_resamples=9999, method="BCa", confidence_level=0.95,
             rng=np.random.default_rng(7),
         ).confidence_interval
@@ -308,7 +316,7 @@ def test_bca_failure_falls_back_to_percentile(monkeypatch):
     s = summarize(BAL, seed=5)
     monkeypatch.undo()
     ref = stats.bootstrap(
-        (BAL,), lambda v, axis: np.mean(v, axis=axis), vectorized=True,
+        (np.sort(BAL),), lambda v, axis: np.mean(v, axis=axis), vectorized=True,
         method="percentile", rng=np.random.default_rng(5),
     ).confidence_interval
     assert s.ci_method == "percentile"
@@ -486,3 +494,189 @@ def test_tost_imbalanced_and_degenerate():
     assert math.isnan(c.p) and not c.equivalent and "zero variance" in c.note
     with pytest.raises(ValueError):
         tost(BAL, margin=0.0)
+
+
+# ---------------------------------------------------------------- Holm's name
+
+
+def test_holm_exposes_the_correction_it_applied():
+    r = holm({"a": 0.01, "b": float("nan"), "c": 0.02})
+    assert r.method == "holm" and r.correction == HOLM_CORRECTION
+    assert "Holm" in r.correction and "step-down Bonferroni" in r.correction
+    assert r.as_params("x/") == {"x/correction": HOLM_CORRECTION, "x/correction_method": "holm"}
+    assert r.family_size == 2  # the NaN is outside the family
+    assert r.as_dict()["holm_family_size"] == 2
+    # family of 2: 0.01 * 2 = 0.02, then max(0.02, 0.02 * 1) = 0.02
+    assert r.adjusted[0] == pytest.approx(0.02) and r.adjusted[2] == pytest.approx(0.02)
+
+
+# ---------------------------------------------------------------- power at the caller's alpha
+
+# Moderately above balance (d ~ 1.2): power well inside (0, 1) at both levels.
+# No ties among |x - 0.5| (LEAN too), so scipy's Wilcoxon is its exact table
+# rather than its slow permutation fallback for n <= 13 with ties.
+MOD = np.array([0.521, 0.612, 0.474, 0.583, 0.552, 0.634, 0.493, 0.571, 0.605, 0.516, 0.547, 0.598])
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.01])
+def test_power_and_n80_follow_the_callers_alpha(alpha):
+    s = summarize(MOD, alpha=alpha)
+    d = (MOD.mean() - 0.5) / np.std(MOD, ddof=1)
+    assert s.cohen_d == pytest.approx(d, rel=1e-12) and s.alpha == alpha
+    ref = TTestPower().power(effect_size=d, nobs=12, alpha=alpha, alternative="two-sided")
+    assert s.power == pytest.approx(ref, rel=1e-9)
+    n80 = TTestPower().solve_power(effect_size=d, power=0.8, alpha=alpha, alternative="two-sided")
+    assert s.n_for_80_power == math.ceil(n80)
+    assert summarize(MOD, alpha=0.01).power < summarize(MOD, alpha=0.05).power
+
+
+def test_bootstrap_mean_ci_is_the_summary_ci():
+    s = summarize(MOD, n_resamples=2999, seed=4)
+    assert bootstrap_mean_ci(MOD, 0.95, 2999, 4) == (s.ci_low, s.ci_high, "BCa")
+    assert bootstrap_mean_ci([np.nan]) == (pytest.approx(np.nan, nan_ok=True),) * 2 + ("none",)
+
+
+# ---------------------------------------------------------------- sign-flip Monte Carlo
+
+
+def test_signflip_monte_carlo_all_one_sign_known_answer():
+    # n = 30 > log2(9999): Monte Carlo. Only the identity (and its mirror,
+    # probability 2 / 2**30) is as extreme as data that are all positive, so
+    # both tails count just the +1 correction: p = 2 * 1 / (9999 + 1).
+    a = PA[:10].repeat(3) + np.linspace(0, 0.01, 30)
+    b = a - np.linspace(0.01, 0.1, 30)
+    r = paired_comparison(a, b)
+    assert not r.perm_exact
+    assert r.perm_p == pytest.approx(2 / 10000, rel=1e-12)
+
+
+def test_signflip_monte_carlo_matches_scipy_within_mc_error():
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0.3, 0.7, 40)
+    b = a - rng.normal(0.012, 0.05, 40)  # a modest shift: p ~ 0.1
+    r = paired_comparison(a, b, n_resamples=9999, seed=3)
+    ref = stats.permutation_test(
+        (a - b,), lambda d, axis: np.mean(d, axis=axis), permutation_type="samples",
+        vectorized=True, n_resamples=9999, rng=np.random.default_rng(5),
+    ).pvalue
+    assert 0.01 < ref < 0.5
+    # Two independent Monte-Carlo estimates of the same p: each has SD
+    # ~2 sqrt(p(1-p)/(2 B)) (two-sided doubles a one-tail proportion), their
+    # difference sqrt(2) times that; 5 such SDs never fails by chance.
+    sd = 2 * math.sqrt(ref / 2 * (1 - ref / 2) / 9999)
+    assert abs(r.perm_p - ref) < 5 * math.sqrt(2) * sd
+    # and the same p as the t-test would give, roughly (n = 40, near-normal data)
+    assert r.perm_p == pytest.approx(r.t_p, abs=0.05)
+
+
+def test_paired_effect_size_dz():
+    r = paired_comparison(QA, QB)
+    d = QA - QB
+    assert r.cohen_dz == pytest.approx(d.mean() / np.std(d, ddof=1), rel=1e-12)
+    assert math.isnan(paired_comparison(PA, PA).cohen_dz)
+
+
+# ---------------------------------------------------------------- balance call
+
+# Clearly toward the image but far from the 0.8 threshold.
+LEAN = np.array([0.641, 0.662, 0.653, 0.674, 0.635, 0.668, 0.647, 0.681, 0.656, 0.664, 0.622, 0.677])
+# Wide spread around 0.53: neither different from 0.5 nor provably within 0.5 +/- 0.05.
+NOISY = np.array([0.31, 0.72, 0.45, 0.66, 0.38, 0.695, 0.52, 0.51])
+
+
+def _call(x, margin=0.05):
+    s = summarize(x, n_resamples=999)
+    return balance_call(s, tost(x, margin=margin), collapse_verdict(s)), s
+
+
+def test_balance_call_labels():
+    c, _ = _call(IMB)
+    assert isinstance(c, BalanceCall)
+    assert (c.label, c.dominant, c.collapsed) == ("collapsed", "text", True)
+    c, _ = _call(BAL)
+    assert (c.label, c.equivalent, c.differs) == ("balanced", True, False)
+    c, s = _call(LEAN)
+    assert s.t_p < 0.05 and not tost(LEAN).equivalent  # fixture check (scipy/statsmodels)
+    assert (c.label, c.dominant, c.collapsed) == ("imbalanced", "image", False)
+    c, s = _call(NOISY)
+    assert stats.ttest_1samp(NOISY, 0.5).pvalue > 0.05 and not tost(NOISY).equivalent
+    assert c.label == "not shown to differ" and not c.equivalent
+    assert "not evidence of balance" in c.reason
+    c, _ = _call(np.full(9, 0.7))
+    assert c.label == "not testable"
+    assert c.as_dict()["equivalent"] == 0 and "label" in c.as_params()
+
+
+def test_balance_call_significant_but_negligible_difference_is_balanced():
+    # n = 400 around 0.51, sd 0.02: t-test p ~ 1e-20, yet the 90% CI of the
+    # mean (~0.508..0.512) lies well inside 0.45..0.55.
+    x = 0.51 + 0.02 * stats.norm.ppf((np.arange(400) + 0.5) / 400)
+    c, s = _call(x)
+    assert s.t_p < 1e-10 and tost(x).equivalent
+    assert c.label == "balanced" and c.differs and "negligible" in c.reason
+
+
+def test_balance_call_without_verdict_and_baseline_mismatch():
+    s = summarize(LEAN, baseline=0.6, n_resamples=999)
+    c = balance_call(s, tost(LEAN, baseline=0.6, margin=0.1), None)
+    assert c.label == "balanced" and not c.collapsed  # within 0.6 +/- 0.1
+    with pytest.raises(ValueError, match="same balanced value"):
+        balance_call(s, tost(LEAN, baseline=0.5), None)
+
+
+# ---------------------------------------------------------------- properties
+
+# Scores on a 1/1024 grid and shifts on the same grid: every sum of up to a
+# few thousand such numbers is exact in float64, so the bootstrap's
+# comparisons (resample mean vs observed mean, which set BCa's bias
+# correction) come out identical after the shift, and the endpoints agree to
+# rounding (1e-9 is ~1e7 ulps of slack) rather than to Monte-Carlo error.
+_grid = st.integers(0, 1024).map(lambda k: k / 1024)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_grid, min_size=14, max_size=40), st.integers(-512, 512).map(lambda k: k / 1024))
+def test_shift_moves_mean_and_ci_by_the_constant(values, c):
+    # n >= 14: scipy's Wilcoxon with ties is an (exact but slow) permutation
+    # test below that; the property concerns the mean and its CI.
+    x = np.array(values)
+    a, b = summarize(x, n_resamples=999, seed=1), summarize(x + c, n_resamples=999, seed=1)
+    assert b.mean == pytest.approx(a.mean + c, abs=1e-12)
+    assert b.ci_low == pytest.approx(a.ci_low + c, abs=1e-9)
+    assert b.ci_high == pytest.approx(a.ci_high + c, abs=1e-9)
+    assert b.sd == pytest.approx(a.sd, rel=1e-9, abs=1e-15)
+    assert b.ci_method == a.ci_method
+
+
+_share = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_share, min_size=14, max_size=40), st.randoms(use_true_random=False))
+def test_permuting_samples_changes_nothing(values, random):
+    x = np.array(values)
+    y = x.copy()
+    random.shuffle(y)
+    a, b = summarize(x, n_resamples=999), summarize(y, n_resamples=999)
+    # The CI is computed on the sorted sample: bit-identical.
+    assert (a.ci_low, a.ci_high, a.ci_method) == (b.ci_low, b.ci_high, b.ci_method) or (
+        math.isnan(a.ci_low) and math.isnan(b.ci_low))
+    # Everything else up to the rounding of sums taken in another order.
+    for name in ("mean", "sd", "t_p", "wilcoxon_p", "cohen_d", "power"):
+        assert getattr(b, name) == pytest.approx(getattr(a, name), rel=1e-7, abs=1e-12, nan_ok=True), name
+    pa = paired_comparison(x, x[::-1] * 0.9, n_resamples=999)
+    order = np.array(random.sample(range(len(x)), len(x)))
+    pb = paired_comparison(x[order], (x[::-1] * 0.9)[order], n_resamples=999)
+    assert (pa.ci_low, pa.ci_high, pa.perm_p) == (pb.ci_low, pb.ci_high, pb.perm_p) or math.isnan(pa.ci_low)
+    assert pb.t_p == pytest.approx(pa.t_p, rel=1e-7, abs=1e-12, nan_ok=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(_share, min_size=3, max_size=40), st.integers(0, 2**16))
+def test_ci_always_contains_the_mean(values, seed):
+    x = np.array(values)
+    lo, hi, method = bootstrap_mean_ci(x, 0.95, 999, seed)
+    m = float(np.mean(x))
+    # A degenerate sample's CI is the mean itself; tolerance covers the
+    # rounding of a resample mean that equals the observed one.
+    assert lo <= m + 1e-12 and m - 1e-12 <= hi, (lo, m, hi, method)

@@ -1,0 +1,498 @@
+"""Scores tables: load and validate them, and run the whole statistical analysis.
+
+A scores table has one row per (model, sample, metric): columns ``model``,
+``sample_id``, ``metric``, ``value`` (extra columns are ignored). ``value`` is
+a per-sample visual share in [0, 1] (0.5 balanced). ``load_scores`` reads a
+CSV into a validated DataFrame or raises ``ScoresTableError`` naming the file,
+the line/column and the fix. ``analyze`` is the one entry point for the
+statistics of a table (the CLI and the Week-1 flow both call it): every
+per-model summary, collapse verdict, TOST and balance call, and every
+pairwise comparison of models on their common samples, Holm-corrected across
+the pairwise family.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks import stats
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "ScoresTableError",
+    "load_scores",
+    "parse_scores_csv",
+    "validate_scores",
+    "ModelMetricResult",
+    "PairwiseResult",
+    "Analysis",
+    "analyze",
+]
+
+REQUIRED_COLUMNS = ("model", "sample_id", "metric", "value")
+_NAME_COLUMNS = ("model", "sample_id", "metric")
+_FIX_HEADER = (
+    "the first line must name the columns model,sample_id,metric,value "
+    "(lower case; extra columns are ignored)"
+)
+
+
+class ScoresTableError(ValueError):
+    """A scores table that cannot be analysed; the message says where and how to fix it."""
+
+
+# --------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------
+
+
+def load_scores(path: str | Path) -> pd.DataFrame:
+    """Read a scores CSV (UTF-8, optional BOM) into a validated DataFrame.
+
+    Returns columns ``model``, ``sample_id``, ``metric`` (str, surrounding
+    whitespace stripped) and ``value`` (float64, finite), in file order.
+    Raises ``ScoresTableError`` for a missing/unreadable/empty file, bytes that
+    are not UTF-8, malformed CSV, missing columns, empty names, non-numeric or
+    non-finite values and duplicated (model, sample_id, metric) rows.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScoresTableError(
+            f"{path}: cannot read the scores table ({exc.strerror or exc}); "
+            "fix: pass the path of an existing CSV file with columns model,sample_id,metric,value"
+        ) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScoresTableError(
+            f"{path}: line {line}: byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8; "
+            "fix: save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+    return parse_scores_csv(text, source=str(path))
+
+
+def parse_scores_csv(text: str, source: str = "<text>") -> pd.DataFrame:
+    """Parse CSV text (see ``load_scores``); ``source`` names it in error messages."""
+    if not text.strip():
+        raise ScoresTableError(
+            f"{source}: the file is empty; fix: write a header line model,sample_id,metric,value "
+            "and one line per (model, sample, metric) score"
+        )
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ScoresTableError(
+            f"{source}: line {line}: contains a NUL character (a binary file?); "
+            "fix: export the scores as a plain-text CSV"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # header=None: the header is checked here (duplicates are not
+            # silently renamed); index_col=False: a row with an extra field
+            # is an error, not a silent shift of every column; everything is
+            # read as text so that values are checked cell by cell.
+            grid = pd.read_csv(
+                io.StringIO(text), header=None, dtype=str, keep_default_na=False,
+                na_filter=False, index_col=False, skip_blank_lines=True,
+            )
+    except pd.errors.EmptyDataError:
+        raise ScoresTableError(
+            f"{source}: no CSV content; fix: write a header line model,sample_id,metric,value and data lines"
+        ) from None
+    except (pd.errors.ParserError, csv.Error, ValueError, OverflowError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ScoresTableError(
+            f"{source}: not a well-formed CSV ({detail}); fix: every line needs as many comma-separated "
+            "fields as the header, and a field containing a comma or quote must be quoted"
+        ) from None
+    header = [str(h).strip() for h in grid.iloc[0].tolist()]
+    dupes = sorted({h for h in header if header.count(h) > 1 and h in REQUIRED_COLUMNS})
+    if dupes:
+        raise ScoresTableError(
+            f"{source}: line 1: column(s) {dupes} appear more than once in the header; "
+            "fix: keep one column of each name"
+        )
+    body = grid.iloc[1:].reset_index(drop=True)
+    body.columns = header
+    return validate_scores(body, source=source, lines=_record_lines(text, len(body)))
+
+
+def _record_lines(text: str, n_rows: int) -> list[int] | None:
+    """Physical line number of each data record, or None if it cannot be told.
+
+    The csv module tracks line numbers (quoted fields may span lines); its
+    records are matched to pandas' rows only when the counts agree.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    lines, before = [], 0
+    try:
+        for row in reader:
+            # A record starts on the line after the previous one ended (blank
+            # lines are records of their own); pandas skips blank ones.
+            if row and not (len(row) == 1 and not row[0].strip()):
+                lines.append(before + 1)
+            before = reader.line_num
+    except csv.Error:
+        return None
+    return lines[1:] if len(lines) == n_rows + 1 else None
+
+
+def validate_scores(
+    frame: pd.DataFrame, source: str = "<scores frame>", lines: list[int] | None = None
+) -> pd.DataFrame:
+    """Validate a scores frame and return its clean copy (see ``load_scores``).
+
+    ``lines[i]`` is the file line of row ``i`` (for messages); without it rows
+    are named by their position (data row 1 = first row after the header).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise ScoresTableError(f"{source}: expected a pandas DataFrame, got {type(frame).__name__}")
+    columns = [str(c) for c in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        hints = [f"{c!r} -> {m!r}" for m in missing for c in columns if c.strip().lower() == m and c != m]
+        hint = f" (rename {', '.join(hints)})" if hints else ""
+        raise ScoresTableError(
+            f"{source}: line 1 (header): missing column(s) {missing}; found {columns}{hint}; fix: {_FIX_HEADER}"
+        )
+    frame = frame.loc[:, list(REQUIRED_COLUMNS)]
+    if frame.columns.duplicated().any():
+        raise ScoresTableError(f"{source}: duplicated column names in {columns}; fix: keep one column of each name")
+    if len(frame) == 0:
+        raise ScoresTableError(
+            f"{source}: the header has no data rows below it; fix: add one line per (model, sample, metric) score"
+        )
+
+    def where(i: int) -> str:
+        row = f"data row {i + 1}"
+        return f"line {lines[i]} ({row})" if lines is not None else row
+
+    out: dict[str, Any] = {}
+    for column in _NAME_COLUMNS:
+        cells = frame[column]
+        names = cells.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip())
+        empty = np.flatnonzero((names == "").to_numpy())
+        if empty.size:
+            i = int(empty[0])
+            raise ScoresTableError(
+                f"{source}: {where(i)}, column {column!r}: empty {column} "
+                f"({empty.size} row(s) in all; is a field missing on that line?); fix: fill in every {column}"
+            )
+        out[column] = names.astype(str)
+
+    raw_values = frame["value"]
+    texts = raw_values.map(lambda v: v.strip() if isinstance(v, str) else v)
+    values = _to_float(texts)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        cell = raw_values.iloc[i]
+        if math.isnan(values[i]) and not _is_nan_literal(cell):
+            problem = "is empty" if str(cell).strip() == "" else f"{cell!r} is not a number"
+        else:
+            problem = f"{cell!r} is not finite"
+        raise ScoresTableError(
+            f"{source}: {where(i)}, column 'value': {problem} "
+            f"({bad.size} such row(s) in all); fix: write a finite decimal number such as 0.73 "
+            "(drop rows whose score could not be computed)"
+        )
+    out["value"] = values
+
+    clean = pd.DataFrame(out)
+    dup = clean.duplicated(subset=list(_NAME_COLUMNS), keep=False).to_numpy()
+    if dup.any():
+        first = int(np.flatnonzero(dup)[0])
+        key = tuple(clean.iloc[first][list(_NAME_COLUMNS)])
+        same = np.flatnonzero(
+            dup & (clean["model"] == key[0]).to_numpy() & (clean["sample_id"] == key[1]).to_numpy()
+            & (clean["metric"] == key[2]).to_numpy()
+        )
+        at = " and ".join(where(int(j)) for j in same[:2])
+        raise ScoresTableError(
+            f"{source}: {at}: duplicated (model, sample_id, metric) = {key}; "
+            "fix: keep one score per model, sample and metric (average repeats before writing the table)"
+        )
+    return clean
+
+
+def _is_nan_literal(cell: Any) -> bool:
+    if isinstance(cell, (float, np.floating)):
+        return bool(np.isnan(cell))
+    return isinstance(cell, str) and cell.strip().lower().lstrip("+-") == "nan"
+
+
+def _to_float(cells: pd.Series) -> np.ndarray:
+    """Cells as float64, NaN where a cell is not a number (never raises)."""
+    try:
+        converted = pd.to_numeric(cells, errors="coerce")
+        return np.asarray(converted, dtype=float)
+    except (ValueError, TypeError, OverflowError):
+        pass
+
+    def one(v: Any) -> float:
+        try:
+            return float(v)
+        except (ValueError, TypeError, OverflowError):
+            return math.nan
+
+    return np.array([one(v) for v in cells], dtype=float)
+
+
+# --------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelMetricResult:
+    """One model x metric: summary, collapse verdict (None unless baseline 0.5), TOST, call."""
+
+    model: str
+    metric: str
+    summary: stats.ShareSummary
+    verdict: stats.Verdict | None
+    equivalence: stats.TostResult
+    call: stats.BalanceCall
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"model": self.model, "metric": self.metric}
+        row.update(_fields(self.summary))
+        row.update({f"tost_{k}": v for k, v in _fields(self.equivalence).items()
+                    if k not in ("n", "n_dropped", "mean", "baseline")})
+        verdict = _fields(self.verdict) if self.verdict is not None else {
+            f.name: (math.nan if f.type in ("float", float) else None) for f in fields(stats.Verdict)}
+        row.update({f"verdict_{k}": v for k, v in verdict.items()})
+        row.update({"label": self.call.label, "dominant": self.call.dominant,
+                    "collapsed": self.call.collapsed, "differs": self.call.differs,
+                    "equivalent": self.call.equivalent, "reason": self.call.reason})
+        return row
+
+
+@dataclass(frozen=True)
+class PairwiseResult:
+    """Model A vs model B on one metric, on the sample_ids both have.
+
+    ``p_holm`` is the paired t-test p Holm-adjusted across the analysis'
+    whole pairwise family (``reject`` at alpha); the Wilcoxon and permutation
+    p are adjusted the same way within their own families. ``label`` reads
+    the Holm-adjusted t-test: "A > B" / "A < B", or "not shown to differ"
+    (never "equal"), or "not testable".
+    """
+
+    metric: str
+    model_a: str
+    model_b: str
+    n_only_a: int
+    n_only_b: int
+    comparison: stats.PairedComparison
+    p_holm: float
+    reject: bool
+    p_holm_wilcoxon: float
+    p_holm_perm: float
+    label: str
+
+    def row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"metric": self.metric, "model_a": self.model_a, "model_b": self.model_b,
+                               "n_only_a": self.n_only_a, "n_only_b": self.n_only_b}
+        row.update(_fields(self.comparison))
+        row.update({"p_holm": self.p_holm, "reject_holm": self.reject, "p_holm_wilcoxon": self.p_holm_wilcoxon,
+                    "p_holm_perm": self.p_holm_perm, "label": self.label})
+        return row
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything ``analyze`` computed for one scores table."""
+
+    baseline: float
+    margin: float
+    alpha: float
+    threshold: float
+    n_resamples: int
+    seed: int
+    per_model: tuple[ModelMetricResult, ...]
+    pairwise: tuple[PairwiseResult, ...]
+    correction: str = stats.HOLM_CORRECTION
+    correction_method: str = "holm"
+    family: str = "all pairwise comparisons (every pair of models on every metric), paired t-test p"
+    family_size: int = 0
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def params(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "margin": self.margin, "alpha": self.alpha,
+                "threshold": self.threshold, "n_resamples": self.n_resamples, "seed": self.seed}
+
+    def per_model_frame(self) -> pd.DataFrame:
+        """One row per (model, metric): summary fields, ``tost_*``, ``verdict_*``, label, reason."""
+        return pd.DataFrame([r.row() for r in self.per_model])
+
+    def pairwise_frame(self) -> pd.DataFrame:
+        """One row per (metric, model pair): comparison fields, Holm-adjusted p, label."""
+        columns = ["metric", "model_a", "model_b", "n_only_a", "n_only_b",
+                   *(f.name for f in fields(stats.PairedComparison)),
+                   "p_holm", "reject_holm", "p_holm_wilcoxon", "p_holm_perm", "label"]
+        return pd.DataFrame([r.row() for r in self.pairwise], columns=columns)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Machine-readable, ``json.dumps(..., allow_nan=False)``-safe: NaN/inf become null."""
+        return _jsonable({
+            "params": self.params(),
+            "correction": {"name": self.correction, "method": self.correction_method,
+                           "family": self.family, "family_size": self.family_size},
+            "per_model": [{"model": r.model, "metric": r.metric, "summary": asdict(r.summary),
+                           "verdict": asdict(r.verdict) if r.verdict is not None else None,
+                           "tost": asdict(r.equivalence), "call": asdict(r.call)} for r in self.per_model],
+            "pairwise": [{"metric": r.metric, "model_a": r.model_a, "model_b": r.model_b,
+                          "n_only_a": r.n_only_a, "n_only_b": r.n_only_b,
+                          "comparison": asdict(r.comparison), "p_holm": r.p_holm, "reject_holm": r.reject,
+                          "p_holm_wilcoxon": r.p_holm_wilcoxon, "p_holm_perm": r.p_holm_perm,
+                          "label": r.label} for r in self.pairwise],
+            "notes": list(self.notes),
+        })
+
+    def as_dict(self, prefix: str = "") -> dict[str, float | int]:
+        """Flat numeric dict for ``mlflow.log_metrics``: ``{metric}/{model}/{field}`` and
+        ``{metric}/{a}_vs_{b}/{field}``, names reduced to MLflow's allowed characters."""
+        out: dict[str, float | int] = {}
+        for r in self.per_model:
+            key = f"{prefix}{_key(r.metric)}/{_key(r.model)}/"
+            out.update(r.summary.as_dict(key))
+            out.update(r.equivalence.as_dict(key + "tost_"))
+            if r.verdict is not None:
+                out.update(r.verdict.as_dict(key + "verdict_"))
+        for r in self.pairwise:
+            key = f"{prefix}{_key(r.metric)}/{_key(r.model_a)}_vs_{_key(r.model_b)}/"
+            out.update(r.comparison.as_dict(key))
+            out.update({key + "p_holm": float(r.p_holm), key + "reject_holm": int(r.reject),
+                        key + "p_holm_wilcoxon": float(r.p_holm_wilcoxon),
+                        key + "p_holm_perm": float(r.p_holm_perm)})
+        out[f"{prefix}holm_family_size"] = self.family_size
+        return out
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def _check_params(baseline: float, margin: float, alpha: float, threshold: float, n_resamples: int) -> None:
+    problems = []
+    if not (math.isfinite(baseline) and 0.0 < baseline < 1.0):
+        problems.append(f"baseline {baseline} must lie in (0, 1) (0.5 = balanced)")
+    if not (math.isfinite(margin) and margin > 0):
+        problems.append(f"margin {margin} must be positive (the TOST equivalence margin, e.g. 0.05)")
+    if not (0.0 < alpha < 1.0):
+        problems.append(f"alpha {alpha} must lie in (0, 1), e.g. 0.05")
+    if not (0.5 < threshold < 1.0):
+        problems.append(f"threshold {threshold} must lie in (0.5, 1) (collapse = imbalance above it, e.g. 0.80)")
+    if int(n_resamples) < 1:
+        problems.append(f"n_resamples {n_resamples} must be at least 1 (9999 recommended)")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _pair_label(a: str, b: str, comparison: stats.PairedComparison, p_holm: float, alpha: float) -> str:
+    if not math.isfinite(p_holm):
+        return "not testable"
+    if p_holm < alpha:
+        return f"{a} > {b}" if comparison.mean_diff > 0 else f"{a} < {b}"
+    return "not shown to differ"
+
+
+def analyze(
+    scores: pd.DataFrame,
+    baseline: float = 0.5,
+    margin: float = 0.05,
+    alpha: float = 0.05,
+    threshold: float = 0.80,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> Analysis:
+    """Run the whole statistical framework on a scores table.
+
+    Per (model, metric): ``stats.summarize`` (BCa CI, t-test, Wilcoxon, d and
+    its CI, power), ``stats.collapse_verdict`` (only when ``baseline`` is 0.5,
+    where collapse is defined), ``stats.tost`` within ``baseline +/- margin``
+    and ``stats.balance_call``. Per metric and pair of models, on the
+    sample_ids both have: ``stats.paired_comparison``; then Holm across all
+    pairwise comparisons of the table. Models and metrics keep their order of
+    first appearance. ``scores`` is validated first (``ScoresTableError``).
+    """
+    _check_params(baseline, margin, alpha, threshold, n_resamples)
+    table = validate_scores(scores)
+    notes: list[str] = []
+    if baseline != 0.5:
+        notes.append(f"baseline {baseline} != 0.5: collapse verdicts (defined against 0.5) not computed")
+    metrics = list(dict.fromkeys(table["metric"]))
+    per_model: list[ModelMetricResult] = []
+    pending: list[tuple[str, str, str, int, int, stats.PairedComparison]] = []
+    for metric in metrics:
+        sub = table[table["metric"] == metric]
+        by_model = {m: g.set_index("sample_id")["value"] for m, g in sub.groupby("model", sort=False)}
+        for model, series in by_model.items():
+            values = series.to_numpy()
+            summary = stats.summarize(values, baseline=baseline, n_resamples=n_resamples, seed=seed, alpha=alpha)
+            verdict = (stats.collapse_verdict(summary, threshold=threshold, alpha=alpha)
+                       if baseline == 0.5 else None)
+            equivalence = stats.tost(values, baseline=baseline, margin=margin, alpha=alpha)
+            call = stats.balance_call(summary, equivalence, verdict, alpha=alpha)
+            per_model.append(ModelMetricResult(model, metric, summary, verdict, equivalence, call))
+        for a, b in itertools.combinations(by_model, 2):
+            sa, sb = by_model[a], by_model[b]
+            common = sa.index.intersection(sb.index).sort_values()
+            comparison = stats.paired_comparison(sa.loc[common].to_numpy(), sb.loc[common].to_numpy(),
+                                                 n_resamples=n_resamples, seed=seed)
+            n_only_a, n_only_b = len(sa) - len(common), len(sb) - len(common)
+            if n_only_a or n_only_b:
+                notes.append(f"{metric}: {a} vs {b} paired on {len(common)} common sample_ids "
+                             f"({n_only_a} only in {a}, {n_only_b} only in {b})")
+            pending.append((metric, a, b, n_only_a, n_only_b, comparison))
+
+    def adjust(p: list[float]) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+        h = stats.holm(p, alpha=alpha)
+        return h.adjusted, h.reject
+
+    t_adj, t_rej = adjust([c.t_p for *_, c in pending])
+    w_adj, _ = adjust([c.wilcoxon_p for *_, c in pending])
+    p_adj, _ = adjust([c.perm_p for *_, c in pending])
+    pairwise = tuple(
+        PairwiseResult(metric, a, b, oa, ob, c, t_adj[i], t_rej[i], w_adj[i], p_adj[i],
+                       _pair_label(a, b, c, t_adj[i], alpha))
+        for i, (metric, a, b, oa, ob, c) in enumerate(pending)
+    )
+    return Analysis(
+        baseline=float(baseline), margin=float(margin), alpha=float(alpha), threshold=float(threshold),
+        n_resamples=int(n_resamples), seed=int(seed), per_model=tuple(per_model), pairwise=pairwise,
+        family_size=sum(math.isfinite(c.t_p) for *_, c in pending), notes=tuple(notes),
+    )
+

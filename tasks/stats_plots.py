@@ -1,0 +1,80 @@
+"""Forest plot of per-model mean visual share with its CI95 against the collapse thresholds."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+__all__ = ["forest_plot", "forest_figure", "LABEL_COLOURS"]
+
+#: Marker colour per ``BalanceCall.label``; anything else is drawn black.
+LABEL_COLOURS = {
+    "collapsed": "tab:red",
+    "imbalanced": "tab:orange",
+    "balanced": "tab:green",
+    "not shown to differ": "tab:gray",
+    "not testable": "lightgray",
+}
+
+
+def forest_plot(per_model_frame: pd.DataFrame, threshold: float, baseline: float, path: str | Path) -> Path:
+    """Draw ``forest_figure`` to ``path`` (PNG, Agg) and return the path."""
+    fig = forest_figure(per_model_frame, threshold, baseline)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: float) -> Figure:
+    """One row per (model, metric): mean share and CI95, as a matplotlib Figure (Agg canvas).
+
+    ``per_model_frame`` needs columns model, mean, ci_low, ci_high (as
+    ``Analysis.per_model_frame()`` gives); metric and label are used when
+    present (rows are named "model · metric" when there are several metrics;
+    markers are coloured by label). Vertical lines mark the balanced
+    ``baseline`` and the collapse thresholds ``1 - threshold`` and
+    ``threshold``. A row with a NaN CI is drawn as a bare point. Uses a
+    Figure with its own Agg canvas, so no global pyplot state is touched.
+    """
+    missing = [c for c in ("model", "mean", "ci_low", "ci_high") if c not in per_model_frame.columns]
+    if missing:
+        raise ValueError(f"forest_plot: per-model frame lacks column(s) {missing}; pass Analysis.per_model_frame()")
+    frame = per_model_frame.reset_index(drop=True)
+    several = "metric" in frame.columns and frame["metric"].nunique() > 1
+    names = [f"{r.model} · {r.metric}" if several else str(r.model) for r in frame.itertuples()]
+    y = np.arange(len(frame))[::-1]  # first row on top
+
+    fig = Figure(figsize=(6.5, 1.2 + 0.4 * max(len(frame), 1)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.axvline(baseline, color="grey", ls=":", lw=1)
+    for x in (1 - threshold, threshold):
+        ax.axvline(x, color="tab:red", ls="--", lw=1)
+    for yi, row in zip(y, frame.itertuples()):
+        colour = LABEL_COLOURS.get(getattr(row, "label", ""), "black")
+        lo, hi, mean = float(row.ci_low), float(row.ci_high), float(row.mean)
+        if math.isfinite(lo) and math.isfinite(hi):
+            ax.plot([lo, hi], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
+        if math.isfinite(mean):
+            ax.plot([mean], [yi], "o", color=colour, ms=6)
+    finite = pd.concat([frame["ci_low"], frame["ci_high"], frame["mean"]]).astype(float)
+    finite = finite[np.isfinite(finite)]
+    ax.set_xlim(min(0.0, finite.min() if len(finite) else 0.0) - 0.02, max(1.0, finite.max() if len(finite) else 1.0) + 0.02)
+    ax.set_yticks(y, names)
+    ax.set_ylim(-0.7, len(frame) - 0.3)
+    ax.set_xlabel("visual share (mean, 95% CI)")
+    ax.set_title(f"balanced = {baseline:g}; collapse beyond {1 - threshold:g} / {threshold:g}")
+    handles = [Line2D([], [], color="grey", ls=":", label=f"balanced ({baseline:g})"),
+               Line2D([], [], color="tab:red", ls="--", label=f"collapse thresholds ({1 - threshold:g}, {threshold:g})")]
+    if "label" in frame.columns:
+        handles += [Line2D([], [], color=LABEL_COLOURS.get(lbl, "black"), marker="o", lw=2, label=lbl)
+                    for lbl in dict.fromkeys(frame["label"])]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
