@@ -10,6 +10,11 @@ from tasks.adapters.base import Adapter, LoadedModel, ModelSpec
 BUILTIN = {
     "zoo": "tasks.adapters.zoo:ZooAdapter",
     "openclip": "tasks.adapters.openclip:OpenClipAdapter",
+    "clip": "tasks.adapters.hf_clip:ClipAdapter",
+    "align": "tasks.adapters.align:AlignAdapter",
+    "blip-itm": "tasks.adapters.blip:BlipItmAdapter",
+    "blip2-itm": "tasks.adapters.blip2:Blip2ItmAdapter",
+    "vilt": "tasks.adapters.vilt:ViltAdapter",
 }
 
 

@@ -1,0 +1,48 @@
+"""ALIGN (EfficientNet image tower + BERT text tower) through transformers' ``AlignModel`` (adapter "align").
+
+Same dual-encoder body as CLIP: score = cosine(image, text) / temperature,
+separable towers, whole-modality and grid masking. The image tower is a
+CNN, so ``trace`` has text layers only (``text.i``, entropy_text over real
+tokens); entropy_visual and both shares are NaN and ``n_image_tokens`` is 0.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import AlignConfig, AlignModel, EfficientNetImageProcessor
+
+from tasks.adapters.hf_clip import DUAL_CAPABILITIES, DUAL_ENCODER, DualEncoderModel
+from tasks.adapters.hf_common import HFAdapter, bert_fallback_tokenizer, checkpoint_processors
+
+
+class AlignLoadedModel(DualEncoderModel):
+    attention = r"(?P<tower>text)_model\.encoder\.layer\.(?P<i>\d+)\.attention\.self"
+    tower_names = {"text": "text"}
+    n_image_tokens = 0  # EfficientNet: feature maps, no tokens
+
+    def logit_scale(self) -> torch.Tensor:
+        return 1.0 / self.model.temperature
+
+
+def align_image_processor(size: int) -> EfficientNetImageProcessor:
+    """ALIGN's own preprocessing at ``size``: pixels rescaled to [-1, 1], no mean/std normalisation."""
+    return EfficientNetImageProcessor(size={"height": size, "width": size}, do_center_crop=False,
+                                      rescale_factor=1 / 127.5, rescale_offset=True, do_normalize=False,
+                                      include_top=False)
+
+
+class AlignAdapter(HFAdapter):
+    """Opens ``AlignModel`` checkpoints (hub id such as "kakaobrain/align-base", or a local folder)."""
+
+    name = "align"
+    family = DUAL_ENCODER
+    capabilities = DUAL_CAPABILITIES
+    model_cls, config_cls = AlignModel, AlignConfig
+
+    def load(self, spec) -> AlignLoadedModel:
+        model, random_init, revision = self.open(spec)
+        text = model.config.text_config
+        image_processor, tokenizer = checkpoint_processors(
+            spec, lambda: align_image_processor(model.config.vision_config.image_size),
+            lambda: bert_fallback_tokenizer(text.pad_token_id, text.max_position_embeddings))
+        return AlignLoadedModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
+                                text.max_position_embeddings)

@@ -1,0 +1,131 @@
+"""BLIP-2 image–text matching through transformers' ``Blip2ForImageTextRetrieval`` (adapter "blip2-itm").
+
+``spec.source``: a hub id ("Salesforce/blip2-itm-vit-g") or a local folder.
+In ITM mode the Q-Former runs one sequence, [query tokens | caption tokens],
+through shared self-attention; the query tokens alone cross-attend to the
+frozen ViT's patch features, so they carry the image. The score is the ITM
+head's logit(match) − logit(no match), averaged over the query tokens (the
+model's own ``logits_per_image``).
+
+``trace`` (hooks on the modules; the Q-Former returns no maps otherwise):
+
+- ``vision.i``: the ViT's self-attention; entropy_visual over all rows.
+- ``qformer.i.self``: the shared self-attention. The query tokens stand for
+  the image: visual_share is the attention mass of the caption rows
+  ([CLS], words, [SEP]) on the query tokens, text_share their mass on the
+  caption; entropy_visual averages the query rows, entropy_text the
+  caption rows. ``spans`` describe this sequence: image = the queries.
+- ``qformer.i.cross``: queries onto image patches (every ``cross_attention_frequency``-th
+  layer). All keys are image tokens, so shares are NaN; the queries' entropy
+  over the patches is entropy_visual.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from transformers import Blip2Config, Blip2ForImageTextRetrieval, BlipImageProcessor
+
+from tasks.adapters.base import AttentionSummary, Inputs, TokenSpans
+from tasks.adapters.blip import itm_margin
+from tasks.adapters.hf_common import (
+    AttentionHooks,
+    HFAdapter,
+    ImageTextModel,
+    LayerMasks,
+    bert_fallback_tokenizer,
+    checkpoint_processors,
+    tower_masks,
+)
+
+FAMILY = "query-transformer fusion (ITM)"
+CAPABILITIES = frozenset({"score", "mask", "mask_tokens", "trace", "maps"})
+_ATTENTION = (r"vision_model\.encoder\.layers\.(?P<vision>\d+)\.self_attn"
+              r"|qformer\.encoder\.layer\.(?P<q>\d+)\.(?P<kind>attention|crossattention)\.attention")
+_CROSS = r"qformer\.encoder\.layer\.\d+\.crossattention\.attention"
+
+
+def _layer_name(module: str) -> str:
+    m = re.fullmatch(_ATTENTION, module)
+    if m["vision"] is not None:
+        return f"vision.{m['vision']}"
+    return f"qformer.{m['q']}.{'cross' if m['kind'] == 'crossattention' else 'self'}"
+
+
+class Blip2ItmModel(ImageTextModel):
+    family = FAMILY
+    capabilities = CAPABILITIES
+
+    @property
+    def n_queries(self) -> int:
+        return self.model.config.num_query_tokens
+
+    def _model_inputs(self, inputs: Inputs) -> dict[str, torch.Tensor]:
+        """The forward's arguments. Checkpoints whose config sets ``image_token_index`` expect the
+        processor's placeholder ids in front of the caption (the model cuts them off again); the
+        prepared inputs keep the bare caption, so players and masks index the caption alone."""
+        t = self._on_device(inputs)
+        ids, mask = t["input_ids"], t["attention_mask"]
+        image_token = self.model.config.image_token_index
+        if image_token is not None:
+            b, n = ids.shape[0], self.n_queries
+            ids = torch.cat([torch.full((b, n), image_token, dtype=ids.dtype, device=ids.device), ids], dim=1)
+            mask = torch.cat([torch.ones((b, n), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        return {"pixel_values": t["pixel_values"], "input_ids": ids, "attention_mask": mask,
+                "use_image_text_matching_head": True}
+
+    @torch.no_grad()
+    def score(self, inputs: Inputs) -> torch.Tensor:
+        return itm_margin(self.model(**self._model_inputs(inputs)).logits_per_image)
+
+    def spans(self, n_text: int) -> TokenSpans:
+        n = self.n_queries
+        return TokenSpans(image=(0, n), text=(n, n + n_text), special=(n,))  # queries, caption, its [CLS]
+
+    @torch.no_grad()
+    def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
+        args = self._model_inputs(inputs)
+        text_valid = inputs.tensors["attention_mask"].bool().to(self.device)  # [B, T] caption tokens
+        b, n_text, nq = text_valid.shape[0], text_valid.shape[1], self.n_queries
+        queries = torch.zeros(b, nq + n_text, dtype=torch.bool, device=self.device)
+        queries[:, :nq] = True
+        caption = torch.cat([torch.zeros(b, nq, dtype=torch.bool, device=self.device), text_valid], dim=1)
+
+        def masks(layer: str, probs: torch.Tensor) -> LayerMasks:
+            if layer.startswith("vision"):
+                return tower_masks(probs, "image")
+            if layer.endswith(".self"):
+                return LayerMasks(query_rows=caption, image_cols=queries, text_cols=caption,
+                                  image_rows=queries, text_rows=caption)
+            q, k, dev = probs.shape[-2], probs.shape[-1], probs.device  # cross: queries onto patches
+            every_q, none_q = torch.ones(q, dtype=torch.bool, device=dev), torch.zeros(q, dtype=torch.bool, device=dev)
+            return LayerMasks(query_rows=every_q, image_cols=torch.ones(k, dtype=torch.bool, device=dev),
+                              text_cols=torch.zeros(k, dtype=torch.bool, device=dev), image_rows=every_q,
+                              text_rows=none_q)
+
+        with AttentionHooks(self.model, _ATTENTION, masks, cross=_CROSS, rename=_layer_name, keep_maps=keep_maps,
+                            n_image_tokens=nq, n_text_tokens=int(text_valid.sum(1).max()),
+                            n_text_per_sample=text_valid.sum(1).cpu(), spans=self.spans(n_text)) as hooks:
+            self.model(**args)
+        return hooks.summary
+
+
+class Blip2ItmAdapter(HFAdapter):
+    """Opens ``Blip2ForImageTextRetrieval`` checkpoints (hub id or local folder)."""
+
+    name = "blip2-itm"
+    family = FAMILY
+    capabilities = CAPABILITIES
+    model_cls, config_cls = Blip2ForImageTextRetrieval, Blip2Config
+    # ITM runs the caption through the Q-Former (its default config has no text layers), and the
+    # ViT's initializer_range of 1e-10 would give every random image the same features.
+    random_defaults = (("qformer_config.use_qformer_text_input", True), ("vision_config.initializer_range", 0.02))
+
+    def load(self, spec) -> Blip2ItmModel:
+        model, random_init, revision = self.open(spec)
+        qformer, size = model.config.qformer_config, model.config.vision_config.image_size
+        image_processor, tokenizer = checkpoint_processors(
+            spec, lambda: BlipImageProcessor(size={"height": size, "width": size}),
+            lambda: bert_fallback_tokenizer(qformer.pad_token_id, qformer.max_position_embeddings))
+        return Blip2ItmModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
+                             qformer.max_position_embeddings)

@@ -1,0 +1,118 @@
+"""The ALIGN adapter on a tiny random config of the real AlignModel (EfficientNet + BERT), offline."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AlignModel
+
+from tasks.adapters.align import AlignAdapter, AlignLoadedModel
+from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+
+TINY = (
+    ("projection_dim", 32),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("vision_config.image_size", 32), ("vision_config.width_coefficient", 0.1),
+    ("vision_config.depth_coefficient", 0.1), ("vision_config.hidden_dim", 32),
+    # untrained batch norms: at the default 0.02 the CNN's activations vanish (~1e-30) and the
+    # model's own forward turns them into NaN; 0.5 keeps them O(1e3)
+    ("vision_config.initializer_range", 0.5),
+)
+CAPTIONS = ["a red square on the left", "a blue circle"]
+
+
+def _spec(source: str = "", random: bool = True) -> ModelSpec:
+    return ModelSpec(name="tiny-align", adapter="align", source=source, allow_random_init=random,
+                     random_init_config=TINY)
+
+
+@pytest.fixture(scope="module")
+def model() -> AlignLoadedModel:
+    return AlignAdapter(device="cpu").load(_spec())
+
+
+@pytest.fixture
+def inputs(model):
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
+    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+
+
+def test_random_init_builds_the_real_class(model):
+    assert isinstance(model, LoadedModel) and isinstance(model.model, AlignModel)
+    assert model.random_init and model.family == AlignAdapter.family == "dual encoder"
+    assert model.capabilities == AlignAdapter.capabilities >= {"score", "mask", "mask_tokens", "separable", "trace"}
+    assert model.model.config.vision_config.hidden_dim == 32
+    assert model.model.config.text_config._attn_implementation == "eager"
+
+
+def test_prepare_players_and_score(model, inputs):
+    t = inputs.tensors
+    assert t["pixel_values"].shape == (2, 3, 32, 32)
+    assert t["pixel_values"].min() >= -1 and t["pixel_values"].max() <= 1  # ALIGN's [-1, 1] scaling
+    assert (t["input_ids"][:, 0] == model.tokenizer.cls_token_id).all()
+    assert model.players(inputs).text_valid.sum(1).tolist() == [6, 3]
+    scores = model.score(inputs)
+    with torch.no_grad():
+        out = model.model(**inputs.tensors)
+    assert scores.shape == (2,)
+    assert torch.allclose(scores, torch.diag(out.logits_per_image), atol=1e-5)
+
+
+def test_masking_changes_the_score_and_keeps_specials(model, inputs):
+    base = model.score(inputs)
+    no_text = model.mask(inputs, image_keep=True, text_keep=False)
+    ids, masked = inputs.tensors["input_ids"], no_text.tensors["input_ids"]
+    players = model.players(inputs).text_valid
+    assert (masked[players] == model.tokenizer.mask_token_id).all() and torch.equal(masked[~players], ids[~players])
+    assert not torch.allclose(model.score(no_text), base)
+    assert not torch.allclose(model.score(model.mask(inputs, image_keep=False, text_keep=True)), base)
+    keep = torch.tensor([[[True, False], [False, True]]] * 2)
+    text_keep = players.clone()
+    text_keep[:, 1] = False
+    split = model.similarity(model.encode_image(inputs, keep), model.encode_text(inputs, text_keep))
+    assert torch.allclose(split, model.score(model.mask_tokens(inputs, keep, text_keep)), atol=1e-6)
+    assert not torch.allclose(split, base)
+
+
+def test_trace_has_text_layers_only(model, inputs):
+    captured = []
+    layers = model.model.text_model.encoder.layer
+    probes = [layer.attention.self.register_forward_hook(lambda m, a, out: captured.append(out[1])) for layer in layers]
+    try:
+        summary = model.trace(inputs)
+    finally:
+        for p in probes:
+            p.remove()
+    assert summary.layer_names == ["text.0", "text.1"] and summary.n_image_tokens == 0
+    assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.entropy_visual).all()
+    assert ((summary.entropy_text > 0) & (summary.entropy_text <= 1)).all()
+    for probs in captured:
+        assert probs.shape == (2, 4, 8, 8)
+        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5)
+        assert probs[1, :, :, 5:].abs().max() < 1e-6  # padding keys get no attention
+    probs = captured[0]
+    ent = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(8)).mean(1)
+    assert torch.allclose(summary.entropy_text[:, 0], torch.stack([ent[0].mean(), ent[1, :5].mean()]), atol=1e-5)
+
+
+def test_offline_missing_hub_id_is_blocked(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as err:
+        AlignAdapter(device="cpu").load(_spec("kakaobrain/align-base", random=False))
+    assert time.monotonic() - start < 5
+    assert str(tmp_path / "hf" / "hub" / "models--kakaobrain--align-base") in err.value.searched
+    assert "hf download kakaobrain/align-base" in str(err.value)
+
+
+def test_allow_random_init_falls_back_when_the_hub_id_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    loaded = AlignAdapter(device="cpu").load(_spec("kakaobrain/align-base", random=True))
+    assert loaded.random_init and loaded.model.config.text_config.num_hidden_layers == 2

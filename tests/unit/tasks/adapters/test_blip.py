@@ -1,0 +1,127 @@
+"""The BLIP ITM adapter on a tiny random config of the real BlipForImageTextRetrieval, offline."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from PIL import Image
+from transformers import BlipForImageTextRetrieval
+
+from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.blip import BlipItmAdapter, BlipItmModel
+
+TINY = (
+    ("projection_dim", 16), ("image_text_hidden_size", 16),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("text_config.bos_token_id", 1), ("text_config.sep_token_id", 2),
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+)
+CAPTIONS = ["a red square on the left", "a blue circle"]
+
+
+def _spec(source: str = "", random: bool = True) -> ModelSpec:
+    return ModelSpec(name="tiny-blip", adapter="blip-itm", source=source, allow_random_init=random,
+                     random_init_config=TINY)
+
+
+@pytest.fixture(scope="module")
+def model() -> BlipItmModel:
+    return BlipItmAdapter(device="cpu").load(_spec())
+
+
+@pytest.fixture
+def inputs(model):
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
+    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+
+
+def test_random_init_builds_the_real_class_with_overrides(model):
+    assert isinstance(model, LoadedModel) and isinstance(model.model, BlipForImageTextRetrieval)
+    assert model.random_init and model.family == BlipItmAdapter.family
+    assert model.capabilities == BlipItmAdapter.capabilities >= {"score", "mask", "mask_tokens", "trace"}
+    cfg = model.model.config
+    assert cfg.text_config.encoder_hidden_size == 32 and cfg.text_config.is_decoder  # cross-attention layers built
+    assert cfg.text_config._attn_implementation == "eager"
+    assert cfg.vision_config.initializer_range == 0.02  # the adapter's random-init default: images matter
+
+
+def test_score_is_the_itm_log_odds(model, inputs):
+    scores = model.score(inputs)
+    assert scores.shape == (2,)
+    with torch.no_grad():
+        logits = model.model(**inputs.tensors, use_itm_head=True).itm_score
+    assert torch.allclose(scores, logits[:, 1] - logits[:, 0], atol=1e-5)
+
+
+def test_masking_changes_the_score(model, inputs):
+    base = model.score(inputs)
+    players = model.players(inputs).text_valid
+    assert players.sum(1).tolist() == [6, 3]
+    no_text = model.mask(inputs, image_keep=True, text_keep=False)
+    ids = no_text.tensors["input_ids"]
+    assert (ids[players] == model.tokenizer.mask_token_id).all()
+    assert (ids[:, 0] == model.tokenizer.cls_token_id).all()
+    assert not torch.allclose(model.score(no_text), base)
+    assert not torch.allclose(model.score(model.mask(inputs, image_keep=False, text_keep=True)), base)
+    keep = torch.tensor([[[True, False], [False, True]]] * 2)
+    cells = model.mask_tokens(inputs, keep, players).tensors["pixel_values"]
+    assert (cells[:, :, :16, 16:] == 0).all()
+    assert torch.equal(cells[:, :, :16, :16], inputs.tensors["pixel_values"][:, :, :16, :16])
+    assert not torch.allclose(model.score(model.mask_tokens(inputs, keep, players)), base)
+
+
+def test_trace_hooks_self_and_cross_attention(model, inputs):
+    captured: dict[str, torch.Tensor] = {}
+    text_layers = model.model.text_encoder.encoder.layer
+    modules = {"text.0.self": text_layers[0].attention.self, "text.0.cross": text_layers[0].crossattention.self,
+               "text.1.cross": text_layers[1].crossattention.self}
+    probes = [m.register_forward_hook(lambda mod, a, out, n=n: captured.__setitem__(n, out[1]))
+              for n, m in modules.items()]
+    try:
+        summary = model.trace(inputs, keep_maps=2)
+    finally:
+        for p in probes:
+            p.remove()
+    assert summary.layer_names == ["vision.0", "vision.1", "text.0.self", "text.0.cross", "text.1.self",
+                                   "text.1.cross"]
+    assert summary.visual_share.shape == (2, 6) and summary.spans is None
+    assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.text_share).all()
+    assert torch.isfinite(summary.entropy_visual[:, :2]).all() and torch.isnan(summary.entropy_visual[:, 2:]).all()
+    assert torch.isfinite(summary.entropy_text[:, 2:]).all()
+    assert ((summary.entropy_text[:, 2:] > 0) & (summary.entropy_text[:, 2:] <= 1)).all()
+    assert summary.n_image_tokens == 17 and summary.n_text_per_sample.tolist() == [8, 5]
+    cross = captured["text.0.cross"]
+    assert cross.shape == (2, 4, 8, 17)  # text rows x image keys
+    for probs in captured.values():
+        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5)
+    assert summary.maps["text.0.cross"].shape == (2, 8, 17)
+    # cross entropy: mean over the real text rows of the row entropy over the 17 image tokens
+    ent = (-(cross * cross.clamp_min(1e-12).log()).sum(-1) / math.log(17)).mean(1)
+    assert torch.allclose(summary.entropy_text[:, 3], torch.stack([ent[0].mean(), ent[1, :5].mean()]), atol=1e-5)
+
+
+def test_offline_missing_hub_id_is_blocked(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as err:
+        BlipItmAdapter(device="cpu").load(_spec("Salesforce/blip-itm-base-coco", random=False))
+    assert time.monotonic() - start < 5
+    assert str(tmp_path / "hf" / "hub" / "models--Salesforce--blip-itm-base-coco") in err.value.searched
+    assert "hf download Salesforce/blip-itm-base-coco" in err.value.mitigation
+
+
+def test_checkpoint_folder_round_trip(model, inputs, tmp_path):
+    folder = tmp_path / "blip"
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    model.image_processor.save_pretrained(folder)
+    loaded = BlipItmAdapter(device="cpu").load(_spec(str(folder), random=False))
+    assert not loaded.random_init
+    assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-5)

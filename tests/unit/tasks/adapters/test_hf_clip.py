@@ -1,0 +1,178 @@
+"""The transformers CLIP adapter on a tiny random config of the real CLIPModel, offline."""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPModel
+
+from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.hf_clip import ClipAdapter, HFClipModel
+
+TINY = (
+    ("projection_dim", 16),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("text_config.bos_token_id", 62), ("text_config.eos_token_id", 63), ("text_config.pad_token_id", 63),
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+)
+CAPTIONS = ["a red square on the left", "a blue circle"]
+
+
+def _spec(source: str = "", random: bool = True) -> ModelSpec:
+    return ModelSpec(name="tiny-clip", adapter="clip", source=source, allow_random_init=random,
+                     random_init_config=TINY)
+
+
+@pytest.fixture(scope="module")
+def model() -> HFClipModel:
+    return ClipAdapter(device="cpu").load(_spec())
+
+
+@pytest.fixture
+def inputs(model):
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
+    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+
+
+def test_random_init_builds_the_real_class(model):
+    assert isinstance(model, LoadedModel) and isinstance(model.model, CLIPModel)
+    assert model.random_init and model.revision.startswith("random-init@")
+    assert model.family == ClipAdapter.family == "dual encoder"
+    assert model.capabilities == ClipAdapter.capabilities >= {"score", "mask", "mask_tokens", "separable", "trace"}
+    assert model.model.config.text_config.num_hidden_layers == 2
+    assert model.model.config.vision_config._attn_implementation == "eager"
+
+
+def test_prepare_and_players(model, inputs):
+    t = inputs.tensors
+    assert t["pixel_values"].shape == (2, 3, 32, 32)
+    ids, valid = t["input_ids"], t["attention_mask"].bool()
+    assert (ids[:, 0] == 62).all()  # BOS at the config's id
+    assert ids.shape == (2, 8) and (ids[0] == 63).nonzero()[0].item() == 7  # 6 words, then EOS at the config's id
+    players = model.players(inputs).text_valid
+    assert players.sum(1).tolist() == [6, 3]
+    assert not players[:, 0].any() and not (players & ~valid).any()
+
+
+def test_score_is_the_models_own_pair_logit(model, inputs):
+    scores = model.score(inputs)
+    assert scores.shape == (2,)
+    with torch.no_grad():
+        out = model.model(**inputs.tensors)
+    assert torch.allclose(scores, torch.diag(out.logits_per_image), atol=1e-5)
+
+
+def test_mask_baselines(model, inputs):
+    ids = inputs.tensors["input_ids"]
+    no_image = model.mask(inputs, image_keep=False, text_keep=True)
+    no_text = model.mask(inputs, image_keep=True, text_keep=False)
+    assert (no_image.tensors["pixel_values"] == 0).all()
+    masked = no_text.tensors["input_ids"]
+    players = model.players(inputs).text_valid
+    assert (masked[players] == model.mask_id).all() and torch.equal(masked[~players], ids[~players])
+    assert model.mask_id == model.tokenizer.mask_token_id
+    assert ids[0, 1] != model.mask_id  # the original inputs are untouched
+    base = model.score(inputs)
+    assert not torch.allclose(model.score(no_image), base)
+    assert not torch.allclose(model.score(no_text), base)
+
+
+def test_mask_tokens_zeroes_cells_and_masks_players(model, inputs):
+    keep = torch.tensor([[[True, False], [False, False]], [[True, True], [True, True]]])
+    text_keep = torch.ones_like(inputs.tensors["input_ids"], dtype=torch.bool)
+    text_keep[0, 2] = False
+    out = model.mask_tokens(inputs, keep, text_keep)
+    pixels, before = out.tensors["pixel_values"], inputs.tensors["pixel_values"]
+    assert torch.equal(pixels[0, :, :16, :16], before[0, :, :16, :16])  # the kept top-left cell
+    assert (pixels[0, :, 16:, :] == 0).all() and (pixels[0, :, :16, 16:] == 0).all()
+    assert torch.equal(pixels[1], before[1])
+    ids = out.tensors["input_ids"]
+    assert ids[0, 2] == model.mask_id and (ids != inputs.tensors["input_ids"]).sum() == 1
+    text_keep[0, 0] = False  # BOS is no player: the keep flag is ignored there
+    assert model.mask_tokens(inputs, keep, text_keep).tensors["input_ids"][0, 0] == 62
+    with pytest.raises(ValueError, match="text_keep"):
+        model.mask_tokens(inputs, keep, text_keep[:, :3])
+
+
+def test_separable_matches_score_of_masked_inputs(model, inputs):
+    full = model.similarity(model.encode_image(inputs), model.encode_text(inputs))
+    assert torch.allclose(full, model.score(inputs), atol=1e-6)
+    keep = torch.tensor([[[True, False], [False, True]]] * 2)
+    text_keep = model.players(inputs).text_valid.clone()
+    text_keep[:, 1] = False
+    split = model.similarity(model.encode_image(inputs, keep), model.encode_text(inputs, text_keep))
+    assert torch.allclose(split, model.score(model.mask_tokens(inputs, keep, text_keep)), atol=1e-6)
+    assert not torch.allclose(split, full)
+
+
+def test_trace_reduces_each_tower_inside_hooks(model, inputs):
+    captured: dict[str, torch.Tensor] = {}
+    layers = [*model.model.vision_model.encoder.layers, *model.model.text_model.encoder.layers]
+    names = ["vision.0", "vision.1", "text.0", "text.1"]
+    probes = [layer.self_attn.register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out[1]))
+              for n, layer in zip(names, layers)]
+    try:
+        summary = model.trace(inputs, keep_maps=1)
+    finally:
+        for p in probes:
+            p.remove()
+    assert summary.layer_names == names and summary.spans is None
+    assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.text_share).all()
+    ent_v, ent_t = summary.entropy_visual, summary.entropy_text
+    assert torch.isfinite(ent_v[:, :2]).all() and torch.isnan(ent_v[:, 2:]).all()
+    assert torch.isfinite(ent_t[:, 2:]).all() and torch.isnan(ent_t[:, :2]).all()
+    assert ((ent_v[:, :2] > 0) & (ent_v[:, :2] <= 1)).all() and ((ent_t[:, 2:] > 0) & (ent_t[:, 2:] <= 1)).all()
+    assert summary.n_image_tokens == 17 and summary.n_text_tokens == 8
+    assert summary.n_text_per_sample.tolist() == [8, 5]
+    for n, probs in captured.items():
+        assert probs.shape == ((2, 4, 17, 17) if n.startswith("vision") else (2, 4, 8, 8))
+        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[:-1]), atol=1e-5)
+        assert summary.maps[n].shape == (1, *probs.shape[-2:])
+    # text entropy averages the rows of real tokens only: recompute text.0 by hand
+    probs = captured["text.0"]
+    ent = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(8)).mean(1)
+    assert torch.allclose(ent_t[:, 2], torch.stack([ent[0, :8].mean(), ent[1, :5].mean()]), atol=1e-5)
+
+
+def test_checkpoint_folder_with_its_own_processor(model, inputs, tmp_path):
+    folder = tmp_path / "clip"
+    model.model.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    model.image_processor.save_pretrained(folder)
+    loaded = ClipAdapter(device="cpu").load(_spec(str(folder), random=False))
+    assert not loaded.random_init and loaded.revision.startswith("clip@sha256:")
+    assert ClipAdapter().locate(_spec(str(folder))) == (True, [str(folder)])
+    again = loaded.prepare([Image.new("RGB", (40, 48))] * 2, CAPTIONS, ["s0", "s1"])
+    assert torch.equal(again.tensors["input_ids"], inputs.tensors["input_ids"])
+    assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-6)
+
+
+def test_offline_missing_hub_id_is_blocked_with_place_and_command(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailable) as err:
+        ClipAdapter(device="cpu").load(_spec("openai/clip-vit-base-patch32", random=False))
+    assert time.monotonic() - start < 5
+    where = tmp_path / "hf" / "hub" / "models--openai--clip-vit-base-patch32"
+    assert str(where) in err.value.searched
+    assert "hf download openai/clip-vit-base-patch32" in str(err.value)
+    assert ClipAdapter().locate(_spec("openai/clip-vit-base-patch32"))[0] is False
+
+
+def test_diagnose_runs_mm_shap_through_the_towers(model):
+    from tasks.data.synthetic import make_synthetic
+    from tasks.diagnostics.run import diagnose
+
+    result = diagnose(model, make_synthetic(2, seed=0), batch_size=2, mm_shap_permutations=2)
+    row = result.per_sample.iloc[0]
+    for metric in ("modality_shapley_v", "mm_shap_v", "ablation_visual_share"):
+        assert 0 <= row[metric] <= 1, metric
+    assert result.per_layer["attn_visual_share"].isna().all()  # a dual encoder has no cross-modal attention
