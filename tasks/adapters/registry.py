@@ -15,6 +15,13 @@ BUILTIN = {
     "blip-itm": "tasks.adapters.blip:BlipItmAdapter",
     "blip2-itm": "tasks.adapters.blip2:Blip2ItmAdapter",
     "vilt": "tasks.adapters.vilt:ViltAdapter",
+    "llava": "tasks.adapters.llava:LlavaAdapter",
+    "llava-next": "tasks.adapters.llava:LlavaNextAdapter",
+    "idefics": "tasks.adapters.idefics:IdeficsAdapter",
+    "qwen2-vl": "tasks.adapters.qwen2_vl:Qwen2VLAdapter",
+    "qwen2.5-vl": "tasks.adapters.qwen2_vl:Qwen25VLAdapter",
+    "internvl": "tasks.adapters.internvl:InternVLAdapter",
+    "cogvlm2": "tasks.adapters.cogvlm2:CogVLM2Adapter",
 }
 
 

@@ -60,6 +60,7 @@ class Stack:
         self.env = {
             **os.environ,
             "PREFECT_API_URL": f"http://127.0.0.1:{self.prefect_port}/api",
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{self.prefect_port}/api",  # the UI's own default is port 4200
             "PREFECT_HOME": str(tmp / "prefect-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp / 'prefect.db'}",
@@ -191,10 +192,10 @@ def test_prefect_ui_shows_cycle_subflows_and_handoff(stack, fanned_out_cycle):
             page = browser.new_page(viewport={"width": 1600, "height": 1200})
             page.goto(f"{ui}/runs/flow-run/{cycle.id}", wait_until="networkidle", timeout=90_000)
             page.get_by_text(cycle.name).first.wait_for(timeout=60_000)
-            page.get_by_role("tab", name=re.compile("Subflow", re.I)).first.click()
+            page.get_by_text("Subflow Runs", exact=True).first.click()  # the run page's tabs are plain text
             page.get_by_text(re.compile("diagnose", re.I)).first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "prefect-ui-subflows.png"), full_page=True)
-            page.get_by_role("tab", name=re.compile("Artifacts", re.I)).first.click()
+            page.get_by_text("Artifacts", exact=True).first.click()
             page.get_by_text(re.compile("handoff-", re.I)).first.wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "prefect-ui-artifacts.png"), full_page=True)
         finally:

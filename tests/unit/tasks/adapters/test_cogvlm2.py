@@ -1,0 +1,73 @@
+"""CogVLM2: remote code is never run on its own, so every source but a complete trusted folder is Blocked."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.cogvlm2 import DEFAULT_REPO, CogVLM2Adapter, missing_parts
+
+AUTO_MAP = {"AutoConfig": "configuration_cogvlm.CogVLMConfig",
+            "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM"}
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(autouse=True)
+def hub_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path / "hf" / "hub"
+
+
+def _spec(source: str = "", random: bool = False) -> ModelSpec:
+    return ModelSpec(name="cogvlm2", adapter="cogvlm2", source=source, allow_random_init=random)
+
+
+def _write_config(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "cogvlm2", "auto_map": AUTO_MAP}))
+
+
+def test_a_hub_id_is_blocked_and_says_why(hub_cache):
+    adapter = CogVLM2Adapter(device="cpu")
+    with pytest.raises(WeightsUnavailable) as info:
+        adapter.load(_spec(DEFAULT_REPO))
+    error = info.value
+    assert "trust_remote_code" in error.reason and "does not run downloaded code" in error.reason
+    assert error.searched[0] == str(hub_cache / "models--THUDM--cogvlm2-llama3-chat-19B")
+    assert f"hf download {DEFAULT_REPO}" in error.mitigation and "source" in error.mitigation
+    assert adapter.locate(_spec(DEFAULT_REPO)) == (False, error.searched)
+    assert "trace" not in adapter.capabilities  # the repo's attention returns no maps
+
+
+def test_a_cached_hub_copy_is_still_blocked_but_named(hub_cache):
+    repo = hub_cache / "models--THUDM--cogvlm2-llama3-chat-19B"
+    _write_config(repo / "snapshots" / COMMIT)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    with pytest.raises(WeightsUnavailable) as info:
+        CogVLM2Adapter(device="cpu").load(_spec())  # no source: the default repo
+    assert f"set source: {repo / 'snapshots' / COMMIT}" in info.value.mitigation
+
+
+def test_random_init_cannot_stand_in(hub_cache):
+    with pytest.raises(WeightsUnavailable, match="--allow-random-init cannot help"):
+        CogVLM2Adapter(device="cpu").load(_spec(DEFAULT_REPO, random=True))
+
+
+def test_an_incomplete_local_folder_lists_what_is_missing(tmp_path):
+    folder = tmp_path / "cogvlm2"
+    with pytest.raises(WeightsUnavailable) as info:
+        CogVLM2Adapter(device="cpu").load(_spec(str(folder)))  # does not exist
+    assert info.value.searched == [str(folder)]
+    _write_config(folder)
+    (folder / "configuration_cogvlm.py").write_text("")
+    assert missing_parts(folder) == ["modeling_cogvlm.py",
+                                     "the weights (model.safetensors[.index.json] with all shards)"]
+    with pytest.raises(WeightsUnavailable, match="lacks modeling_cogvlm.py"):
+        CogVLM2Adapter(device="cpu").load(_spec(str(folder)))
+    assert CogVLM2Adapter().locate(_spec(str(folder)))[0] is False
+    (folder / "config.json").write_text(json.dumps({"model_type": "cogvlm2"}))
+    assert missing_parts(folder)[0].startswith("an auto_map")
