@@ -73,7 +73,18 @@ class AttentionSummary:
     spans: TokenSpans | None = None
     # Other per-layer statistics an architecture has, [batch, layers] each,
     # e.g. {"gate": tanh(alpha)} for Flamingo-style gated cross-attention.
+    # Capability "rollout": extras["rollout_visual_share"] holds attention
+    # rollout (tasks.diagnostics.rollout.Rollout, accumulated inside the same
+    # hooks) read after each layer; the last column is the model's value.
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    # [batch] text tokens of each sample (padding excluded) where captions
+    # differ in length; n_text_tokens is then the batch's longest. The
+    # per-token attention efficiency divides by these.
+    n_text_per_sample: torch.Tensor | None = None
+    # Capability "maps": trace(inputs, keep_maps=k) fills this with the
+    # head-mean attention map of the first k samples per layer
+    # (layer name -> [k, Q, K]), for plots only; empty otherwise.
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,7 +113,8 @@ class Inputs:
 
 @runtime_checkable
 class LoadedModel(Protocol):
-    """A model opened by an adapter. ``capabilities`` ⊆ {"score", "mask", "trace"}."""
+    """A model opened by an adapter. ``capabilities`` ⊆ {"score", "mask", "trace", "mask_tokens",
+    "separable", "rollout", "relevance", "maps"}; the optional ones are documented below."""
 
     spec: ModelSpec
     family: str                    # e.g. "single-stream fusion", "dual encoder"
@@ -125,10 +137,23 @@ class LoadedModel(Protocol):
     #   mask_tokens(inputs, image_keep: bool [B, g, g], text_keep: bool [B, T]) -> Inputs
     #     image cells not kept -> the normalised mean (zero after normalisation)
     #     text players not kept -> the tokenizer's mask/pad id
+    #     B is len(inputs); MM-SHAP builds inputs with one row per coalition by
+    #     calling prepare() on repeated images/captions, so adapters need no
+    #     row-indexing of their own tensors. g is the caller's choice (any
+    #     g >= 1); tasks.diagnostics.masking.pixel_keep(image_keep, H, W) maps
+    #     the grid onto pixels the same way for every adapter.
     # Optional capability "separable" (dual encoders: CLIP, ALIGN):
     #   encode_image(inputs, image_keep: bool [B, g, g] | None) -> [B, D]
     #   encode_text(inputs, text_keep: bool [B, T] | None) -> [B, D]
     #   similarity(image_emb [B, D], text_emb [B, D]) -> [B]  (== score when nothing is masked)
+    #     masking inside encode_* is exactly mask_tokens' masking, so
+    #     similarity(encode_image(x, i), encode_text(x, t)) == score(mask_tokens(x, i, t)).
+    # Optional capability "rollout": trace() also fills
+    #   AttentionSummary.extras["rollout_visual_share"] [B, layers] (see there).
+    # Optional capability "relevance" (gradients flow through the attention):
+    #   relevance(inputs) -> [B] image share of Chefer et al. (2021) relevance
+    #     of the scored position, computed with tasks.diagnostics.relevance.
+    # Optional capability "maps": trace(inputs, keep_maps: int = 0) (see AttentionSummary.maps).
 
 
 class Adapter(Protocol):

@@ -18,6 +18,12 @@ rows: CLS + patches), ``text.i`` layers carry ``entropy_text`` (rows up to and
 including EOT; the causal mask is kept, so early rows are structurally low
 entropy). The other entropy and both shares are NaN, and ``spans`` is None:
 the towers do not share one sequence.
+
+For MM-SHAP (capabilities ``mask_tokens`` and ``separable``) the players
+are the caption's BPE tokens between SOT and EOT (masked to the pad id, as
+``mask`` does) and the cells of a grid over the preprocessed image (masked
+to zero, the mean image). Each tower embeds its own coalitions, and
+``similarity`` combines them exactly as ``score`` does.
 """
 from __future__ import annotations
 
@@ -38,8 +44,9 @@ from open_clip.pretrained import _get_safe_alternatives  # the order open_clip t
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, WeightsUnavailable
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, WeightsUnavailable
 from tasks.diagnostics.attention import reduce_attention
+from tasks.diagnostics.masking import pixel_keep
 
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -231,11 +238,11 @@ class OpenClipModel:
         self.special_ids = {i for i in specials + [self.eos_id if self.pool_type == "eos" else None] if i is not None}
         self.visual_attn = _mha_blocks(getattr(model.visual, "transformer", None))
         self.text_attn = _mha_blocks(getattr(text, "transformer", None))
-        caps = {"score"}
+        caps = {"score", "separable"}  # two towers: a coalition's image and text embed apart
         if self.pool_type in ("argmax", "eos"):  # the pooled (EOT) position is known, so text can be masked around it
-            caps.add("mask")
+            caps |= {"mask", "mask_tokens"}
         if self.visual_attn or self.text_attn:
-            caps.add("trace")
+            caps |= {"trace", "maps"}
         self.capabilities = frozenset(caps)
 
     def prepare(self, images: list[Image.Image], captions: list[str], sample_ids: list[str]) -> Inputs:
@@ -253,12 +260,70 @@ class OpenClipModel:
     @torch.no_grad()
     def score(self, inputs: Inputs) -> torch.Tensor:
         """The model's own pair logit: cosine(image, text) x logit_scale.exp() (+ logit_bias for SigLIP)."""
-        image = self.model.encode_image(inputs.tensors["image"].to(self.device), normalize=True)
-        text = self.model.encode_text(inputs.tensors["text"].to(self.device), normalize=True)
-        logits = (image * text).sum(-1) * self.model.logit_scale.exp()
+        return self.similarity(self.encode_image(inputs), self.encode_text(inputs))
+
+    @torch.no_grad()
+    def encode_image(self, inputs: Inputs, image_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, D] normalised image embeddings; grid cells not in ``image_keep`` [B, g, g] become the mean image."""
+        image = inputs.tensors["image"]
+        if image_keep is not None:
+            image = self._mask_cells(image, image_keep)
+        return self.model.encode_image(image.to(self.device), normalize=True)
+
+    @torch.no_grad()
+    def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, D] normalised text embeddings; caption tokens not in ``text_keep`` [B, T] become padding."""
+        text = inputs.tensors["text"]
+        if text_keep is not None:
+            text = self._mask_words(text, text_keep)
+        return self.model.encode_text(text.to(self.device), normalize=True)
+
+    @torch.no_grad()
+    def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        """[B] pair logits of normalised embeddings: the same formula ``score`` uses."""
+        logits = (image_emb * text_emb).sum(-1) * self.model.logit_scale.exp()
         if getattr(self.model, "logit_bias", None) is not None:
             logits = logits + self.model.logit_bias
         return logits.float().cpu()
+
+    def _content(self, text: torch.Tensor) -> torch.Tensor:
+        """[B, T] caption tokens: before the pooled EOT, not SOT/EOT/padding."""
+        positions = torch.arange(text.shape[1], device=text.device)
+        content = positions[None, :] < self.eot_index(text)[:, None]
+        for special in self.special_ids:
+            content &= text != special
+        return content
+
+    def players(self, inputs: Inputs) -> Players:
+        """Text players: the caption's BPE tokens between SOT and EOT."""
+        self._need("mask_tokens")
+        return Players(text_valid=self._content(inputs.tensors["text"]))
+
+    def mask_tokens(self, inputs: Inputs, image_keep: torch.Tensor, text_keep: torch.Tensor) -> Inputs:
+        """Cells not kept → 0 after normalisation (the mean image); caption tokens not kept → the pad id."""
+        self._need("mask_tokens")
+        image = self._mask_cells(inputs.tensors["image"], image_keep)
+        text = self._mask_words(inputs.tensors["text"], text_keep)
+        return Inputs(tensors={**inputs.tensors, "image": image, "text": text},
+                      sample_ids=list(inputs.sample_ids), meta=dict(inputs.meta))
+
+    def _mask_cells(self, image: torch.Tensor, image_keep: torch.Tensor) -> torch.Tensor:
+        if image_keep.dim() != 3 or image_keep.shape[0] != image.shape[0]:
+            raise ValueError(f"image_keep must be [{image.shape[0]}, g, g] booleans, got {tuple(image_keep.shape)}")
+        keep = pixel_keep(image_keep, image.shape[-2], image.shape[-1]).to(image.device)
+        return image * keep[:, None].to(image.dtype)
+
+    def _mask_words(self, text: torch.Tensor, text_keep: torch.Tensor) -> torch.Tensor:
+        self._need("mask_tokens")
+        if tuple(text_keep.shape) != tuple(text.shape):
+            raise ValueError(f"text_keep must match the token ids {tuple(text.shape)}, got {tuple(text_keep.shape)}")
+        drop = self._content(text) & ~text_keep.to(text.device).bool()
+        return text.masked_fill(drop, self.pad_id)
+
+    def _need(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise NotImplementedError(f"text pooling {self.pool_type!r}: the pooled token cannot be located, "
+                                      f"so {capability} is unavailable for {self.spec.name}")
 
     def mask(self, inputs: Inputs, image_keep: bool, text_keep: bool) -> Inputs:
         """Baselines: the image becomes all zeros after normalisation, i.e. the dataset-mean image.
@@ -269,23 +334,21 @@ class OpenClipModel:
         position embedding, and argmax pooling still finds it; an empty
         caption would move it and confound the comparison with position.
         """
-        if "mask" not in self.capabilities:
-            raise NotImplementedError(f"text pooling {self.pool_type!r}: the pooled token cannot be located")
+        self._need("mask")
         image, text = inputs.tensors["image"].clone(), inputs.tensors["text"].clone()
         if not image_keep:
             image.zero_()
         if not text_keep:
-            positions = torch.arange(text.shape[1])
-            content = positions[None, :] < self.eot_index(text)[:, None]
-            for special in self.special_ids:
-                content &= text != special
-            text[content] = self.pad_id
+            text[self._content(text)] = self.pad_id
         return Inputs(tensors={**inputs.tensors, "image": image, "text": text},
                       sample_ids=list(inputs.sample_ids), meta=dict(inputs.meta))
 
     @torch.no_grad()
-    def trace(self, inputs: Inputs) -> AttentionSummary:
-        """Each tower's per-layer self-attention entropy, reduced inside forward hooks."""
+    def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
+        """Each tower's per-layer self-attention entropy, reduced inside forward hooks.
+
+        No rollout: neither tower attends across modalities, so an image share of a row is undefined.
+        """
         if "trace" not in self.capabilities:
             raise NotImplementedError("neither tower is built from nn.MultiheadAttention blocks (timm / HF towers)")
         image = inputs.tensors["image"].to(self.device)
@@ -293,6 +356,7 @@ class OpenClipModel:
         eot = self.eot_index(text)
         rows: dict[str, dict[str, torch.Tensor]] = {}
         n_tokens = {"visual": 0, "text": 0}
+        maps: dict[str, torch.Tensor] = {}
 
         def reducer(name: str, tower: str):
             def hook(_module, _args, output):
@@ -307,6 +371,8 @@ class OpenClipModel:
                 # query_rows empty: no text row attends to an image here, so both shares come out NaN
                 rows[name] = {key: v.cpu() for key, v in reduce_attention(probs, *masks).items()}
                 n_tokens[tower] = k
+                if keep_maps:
+                    maps[name] = probs[:keep_maps].mean(1).float().cpu()
                 return out, None  # drop the map right away
             return hook
 
@@ -327,4 +393,4 @@ class OpenClipModel:
                  for i in range(len(blocks))]
         stack = {key: torch.stack([rows[n][key] for n in names], dim=1) for key in rows[names[0]]}
         return AttentionSummary(layer_names=names, **stack, n_image_tokens=n_tokens["visual"],
-                                n_text_tokens=n_tokens["text"], spans=None)
+                                n_text_tokens=n_tokens["text"], spans=None, maps=maps)

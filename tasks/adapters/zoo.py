@@ -17,6 +17,12 @@ sees masked patches/words and whole-modality dropout (so masked inputs are
 in distribution for ablation and Shapley) with label smoothing (so logits
 stay finite), and each model's held-out accuracy with and without each
 modality is checked before it is used — training can stall silently.
+
+Beyond ``score``/``mask``/``trace`` the zoo supports every metric: MM-SHAP
+players (``mask_tokens``: words → [MASK], grid cells → the pixel mean),
+attention rollout accumulated inside the trace hooks (``rollout``), Chefer
+relevance from the attention gradients (``relevance``) and attention maps
+of a few samples for plots (``maps``).
 """
 from __future__ import annotations
 
@@ -33,9 +39,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, TokenSpans
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, TokenSpans
 from tasks.data.synthetic import MASK_ID, PAD_ID, VOCAB, Sample, make_synthetic, tokenize
 from tasks.diagnostics.attention import reduce_attention
+from tasks.diagnostics.masking import pixel_keep
+from tasks.diagnostics.relevance import RelevanceRow
+from tasks.diagnostics.rollout import Rollout, row_share
 from tasks.paths import cache_dir
 
 ZOO_VERSION = "1"  # bump when the architecture, data or training changes meaning
@@ -332,7 +341,7 @@ class ZooModel:
     """A trained zoo network behind the LoadedModel contract."""
 
     family = "single-stream fusion (calibration zoo)"
-    capabilities = frozenset({"score", "mask", "trace"})
+    capabilities = frozenset({"score", "mask", "trace", "mask_tokens", "rollout", "relevance", "maps"})
     random_init = False
 
     def __init__(self, spec: ModelSpec, net: FusionTransformer, config: TrainConfig,
@@ -365,19 +374,54 @@ class ZooModel:
         tensors = {"patches": patches, "token_ids": ids, "text_padding": t["text_padding"].clone()}
         return Inputs(tensors=tensors, sample_ids=list(inputs.sample_ids), meta=dict(inputs.meta))
 
+    def players(self, inputs: Inputs) -> Players:
+        """Text players: the caption's words (the zoo has no text specials; [CLS] is its own position)."""
+        return Players(text_valid=~inputs.tensors["text_padding"])
+
+    def mask_tokens(self, inputs: Inputs, image_keep: torch.Tensor, text_keep: torch.Tensor) -> Inputs:
+        """Image cells not kept → 0 (the training-pixel mean after normalisation); words not kept → [MASK].
+
+        The same baselines as ``mask`` and as training's masking, so masked
+        inputs are in distribution. A cell may cut through a patch: only its pixels change.
+        """
+        t = inputs.tensors
+        b, size, patch = len(inputs), self.config.image_size, self.config.patch
+        if image_keep.shape[0] != b or image_keep.dim() != 3 or tuple(text_keep.shape) != tuple(t["token_ids"].shape):
+            raise ValueError(f"mask_tokens: image_keep must be [{b}, g, g] and text_keep {tuple(t['token_ids'].shape)}, "
+                             f"got {tuple(image_keep.shape)} and {tuple(text_keep.shape)}")
+        g = size // patch
+        keep = pixel_keep(image_keep, size, size).view(b, g, patch, g, patch).permute(0, 1, 3, 2, 4)
+        keep = keep.reshape(b, g * g, patch * patch).repeat_interleave(3, dim=-1)  # _patchify's (row, col, rgb) order
+        patches = t["patches"].masked_fill(~keep, 0.0)
+        ids = t["token_ids"].masked_fill(~text_keep.bool() & ~t["text_padding"], MASK_ID)
+        tensors = {"patches": patches, "token_ids": ids, "text_padding": t["text_padding"].clone()}
+        return Inputs(tensors=tensors, sample_ids=list(inputs.sample_ids), meta=dict(inputs.meta))
+
+    def _columns(self, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image columns [N] and text columns [B, N] (padding excluded) of the fused sequence."""
+        n, b = self.net.n_patches, len(inputs)
+        is_image = torch.tensor([False] + [True] * n + [False] * self.config.max_len)
+        is_text = torch.cat([torch.zeros(b, 1 + n, dtype=torch.bool), ~inputs.tensors["text_padding"]], dim=1)
+        return is_image, is_text
+
     @torch.no_grad()
-    def trace(self, inputs: Inputs) -> AttentionSummary:
-        """Per-layer attention summaries, reduced inside forward hooks on ``attn_probs``."""
+    def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
+        """Per-layer attention summaries and rollout, reduced inside forward hooks on ``attn_probs``."""
         t = inputs.tensors
         b, n = len(inputs), self.net.n_patches
-        is_image = torch.tensor([False] + [True] * n + [False] * self.config.max_len)
-        is_text = torch.cat([torch.zeros(b, 1 + n, dtype=torch.bool), ~t["text_padding"]], dim=1)
+        is_image, is_text = self._columns(inputs)
         query_rows = is_text.clone()
         query_rows[:, 0] = True  # [CLS] reads out the score, so its allocation counts
         summaries: list[dict[str, torch.Tensor]] = []
+        rollout, rollout_share = Rollout(), []
+        maps: dict[str, torch.Tensor] = {}
 
         def hook(_module, _args, probs):
             summaries.append(reduce_attention(probs, query_rows, is_image, is_text, is_image, is_text))
+            rollout.update(probs)
+            rollout_share.append(rollout.share(0, is_image, is_text))  # the [CLS] row
+            if keep_maps:
+                maps[f"layer{len(summaries) - 1}"] = probs[:keep_maps].mean(1).clone()
 
         handles = [layer.attn.attn_probs.register_forward_hook(hook) for layer in self.net.layers]
         try:
@@ -386,13 +430,42 @@ class ZooModel:
             for h in handles:
                 h.remove()
         stack = {k: torch.stack([s[k] for s in summaries], dim=1) for k in summaries[0]}
+        text_counts = is_text.sum(1)
         return AttentionSummary(
             layer_names=[f"layer{i}" for i in range(len(summaries))],
             **stack,
             n_image_tokens=n,
-            n_text_tokens=int(is_text.sum(1).max()),  # the longest caption, padding excluded
+            n_text_tokens=int(text_counts.max()),  # the longest caption, padding excluded
             spans=self.spans,
+            extras={"rollout_visual_share": torch.stack(rollout_share, dim=1)},
+            n_text_per_sample=text_counts,
+            maps=maps,
         )
+
+    def relevance(self, inputs: Inputs) -> torch.Tensor:
+        """[B] image share of the [CLS] row of Chefer et al.'s relevance, explaining the predicted class."""
+        t = inputs.tensors
+        is_image, is_text = self._columns(inputs)
+        row = RelevanceRow(torch.zeros(len(inputs), dtype=torch.long), len(self.net.layers))
+        seen: list[torch.Tensor] = []
+
+        def hook(_module, _args, probs):
+            row.hook(len(seen), probs)
+            seen.append(probs)
+
+        handles = [layer.attn.attn_probs.register_forward_hook(hook) for layer in self.net.layers]
+        try:
+            with torch.enable_grad():
+                logit = self.net(t["patches"], t["token_ids"], t["text_padding"])
+                # the predicted class's logit: s for class 1, −s for class 0 (one binary logit)
+                torch.autograd.grad((logit * logit.detach().sign()).sum(), seen)
+        finally:
+            for h in handles:
+                h.remove()
+        if not row.complete:
+            raise RuntimeError(f"relevance saw gradients of {len(self.net.layers) - 1 - row.expected} of "
+                               f"{len(self.net.layers)} layers")
+        return row_share(row.row, is_image, is_text)
 
 
 class ZooAdapter:

@@ -70,3 +70,26 @@ def mcs_entropy(entropy_visual: torch.Tensor, entropy_text: torch.Tensor) -> tor
     modality the model uses, so no verdict rests on it.
     """
     return entropy_visual / (entropy_visual + entropy_text)
+
+
+def attention_efficiency(
+    visual_share: torch.Tensor,
+    text_share: torch.Tensor,
+    n_image_tokens: torch.Tensor | int,
+    n_text_tokens: torch.Tensor | int,
+) -> dict[str, torch.Tensor]:
+    """Per-token attention efficiency (FastV-style): each modality's share ÷ its token count.
+
+    A share alone rewards the modality with more tokens (196 patches against
+    a dozen words); per token, the allocation compares like with like. The
+    ratio visual/text efficiency is > 1 when an image token receives more
+    attention than a text token. Shapes broadcast: shares [B, L], counts a
+    scalar or [B, 1]. NaN where a count or the text efficiency is zero.
+    """
+    n_img = torch.as_tensor(n_image_tokens, dtype=torch.float32)
+    n_txt = torch.as_tensor(n_text_tokens, dtype=torch.float32)
+    nan = torch.tensor(float("nan"))
+    visual = torch.where(n_img > 0, visual_share / n_img.clamp_min(1), nan)
+    text = torch.where(n_txt > 0, text_share / n_txt.clamp_min(1), nan)
+    ratio = torch.where(text > 0, visual / text.clamp_min(1e-12), nan)
+    return {"attn_visual_efficiency": visual, "attn_text_efficiency": text, "attn_efficiency_ratio": ratio}

@@ -1,4 +1,4 @@
-"""The three plots the Week-1 handoff names, drawn from a model's diagnostic tables."""
+"""The Week-1 handoff's three plots plus the layer profile, drawn from a model's diagnostic tables."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +7,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-PLOTS = ("layer_wise_attention.png", "modality_contribution.png", "attention_entropy.png")
+from tasks.diagnostics.layers import SHARE_METRICS, layer_profile  # noqa: E402
+
+PLOTS = ("layer_wise_attention.png", "modality_contribution.png", "attention_entropy.png", "layer_profile.png")
+MAPS_PLOT = "attention_maps.png"
+_LABELS = {"attn_visual_share": "attention share", "rollout_visual_share": "rollout share",
+           "mcs_entropy": "entropy MCS"}
 
 
 def _layer_stats(per_layer: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -51,6 +57,38 @@ def plot_attention_entropy(per_layer: pd.DataFrame, title: str, path: Path) -> P
     return _save(fig, path)
 
 
+def plot_layer_profile(per_layer: pd.DataFrame, title: str, path: Path) -> Path:
+    """Per-layer mean image share of every attention share metric, with its 95 % CI as a band."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    profile = layer_profile(per_layer, tuple(m for m in SHARE_METRICS if m in per_layer and per_layer[m].notna().any()))
+    for metric, rows in profile.groupby("metric", sort=False):
+        line, = ax.plot(rows["layer_index"], rows["mean"], marker="o", label=_LABELS.get(metric, metric))
+        ax.fill_between(rows["layer_index"], rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.2)
+    if ax.lines:
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no cross-modal attention in this architecture", ha="center", va="center", transform=ax.transAxes)
+    ax.set(xlabel="layer", ylabel="image share", ylim=(0, 1), title=f"{title}: layer profile (mean, 95% CI band)")
+    return _save(fig, path)
+
+
+def plot_attention_maps(maps: dict[str, dict[str, np.ndarray]], title: str, path: Path) -> Path:
+    """Head-mean attention maps of the few samples kept by ``diagnose(keep_maps=...)``: samples × layers."""
+    samples = list(maps)
+    layers = list(maps[samples[0]]) if samples else []
+    fig, axes = plt.subplots(max(len(samples), 1), max(len(layers), 1), squeeze=False,
+                             figsize=(2.2 * max(len(layers), 1) + 0.5, 2.2 * max(len(samples), 1) + 0.4))
+    for r, sample in enumerate(samples):
+        for c, layer in enumerate(layers):
+            axes[r][c].imshow(maps[sample][layer], cmap="viridis", vmin=0)
+            axes[r][c].set_title(f"{sample} · {layer}", fontsize=7)
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    fig.suptitle(f"{title}: attention maps (query rows × key columns)", fontsize=9)
+    return _save(fig, path)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -59,9 +97,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float, title: str, folder: Path) -> list[Path]:
-    return [
+def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float, title: str, folder: Path,
+             maps: dict[str, dict[str, np.ndarray]] | None = None) -> list[Path]:
+    """Every plot; ``maps`` (``DiagnosticResult.attention_maps``) adds the attention-map grid."""
+    drawn = [
         plot_layer_wise_attention(per_layer, title, folder / PLOTS[0]),
         plot_modality_contribution(per_sample, threshold, title, folder / PLOTS[1]),
         plot_attention_entropy(per_layer, title, folder / PLOTS[2]),
+        plot_layer_profile(per_layer, title, folder / PLOTS[3]),
     ]
+    if maps:
+        drawn.append(plot_attention_maps(maps, title, folder / MAPS_PLOT))
+    return drawn

@@ -1,17 +1,57 @@
-"""Run the per-sample diagnostics of one model over a dataset, in batches."""
+"""Run the per-sample diagnostics of one model over a dataset, in batches.
+
+Every metric that the model's capabilities allow is computed; the others
+stay NaN, so tables of all models share one schema:
+
+| column | needs |
+|---|---|
+| v_*, phi_*, modality_shapley_v, ablation_visual_share | score + mask (4 passes) |
+| mm_shap_v, mm_shap_se, mm_shap_evals, mm_shap_permutations | score + mask_tokens (+ separable: cheaper) |
+| attn_visual_share, mcs_entropy, attn_*_efficiency, attn_efficiency_ratio | trace (layer means) |
+| rollout_visual_share | rollout (trace extras; the last layer's value) |
+| relevance_visual_share | relevance |
+
+Memory stays flat in the number of samples: attention is reduced inside
+the adapters' hooks, and only the first ``keep_maps`` samples' maps are kept.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import torch
 
 from tasks.adapters.base import LoadedModel
-from tasks.diagnostics.attention import mcs_entropy
+from tasks.diagnostics.ablation import ablation_visual_share
+from tasks.diagnostics.attention import attention_efficiency, mcs_entropy
+from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.shapley import modality_shapley
 
-METRICS_VERSION = "1"  # bump when a metric's definition changes: invalidates cached diagnostics
+# 2: ablation, MM-SHAP, rollout, relevance, per-token efficiency added; per_layer gained columns.
+METRICS_VERSION = "2"  # bump when a metric's definition changes: invalidates cached diagnostics
+
+# 16 orders (8 antithetic pairs) per sample: on 64 zoo samples a per-sample standard error of ≤ 0.006 for
+# the one-sided models and 0.06 on average (≤ 0.12) for the balanced one, for 4–5 s of CPU (~6–8 s wall on
+# a busy 2-core machine) per zoo model. A random-init model gets none by default: its values are no
+# evidence (the gates exclude it), and on a CPU MM-SHAP of a ViT-B-32 costs ~15 s per sample even on the
+# separable route (benchmarks/mm_shap_cost.py). Pass an int to override either.
+MM_SHAP_PERMUTATIONS = 16
+MM_SHAP_PERMUTATIONS_RANDOM_INIT = 0
+
+PER_SAMPLE_COLUMNS = (
+    "sample_id", "v_full", "v_image_only", "v_text_only", "v_empty", "phi_image", "phi_text",
+    "modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se", "mm_shap_evals",
+    "mm_shap_permutations", "attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
+    "attn_efficiency_ratio", "rollout_visual_share", "relevance_visual_share",
+)
+PER_LAYER_COLUMNS = (
+    "sample_id", "layer", "layer_index", "attn_visual_share", "attn_text_share", "entropy_visual", "entropy_text",
+    "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency", "attn_efficiency_ratio", "rollout_visual_share",
+)
+_LAYER_MEANS = ("attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
+                "attn_efficiency_ratio")
 
 
 @dataclass
@@ -22,40 +62,74 @@ class DiagnosticResult:
     per_sample: pd.DataFrame   # one row per sample
     per_layer: pd.DataFrame    # one row per (sample, layer)
     skipped: pd.DataFrame      # sample_id, reason: samples that produced no value
+    # Head-mean attention maps of the first few samples, for plots: sample_id → layer → [Q, K].
+    attention_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
         return int(self.per_layer["layer"].nunique()) if len(self.per_layer) else 0
 
 
-def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32) -> DiagnosticResult:
-    """Score every sample four times (Shapley) and trace its attention once.
+def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
+             mm_shap_permutations: int | None = None, mm_shap_target_se: float | None = None,
+             keep_maps: int = 2, seed: int = 0) -> DiagnosticResult:
+    """Every applicable metric for every sample; ``samples`` carry ``sample_id``, ``image`` (PIL) and ``caption``.
 
-    ``samples`` carry ``sample_id``, ``image`` (PIL) and ``caption``.
+    MM-SHAP runs ``mm_shap_permutations`` orders per sample (None: 16, or 0
+    for a random-init model), or with ``mm_shap_target_se`` until each
+    sample's standard error reaches it (``mm_shap_permutations`` is then
+    the maximum); 0 switches it off. ``keep_maps``: samples whose full
+    attention maps are kept for plots.
     """
+    caps = model.capabilities
+    if mm_shap_permutations is None:
+        mm_shap_permutations = MM_SHAP_PERMUTATIONS_RANDOM_INIT if model.random_init else MM_SHAP_PERMUTATIONS
     rows: list[pd.DataFrame] = []
     layers: list[pd.DataFrame] = []
-    can_trace = "trace" in model.capabilities
+    maps: dict[str, dict[str, np.ndarray]] = {}
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
-        inputs = model.prepare([s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk])
-        rows.append(_contributions(model, inputs))
-        if can_trace:
-            layers.append(_attention(model, inputs))
+        images, captions, ids = [s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk]
+        inputs = model.prepare(images, captions, ids)
+        row = _contributions(model, inputs)
+        if "mask_tokens" in caps and mm_shap_permutations > 0:
+            row = row.assign(**_mm_shap(model, images, captions, ids, mm_shap_permutations, mm_shap_target_se,
+                                        seed + start))
+        if "relevance" in caps:
+            row["relevance_visual_share"] = model.relevance(inputs).detach().cpu().numpy()
+        rows.append(row)
+        if "trace" in caps:
+            k = max(0, min(keep_maps - len(maps), len(chunk))) if "maps" in caps else 0
+            table, kept = _attention(model, inputs, k)
+            layers.append(table)
+            maps.update(kept)
     per_sample = pd.concat(rows, ignore_index=True)
-    per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(
-        columns=["sample_id", "layer", "attn_visual_share", "entropy_visual", "entropy_text", "mcs_entropy"])
+    per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=list(PER_LAYER_COLUMNS))
     if len(per_layer):
-        means = per_layer.groupby("sample_id", sort=False)[["attn_visual_share", "mcs_entropy"]].mean()
-        per_sample = per_sample.join(means, on="sample_id")
+        per_sample = per_sample.join(per_layer.groupby("sample_id", sort=False)[list(_LAYER_MEANS)].mean(),
+                                     on="sample_id")
+        # rollout's value is that of the last layer where it is defined (towers before the fusion have none)
+        rolled = per_layer.dropna(subset=["rollout_visual_share"])
+        last = rolled.loc[rolled.groupby("sample_id", sort=False)["layer_index"].idxmax()]
+        per_sample = per_sample.join(last.set_index("sample_id")["rollout_visual_share"], on="sample_id")
+    per_sample = per_sample.reindex(columns=_ordered(per_sample.columns, PER_SAMPLE_COLUMNS))
     undefined = per_sample[per_sample["modality_shapley_v"].isna()]
-    skipped = pd.DataFrame({"sample_id": undefined["sample_id"], "reason": "score independent of both modalities (φ_I = φ_T = 0)"})
-    return DiagnosticResult(model.spec.name, per_sample, per_layer, skipped)
+    reason = ("score independent of both modalities (φ_I = φ_T = 0)" if "mask" in caps
+              else "the adapter cannot mask a modality (no 'mask' capability)")
+    skipped = pd.DataFrame({"sample_id": undefined["sample_id"], "reason": reason})
+    return DiagnosticResult(model.spec.name, per_sample, per_layer, skipped, maps)
+
+
+def _ordered(present, wanted: tuple[str, ...]) -> list[str]:
+    """The schema's columns first (NaN where a metric does not apply), then any extra ones."""
+    return list(wanted) + [c for c in present if c not in wanted]
 
 
 def _contributions(model: LoadedModel, inputs) -> pd.DataFrame:
     with torch.no_grad():
         v_full = model.score(inputs)
+        if "mask" not in model.capabilities:
+            return pd.DataFrame({"sample_id": inputs.sample_ids, "v_full": v_full.numpy()})
         v_image = model.score(model.mask(inputs, image_keep=True, text_keep=False))
         v_text = model.score(model.mask(inputs, image_keep=False, text_keep=True))
         v_empty = model.score(model.mask(inputs, image_keep=False, text_keep=False))
@@ -64,20 +138,36 @@ def _contributions(model: LoadedModel, inputs) -> pd.DataFrame:
         "sample_id": inputs.sample_ids,
         "v_full": v_full.numpy(), "v_image_only": v_image.numpy(), "v_text_only": v_text.numpy(), "v_empty": v_empty.numpy(),
         **{k: t.numpy() for k, t in values.items()},
+        "ablation_visual_share": ablation_visual_share(v_full, v_image, v_text).numpy(),
     })
 
 
-def _attention(model: LoadedModel, inputs) -> pd.DataFrame:
+def _mm_shap(model, images, captions, ids, permutations: int, target_se: float | None, seed: int) -> dict:
+    result = mm_shap(model, images, captions, ids, permutations=permutations, target_se=target_se, seed=seed)
+    return {"mm_shap_v": result.v.numpy(), "mm_shap_se": result.se.numpy(), "mm_shap_evals": result.evals.numpy(),
+            "mm_shap_permutations": result.permutations.numpy()}
+
+
+def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict]:
     with torch.no_grad():
-        summary = model.trace(inputs)
+        summary = model.trace(inputs, keep_maps=keep_maps) if keep_maps else model.trace(inputs)
     b, n_layers = summary.visual_share.shape
-    mcs = mcs_entropy(summary.entropy_visual, summary.entropy_text)
-    return pd.DataFrame({
+    per_sample_text = summary.n_text_per_sample
+    n_text = summary.n_text_tokens if per_sample_text is None else per_sample_text.reshape(-1, 1)
+    columns = {
+        "attn_visual_share": summary.visual_share, "attn_text_share": summary.text_share,
+        "entropy_visual": summary.entropy_visual, "entropy_text": summary.entropy_text,
+        "mcs_entropy": mcs_entropy(summary.entropy_visual, summary.entropy_text),
+        **attention_efficiency(summary.visual_share, summary.text_share, summary.n_image_tokens, n_text),
+        "rollout_visual_share": torch.full((b, n_layers), float("nan")),
+        **summary.extras,  # per-layer statistics of the architecture, rollout among them
+    }
+    table = pd.DataFrame({
         "sample_id": [sid for sid in inputs.sample_ids for _ in range(n_layers)],
         "layer": summary.layer_names * b,
         "layer_index": list(range(n_layers)) * b,
-        "attn_visual_share": summary.visual_share.reshape(-1).numpy(),
-        "entropy_visual": summary.entropy_visual.reshape(-1).numpy(),
-        "entropy_text": summary.entropy_text.reshape(-1).numpy(),
-        "mcs_entropy": mcs.reshape(-1).numpy(),
+        **{name: values.reshape(-1).float().cpu().numpy() for name, values in columns.items()},
     })
+    kept = {sid: {layer: m[i].float().cpu().numpy() for layer, m in summary.maps.items()}
+            for i, sid in enumerate(inputs.sample_ids[:keep_maps])} if summary.maps else {}
+    return table, kept

@@ -59,7 +59,7 @@ def test_random_init_builds_the_real_class(model):
     assert isinstance(model.model, open_clip.CLIP)
     assert model.random_init and model.revision == "random-init"
     assert model.family == "dual encoder"
-    assert model.capabilities == {"score", "mask", "trace"}
+    assert model.capabilities == {"score", "mask", "trace", "mask_tokens", "separable", "maps"}
     assert len(model.visual_attn) == len(model.text_attn) == 2
     assert model.special_ids == {49406, 49407}  # not CLIP's unused eos_id=2, an ordinary BPE token
 
@@ -218,3 +218,57 @@ def test_cached_tag_loads_offline_through_the_hub_cache(model, inputs, empty_off
     loaded = OpenClipAdapter(device="cpu").load(_spec(TINY, source="fa_test"))
     assert loaded.revision == f"fa_test@sha256:{hashlib.sha256(weights.read_bytes()).hexdigest()[:12]}"
     assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-6)
+
+
+# --- MM-SHAP capabilities: players, mask_tokens, separable towers -------------
+
+def test_players_are_the_caption_tokens_between_sot_and_eot(model, inputs):
+    text = inputs.tensors["text"]
+    valid = model.players(inputs).text_valid
+    eot = model.eot_index(text)
+    for i in range(len(inputs)):
+        assert valid[i].nonzero().flatten().tolist() == list(range(1, int(eot[i])))
+    assert valid.sum(1).tolist() == [3, 7]  # "a red square", "two small blue circles on green grass"
+
+
+def test_mask_tokens_masks_cells_and_tokens(model, inputs):
+    text, image = inputs.tensors["text"], inputs.tensors["image"]
+    image_keep = torch.ones(2, 2, 2, dtype=torch.bool)
+    image_keep[1, 1, 0] = False   # sample 1: bottom-left 16×16 quarter of the 32-px input
+    text_keep = torch.ones_like(text, dtype=torch.bool)
+    text_keep[0, 2] = False       # sample 0: the token "red"
+    text_keep[:, 0] = False       # SOT is no player: it must survive
+    masked = model.mask_tokens(inputs, image_keep, text_keep)
+    m_image, m_text = masked.tensors["image"], masked.tensors["text"]
+    assert (m_image[1, :, 16:, :16] == 0).all() and torch.equal(m_image[1, :, :16], image[1, :, :16])
+    assert torch.equal(m_image[0], image[0])
+    assert m_text[0, 2] == model.pad_id and torch.equal(m_text[:, 0], text[:, 0])
+    assert torch.equal(m_text[1], text[1]) and torch.equal(model.eot_index(m_text), model.eot_index(text))
+    scores, base = model.score(masked), model.score(inputs)
+    assert (scores != base).all()  # masking one token / one cell changes the score
+    only_text = model.mask_tokens(inputs, torch.ones(2, 1, 1, dtype=torch.bool), text_keep)
+    assert not torch.isclose(model.score(only_text)[0], base[0]) and torch.isclose(model.score(only_text)[1], base[1])
+    # nothing kept is the whole-modality baseline of mask()
+    none = model.mask_tokens(inputs, torch.zeros(2, 3, 3, dtype=torch.bool), torch.zeros_like(text_keep))
+    assert torch.allclose(model.score(none), model.score(model.mask(inputs, False, False)), atol=1e-5)
+    with pytest.raises(ValueError, match="image_keep"):
+        model.mask_tokens(inputs, torch.ones(2, 2, dtype=torch.bool), text_keep)
+
+
+def test_separable_similarity_equals_score(model, inputs):
+    assert torch.allclose(model.similarity(model.encode_image(inputs), model.encode_text(inputs)), model.score(inputs),
+                          atol=1e-6)
+    image_keep = torch.tensor([[[True, False], [True, True]], [[False, False], [True, False]]])
+    text_keep = torch.ones_like(inputs.tensors["text"], dtype=torch.bool)
+    text_keep[:, 1] = False
+    towers = model.similarity(model.encode_image(inputs, image_keep), model.encode_text(inputs, text_keep))
+    assert torch.allclose(towers, model.score(model.mask_tokens(inputs, image_keep, text_keep)), atol=1e-5)
+    assert model.encode_image(inputs).shape == (2, 32) and model.encode_text(inputs).shape == (2, 32)
+
+
+def test_trace_keeps_maps_of_the_first_samples_only_on_request(model, inputs):
+    summary = model.trace(inputs, keep_maps=1)
+    assert set(summary.maps) == {"visual.0", "visual.1", "text.0", "text.1"}
+    assert summary.maps["visual.0"].shape == (1, 5, 5) and summary.maps["text.1"].shape == (1, 16, 16)
+    assert torch.allclose(summary.maps["visual.1"].sum(-1), torch.ones(1, 5), atol=1e-5)
+    assert model.trace(inputs).maps == {}

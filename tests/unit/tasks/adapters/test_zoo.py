@@ -12,6 +12,8 @@ import torch
 from tasks.adapters import zoo
 from tasks.adapters.base import AttentionSummary, LoadedModel, ModelSpec
 from tasks.data.synthetic import MASK_ID, make_synthetic
+from tasks.diagnostics.ablation import ablation_visual_share
+from tasks.diagnostics.mm_shap import mm_shap
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,8 @@ def test_models_meet_the_contract(models):
     for variant, model in models.items():
         assert isinstance(model, LoadedModel)
         assert model.family == "single-stream fusion (calibration zoo)"
-        assert model.capabilities == {"score", "mask", "trace"} and model.random_init is False
+        assert model.capabilities == {"score", "mask", "trace", "mask_tokens", "rollout", "relevance", "maps"}
+        assert model.random_init is False
         assert model.revision == zoo.cache_key(variant)
 
 
@@ -151,3 +154,119 @@ def test_trace_summarises_every_layer(models, held_out):
     assert summary.n_image_tokens == 16 and summary.n_text_tokens == 6
     assert summary.spans.image == (1, 17) and summary.spans.text == (17, 25) and summary.spans.special == (0,)
     assert all(not layer.attn.attn_probs._forward_hooks for layer in model.net.layers)  # hooks removed
+
+
+# --- capabilities for the contribution metrics -------------------------------
+
+def test_players_are_the_caption_words(models, held_out):
+    model = models["balanced"]
+    inputs = _prepare(model, held_out[:4])
+    valid = model.players(inputs).text_valid
+    assert torch.equal(valid, ~inputs.tensors["text_padding"])
+    assert valid.sum(1).tolist() == [len(s.caption.split()) for s in held_out[:4]]
+
+
+def test_mask_tokens_masks_grid_cells_and_words(models, held_out):
+    model = models["balanced"]
+    inputs = _prepare(model, held_out[:2])
+    t = inputs.tensors
+    image_keep = torch.ones(2, 2, 2, dtype=torch.bool)
+    image_keep[0, 0, 0] = False  # sample 0: the top-left quarter = patches 0, 1, 4, 5 of the 4×4 patch grid
+    text_keep = torch.ones_like(t["token_ids"], dtype=torch.bool)
+    text_keep[1, 2] = False      # sample 1: its third word
+    text_keep[:, -1] = False     # a padding position: not a player, must stay padding
+    masked = model.mask_tokens(inputs, image_keep, text_keep)
+    patches = masked.tensors["patches"]
+    cell = [0, 1, 4, 5]
+    assert torch.all(patches[0, cell] == 0)
+    others = [i for i in range(16) if i not in cell]
+    assert torch.equal(patches[0, others], t["patches"][0, others]) and torch.equal(patches[1], t["patches"][1])
+    ids = masked.tensors["token_ids"]
+    assert ids[1, 2] == MASK_ID and torch.equal(ids[0], t["token_ids"][0])
+    assert torch.equal(ids[:, -1], t["token_ids"][:, -1])  # padding untouched
+    assert (model.score(masked) != model.score(inputs)).all()  # masking a cell or a word changes the score
+    # nothing kept is exactly the whole-modality baseline of mask(); everything kept changes nothing
+    none = model.mask_tokens(inputs, torch.zeros(2, 3, 3, dtype=torch.bool), torch.zeros_like(text_keep))
+    assert torch.allclose(model.score(none), model.score(model.mask(inputs, False, False)))
+    every = model.mask_tokens(inputs, torch.ones(2, 3, 3, dtype=torch.bool), torch.ones_like(text_keep))
+    assert torch.equal(every.tensors["patches"], t["patches"]) and torch.equal(every.tensors["token_ids"], t["token_ids"])
+    with pytest.raises(ValueError, match="text_keep"):
+        model.mask_tokens(inputs, image_keep, text_keep[:, :3])
+
+
+def _captured_probs(model, inputs, grad: bool = False):
+    probs = []
+
+    def probe(_m, _a, p):
+        if grad:
+            p.retain_grad()
+        probs.append(p)
+
+    handles = [layer.attn.attn_probs.register_forward_hook(probe) for layer in model.net.layers]
+    try:
+        with torch.enable_grad() if grad else torch.no_grad():
+            t = inputs.tensors
+            logit = model.net(t["patches"], t["token_ids"], t["text_padding"])
+            if grad:
+                (logit * logit.detach().sign()).sum().backward()
+                model.net.zero_grad(set_to_none=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return probs
+
+
+def _cls_share(row, inputs, n_patches):
+    image = row[:, 1:1 + n_patches].sum(-1)
+    text = (row[:, 1 + n_patches:] * (~inputs.tensors["text_padding"])).sum(-1)
+    return image / (image + text)
+
+
+def test_trace_carries_rollout_maps_and_caption_lengths(models, held_out):
+    model = models["vision_dominant"]
+    inputs = _prepare(model, held_out[:3])
+    summary = model.trace(inputs, keep_maps=2)
+    probs = _captured_probs(model, inputs)
+    eye = torch.eye(probs[0].shape[-1])
+    a_hat = [(0.5 * p.mean(1) + 0.5 * eye) for p in probs]  # rows already sum to 1
+    expected = [_cls_share(a_hat[0][:, 0], inputs, 16), _cls_share((a_hat[1] @ a_hat[0])[:, 0], inputs, 16)]
+    assert torch.allclose(summary.extras["rollout_visual_share"], torch.stack(expected, 1), atol=1e-5)
+    assert summary.n_text_per_sample.tolist() == [len(s.caption.split()) for s in held_out[:3]]
+    assert set(summary.maps) == {"layer0", "layer1"}
+    assert summary.maps["layer0"].shape == (2, 25, 25)
+    assert torch.allclose(summary.maps["layer1"], probs[1][:2].mean(1))
+    assert model.trace(inputs).maps == {}
+
+
+def test_relevance_is_chefers_rule_on_the_real_gradients(models, held_out):
+    model = models["balanced"]
+    inputs = _prepare(model, held_out[:4])
+    shares = model.relevance(inputs)
+    probs = _captured_probs(model, inputs, grad=True)
+    r = torch.eye(probs[0].shape[-1]).expand(4, -1, -1)
+    for p in probs:  # forward order: R ← R + Ā·R, Ā = E_h[(∇A ⊙ A)⁺]
+        r = r + (p.grad * p).clamp(min=0).mean(1) @ r
+    assert torch.allclose(shares, _cls_share(r[:, 0].detach(), inputs, 16), atol=1e-5)
+    assert all(p.grad is None for p in model.net.parameters())  # no gradients left on the model
+
+
+def test_new_metrics_recover_the_planted_behaviour(models, held_out):
+    samples = held_out[:16]
+    values = {}
+    for variant, model in models.items():
+        inputs = _prepare(model, samples)
+        v = {(i, t): model.score(model.mask(inputs, i, t)) for i in (True, False) for t in (True, False)}
+        result = mm_shap(model, [s.image for s in samples], [s.caption for s in samples],
+                         [s.sample_id for s in samples], permutations=8)
+        values[variant] = {
+            "ablation": ablation_visual_share(v[True, True], v[True, False], v[False, True]).mean().item(),
+            "mm_shap": result.v.mean().item(),
+            "rollout": model.trace(inputs).extras["rollout_visual_share"][:, -1].mean().item(),
+            "relevance": model.relevance(inputs).mean().item(),
+        }
+    text, balanced, vision = (values[v] for v in zoo.VARIANTS)
+    assert text["ablation"] < 0.05 and vision["ablation"] > 0.95 and 0.3 < balanced["ablation"] < 0.7
+    assert text["mm_shap"] < 0.05 and vision["mm_shap"] > 0.95 and 0.15 < balanced["mm_shap"] < 0.7
+    # the attention-based metrics order the models correctly but span a narrower range
+    for metric in ("rollout", "relevance"):
+        assert text[metric] < balanced[metric] < vision[metric], metric

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from tasks.diagnostics.attention import mcs_entropy, reduce_attention
+from tasks.diagnostics.attention import attention_efficiency, mcs_entropy, reduce_attention
 
 IMG = torch.tensor([True, True, False, False])
 TXT = ~IMG
@@ -39,3 +39,25 @@ def test_no_image_keys_is_undefined_not_zero():
 
 def test_mcs_is_the_entropy_ratio():
     assert mcs_entropy(torch.tensor(0.2), torch.tensor(0.6)).item() == 0.25
+
+
+def test_efficiency_divides_each_share_by_its_token_count():
+    # 16 image tokens hold 0.8 of the mass, 4 text tokens 0.2: per token 0.05 each, ratio 1
+    out = attention_efficiency(torch.tensor([[0.8, 0.4]]), torch.tensor([[0.2, 0.6]]), 16, 4)
+    assert torch.allclose(out["attn_visual_efficiency"], torch.tensor([[0.05, 0.025]]))
+    assert torch.allclose(out["attn_text_efficiency"], torch.tensor([[0.05, 0.15]]))
+    assert torch.allclose(out["attn_efficiency_ratio"], torch.tensor([[1.0, 1 / 6]]))
+
+
+def test_efficiency_uses_per_sample_text_counts():
+    shares = torch.tensor([[0.5], [0.5]])
+    out = attention_efficiency(shares, shares, 10, torch.tensor([[5], [2]]))
+    assert torch.allclose(out["attn_text_efficiency"], torch.tensor([[0.1], [0.25]]))
+    assert torch.allclose(out["attn_efficiency_ratio"], torch.tensor([[0.5], [0.2]]))
+
+
+def test_efficiency_is_undefined_without_tokens_or_cross_modal_attention():
+    out = attention_efficiency(torch.tensor([float("nan"), 0.5]), torch.tensor([float("nan"), 0.0]), 4, 3)
+    assert torch.isnan(out["attn_visual_efficiency"][0]) and torch.isnan(out["attn_efficiency_ratio"]).all()
+    out = attention_efficiency(torch.tensor([0.5]), torch.tensor([0.5]), 0, 3)
+    assert torch.isnan(out["attn_visual_efficiency"]).all()

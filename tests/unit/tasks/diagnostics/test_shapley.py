@@ -1,4 +1,6 @@
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tasks.diagnostics.shapley import imbalance, modality_shapley
 
@@ -25,3 +27,15 @@ def test_share_is_nan_when_neither_modality_matters():
 def test_imbalance_is_symmetric():
     assert imbalance(0.1) == 0.9 and imbalance(0.9) == 0.9
     assert torch.allclose(imbalance(torch.tensor([0.2, 0.7])), torch.tensor([0.8, 0.7]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(-100, 100, allow_nan=False), min_size=4, max_size=4))
+def test_efficiency_and_symmetry_for_any_game(values):
+    v_full, v_i, v_t, v_0 = (torch.tensor([x], dtype=torch.float64) for x in values)
+    out = modality_shapley(v_full, v_i, v_t, v_0)
+    assert torch.allclose(out["phi_image"] + out["phi_text"], v_full - v_0)
+    swapped = modality_shapley(v_full, v_t, v_i, v_0)  # the modalities trade places
+    assert torch.allclose(swapped["phi_image"], out["phi_text"]) and torch.allclose(swapped["phi_text"], out["phi_image"])
+    share = out["modality_shapley_v"]
+    assert torch.isnan(share).all() or (0 <= share.item() <= 1)

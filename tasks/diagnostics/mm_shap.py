@@ -1,0 +1,387 @@
+"""MM-SHAP (Parcalabescu & Frank, ACL 2023): Shapley values over image cells and text tokens.
+
+Players and masking follow MM-SHAP, through the adapter capability
+``mask_tokens`` (tasks/adapters/base.py):
+
+- text players are the caption's tokens (``players(inputs).text_valid``,
+  never CLS/EOS/padding/prompt); a masked text player becomes the
+  tokenizer's mask id (its pad id where there is none);
+- image players are the cells of a g×g grid over the model's input image,
+  g = max(1, round(√t)) for t text players, so both modalities have
+  comparable player counts; a masked cell becomes the normalised mean
+  (zero after normalisation), see ``tasks.diagnostics.masking``.
+
+v(S) is the model's score with the players outside S masked. Shapley
+values are estimated by permutation sampling: along a random order of the
+players, each player's marginal contribution v(S ∪ {j}) − v(S) is one
+unbiased draw of φ_j. Antithetic pairs (an order and its reverse) are
+averaged into one unit, which cancels much of the variance of a linear
+score. V-SHAP = Σ|φ_image| / (Σ|φ_image| + Σ|φ_text|) of the mean φ.
+
+Standard error: the delta method. V-SHAP is a smooth function of the mean of
+i.i.d. units (away from φ_j = 0), so SE² ≈ ∇Vᵀ Σ ∇V / m, computed as the
+standard error of the mean of the linearised units ∇V·φ_u. The spread of
+per-permutation V-SHAP values would measure a different estimator: |φ| of
+one permutation's noisy marginals inflates both sums, so its spread says
+little about the error of V-SHAP of the mean. The units are the i.i.d.
+draws (the two halves of an antithetic pair are dependent). |φ̄_j| is biased
+upwards for players whose true value is near zero; that bias (O(1/√m) per
+such player) is not in the SE, as in MM-SHAP itself.
+
+Batching: every coalition of one permutation step (each sample's order and
+its reverse) for all samples of a batch goes through one ``score`` call.
+Inputs with one row per coalition are built by ``model.prepare`` on repeated
+images and captions, once per batch layout, so adapters never index their
+own tensors. Samples are grouped by grid side g (the keep tensor is
+[rows, g, g]); captions of similar length share one group.
+
+Dual encoders (capability ``separable``): along an order the image part of
+the coalition only changes at image players and the text part only at text
+players. So each order needs g² − 1 image-tower passes and t − 1 text-tower
+passes instead of g² + t − 1 passes of both towers; the coalition values
+are then ``similarity`` of the cached embeddings. The same orders give the
+same values as the generic route (up to float rounding).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from tasks.diagnostics.masking import grid_side
+
+ROUTES = ("auto", "generic", "separable")
+
+
+@dataclass
+class MMShapResult:
+    """Per-sample MM-SHAP values of one batch (tensors are [B])."""
+
+    sample_ids: list[str]
+    v: torch.Tensor                 # V-SHAP, NaN when every φ is zero
+    se: torch.Tensor                # Monte-Carlo standard error (delta method), NaN with < 2 units
+    permutations: torch.Tensor      # orders evaluated (an antithetic pair counts two)
+    evals: torch.Tensor             # masked inputs run through the model (tower passes on the separable route)
+    image_passes: torch.Tensor      # passes through the image tower (generic route: every pass)
+    text_passes: torch.Tensor       # passes through the text tower (generic route: every pass)
+    grid: torch.Tensor              # g: the image has g² players
+    n_text: torch.Tensor            # text players
+    phi_image: list[torch.Tensor] = field(default_factory=list)  # [g²] row-major cells
+    phi_text: list[torch.Tensor] = field(default_factory=list)   # [t] in caption order
+    route: str = "generic"
+    score_calls: int = 0            # model calls (score, or encode_image/encode_text + similarity)
+
+
+def v_shap(phi_image: torch.Tensor, phi_text: torch.Tensor) -> torch.Tensor:
+    """Σ|φ_image| / (Σ|φ_image| + Σ|φ_text|) over the last dimension; NaN where both sums are zero."""
+    a_img, a_txt = phi_image.abs().sum(-1), phi_text.abs().sum(-1)
+    total = a_img + a_txt
+    return torch.where(total > 0, a_img / total.clamp_min(1e-30), torch.full_like(total, float("nan")))
+
+
+def v_shap_with_se(units: torch.Tensor, n_text: int) -> tuple[float, float]:
+    """V-SHAP of the mean of ``units`` [m, n] (text players first) and its delta-method standard error."""
+    phi = units.double().mean(0)
+    a_txt, a_img = phi[:n_text].abs().sum(), phi[n_text:].abs().sum()
+    total = a_img + a_txt
+    if total <= 0:
+        return float("nan"), float("nan")
+    value = (a_img / total).item()
+    if units.shape[0] < 2:
+        return value, float("nan")
+    grad = torch.sign(phi) * torch.cat([torch.full((n_text,), -a_img), torch.full((len(phi) - n_text,), a_txt)])
+    linear = units.double() @ (grad / total**2)
+    return value, (linear.std(unbiased=True) / math.sqrt(units.shape[0])).item()
+
+
+def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sample_ids: Sequence[str], *,
+            permutations: int = 16, target_se: float | None = None, min_permutations: int = 8,
+            antithetic: bool = True, seed: int = 0, route: str = "auto", max_rows: int | None = None) -> MMShapResult:
+    """MM-SHAP of each (image, caption) pair; ``model`` has capabilities "score" and "mask_tokens".
+
+    ``permutations`` orders per sample, or, with ``target_se``, as many as it
+    takes for each sample's standard error to reach ``target_se`` (at least
+    ``min_permutations``, at most ``permutations``). A sample with so few
+    players that n! ≤ ``permutations`` gets every order once: exact, SE 0.
+    ``route``: "separable" uses the dual-encoder towers, "auto" does so where
+    the model has them. ``max_rows`` caps the rows of one model call
+    (default: one call per permutation step and grid side).
+    """
+    caps = model.capabilities
+    if "mask_tokens" not in caps:
+        raise ValueError(f"{model.spec.name}: MM-SHAP needs the adapter capability 'mask_tokens' "
+                         f"(players/mask_tokens); this model has {sorted(caps)}")
+    if route not in ROUTES:
+        raise ValueError(f"route {route!r}: use one of {ROUTES}")
+    if route == "separable" and "separable" not in caps:
+        raise ValueError(f"{model.spec.name} has no 'separable' capability (encode_image/encode_text/similarity); "
+                         "use route='generic' or 'auto'")
+    separable = route == "separable" or (route == "auto" and "separable" in caps)
+    per_order = 2 if antithetic else 1
+    if permutations < per_order:
+        raise ValueError(f"permutations={permutations}: at least {per_order} (antithetic pairs)")
+    max_units = permutations // per_order
+    min_units = min(max_units, max(2, -(-min_permutations // per_order)))
+
+    base = model.prepare(list(images), list(captions), list(sample_ids))
+    n_text = model.players(base).text_valid.sum(1).tolist()
+    grids = [grid_side(t) for t in n_text]
+    b = len(sample_ids)
+    out = {k: torch.full((b,), float("nan"), dtype=torch.float64) for k in ("v", "se")}
+    used = torch.zeros(b, dtype=torch.long)
+    passes = {k: torch.zeros(b, dtype=torch.long) for k in ("image", "text")}
+    phi_image: list[torch.Tensor] = [torch.empty(0)] * b
+    phi_text: list[torch.Tensor] = [torch.empty(0)] * b
+    gen = torch.Generator().manual_seed(seed)
+    calls = 0
+    for g in sorted(set(grids)):  # the keep tensor has one g per call
+        members = [i for i in range(b) if grids[i] == g]
+        Evaluator = _SeparableEvaluator if separable else _GenericEvaluator
+        ev = Evaluator(model, images, captions, sample_ids, members, [n_text[i] for i in members], g, max_rows)
+        units: dict[int, list[torch.Tensor]] = {i: [] for i in members}
+        # Few players (n! ≤ permutations): every order once, so φ is exact and the error zero.
+        exhaustive = {i: deque(_all_orders(n_text[i] + g * g, antithetic)) for i in members
+                      if math.factorial(n_text[i] + g * g) <= permutations}
+        active = list(members)
+        while active:
+            orders = {}
+            for i in active:
+                if i in exhaustive:
+                    orders[i] = exhaustive[i].popleft()
+                    continue
+                order = torch.randperm(n_text[i] + g * g, generator=gen)
+                orders[i] = torch.stack([order, order.flip(0)]) if antithetic else order[None]
+            values = ev.values(active, orders)  # i -> [P, n + 1] values along each order
+            for i in active:
+                marginal = torch.zeros(orders[i].shape, dtype=torch.float64)
+                marginal.scatter_(1, orders[i], values[i][:, 1:] - values[i][:, :-1])
+                units[i].append(marginal.mean(0))
+            still = []
+            for i in active:
+                m = len(units[i])
+                value, se = v_shap_with_se(torch.stack(units[i]), n_text[i])
+                if i in exhaustive:
+                    done = not exhaustive[i]
+                    se = 0.0 if done else se  # every order seen: no sampling error left
+                else:
+                    done = m >= max_units or (target_se is not None and m >= min_units and not se > target_se)
+                out["v"][i], out["se"][i] = value, se
+                if not done:
+                    still.append(i)
+            active = still
+        for i in members:
+            phi = torch.stack(units[i]).mean(0)
+            phi_text[i], phi_image[i] = phi[:n_text[i]], phi[n_text[i]:]
+            used[i] = math.factorial(n_text[i] + g * g) if i in exhaustive else len(units[i]) * per_order
+            passes["image"][i], passes["text"][i] = ev.passes["image"][i], ev.passes["text"][i]
+        calls += ev.calls
+    evals = passes["image"] if not separable else passes["image"] + passes["text"]
+    return MMShapResult(list(sample_ids), out["v"].float(), out["se"].float(), used, evals, passes["image"],
+                        passes["text"], torch.tensor(grids), torch.tensor(n_text), phi_image, phi_text,
+                        "separable" if separable else "generic", calls)
+
+
+def _all_orders(n: int, antithetic: bool) -> list[torch.Tensor]:
+    """Every order of n players as units: [2, n] antithetic pairs (each pair once) or [1, n] single orders."""
+    orders = itertools.permutations(range(n))
+    if not antithetic:
+        return [torch.tensor([o]) for o in orders]
+    return [torch.tensor([o, o[::-1]]) for o in orders if o <= o[::-1]]
+
+
+# --- evaluation of coalitions -----------------------------------------------
+
+def _prefixes(orders: torch.Tensor) -> torch.Tensor:
+    """[P, n] orders → [P, n − 1, n] coalitions: the first k players of each order, k = 1..n − 1."""
+    n = orders.shape[1]
+    rank = torch.argsort(orders, dim=1)  # the step at which each player joins
+    return torch.arange(1, n)[None, :, None] > rank[:, None, :]
+
+
+class _Rows:
+    """Model inputs with one row per coalition, built by ``prepare`` on repeated samples and reused per layout."""
+
+    def __init__(self, model, images, captions, sample_ids, max_rows: int | None):
+        self.model, self.images, self.captions, self.ids = model, images, captions, sample_ids
+        self.max_rows = max_rows
+        self._cache: tuple[tuple[int, ...], list] | None = None
+
+    def chunks(self, rows: list[int]) -> list[tuple[slice, object]]:
+        """(slice of ``rows``, Inputs) pieces of at most ``max_rows`` rows."""
+        key = tuple(rows)
+        if self._cache is None or self._cache[0] != key:
+            step = self.max_rows or max(1, len(rows))
+            pieces = []
+            for start in range(0, len(rows), step):
+                idx = rows[start:start + step]
+                inputs = self.model.prepare([self.images[i] for i in idx], [self.captions[i] for i in idx],
+                                            [self.ids[i] for i in idx])
+                pieces.append((slice(start, start + len(idx)), inputs))
+            self._cache = (key, pieces)
+        return self._cache[1]
+
+
+def _text_keep(text_valid: torch.Tensor, players_kept: torch.Tensor) -> torch.Tensor:
+    """[M, T] keep mask: the k-th player position of a row takes ``players_kept[row, k]``; other positions are kept."""
+    if players_kept.shape[1] == 0:
+        return torch.ones_like(text_valid)
+    which = (text_valid.long().cumsum(1) - 1).clamp(0, players_kept.shape[1] - 1)
+    return torch.where(text_valid, players_kept.gather(1, which), torch.ones_like(text_valid))
+
+
+class _Evaluator:
+    """Values of every coalition along the given orders; counts model passes per sample."""
+
+    def __init__(self, model, images, captions, sample_ids, members: list[int], n_text: list[int], g: int,
+                 max_rows: int | None):
+        self.model, self.g = model, g
+        self.n_text = dict(zip(members, n_text))
+        self.passes = {k: {i: 0 for i in members} for k in ("image", "text")}
+        self.calls = 0
+        self.source = (model, images, captions, sample_ids, max_rows)
+        self.rows = _Rows(*self.source)
+        self.ends: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # v(∅), v(all players)
+
+    def _check_players(self, inputs, rows: list[int]) -> torch.Tensor:
+        valid = self.model.players(inputs).text_valid
+        counts = valid.sum(1).tolist()
+        for r, i in enumerate(rows):
+            if counts[r] != self.n_text[i]:
+                raise RuntimeError(f"{self.model.spec.name}: sample {i} has {self.n_text[i]} text players alone but "
+                                   f"{counts[r]} when prepared with others; players() must not depend on the batch")
+        return valid
+
+    def _text_part(self, rows: list[int], keeps: list[torch.Tensor]) -> torch.Tensor:
+        """[M, max t] kept text players per row, padded with True."""
+        text = torch.ones(len(rows), max(self.n_text[i] for i in rows), dtype=torch.bool)
+        for r, (i, keep) in enumerate(zip(rows, keeps)):
+            text[r, :self.n_text[i]] = keep[:self.n_text[i]]
+        return text
+
+    def _with_ends(self, i: int, inner: torch.Tensor) -> torch.Tensor:
+        empty, full = self.ends[i]
+        p = inner.shape[0]
+        return torch.cat([empty.expand(p, 1), inner, full.expand(p, 1)], dim=1)
+
+
+class _GenericEvaluator(_Evaluator):
+    """v(S) = score(mask_tokens(inputs, S)): one pass of the whole model per coalition."""
+
+    def _score(self, rows: list[int], coalitions: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for part, inputs in self.rows.chunks(rows):
+            sub_rows, sub = rows[part], coalitions[part]
+            valid = self._check_players(inputs, sub_rows)
+            image = torch.stack([keep[self.n_text[i]:].view(self.g, self.g) for i, keep in zip(sub_rows, sub)])
+            masked = self.model.mask_tokens(inputs, image, _text_keep(valid, self._text_part(sub_rows, sub)))
+            out.append(self.model.score(masked).detach().double().cpu())
+            self.calls += 1
+        for i in rows:
+            self.passes["image"][i] += 1
+            self.passes["text"][i] += 1
+        return torch.cat(out)
+
+    def values(self, active: list[int], orders: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        todo = [i for i in active if i not in self.ends]
+        if todo:
+            ends = [torch.full((self.n_text[i] + self.g**2,), keep) for i in todo for keep in (False, True)]
+            v = self._score([i for i in todo for _ in range(2)], ends)
+            self.ends.update({i: (v[2 * k], v[2 * k + 1]) for k, i in enumerate(todo)})
+        rows, coalitions, shapes = [], [], {}
+        for i in active:
+            prefixes = _prefixes(orders[i])  # [P, n − 1, n]
+            shapes[i] = prefixes.shape[:2]
+            coalitions.extend(prefixes.reshape(-1, prefixes.shape[-1]))
+            rows.extend([i] * (shapes[i][0] * shapes[i][1]))
+        v = self._score(rows, coalitions) if rows else torch.empty(0, dtype=torch.float64)
+        result, start = {}, 0
+        for i in active:
+            p, k = shapes[i]
+            result[i] = self._with_ends(i, v[start:start + p * k].view(p, k))
+            start += p * k
+        return result
+
+
+class _SeparableEvaluator(_Evaluator):
+    """Dual encoders: image coalitions through the image tower, text coalitions through the text tower."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.text_rows = _Rows(*self.source)
+        self.end_embeddings: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # [2, D] image, text: (∅, full)
+
+    def _encode_images(self, rows: list[int], keeps: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for part, inputs in self.rows.chunks(rows):
+            out.append(self.model.encode_image(inputs, torch.stack(keeps[part])).detach())
+            self.calls += 1
+        for i in rows:
+            self.passes["image"][i] += 1
+        return torch.cat(out)
+
+    def _encode_texts(self, rows: list[int], keeps: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for part, inputs in self.text_rows.chunks(rows):
+            sub_rows = rows[part]
+            valid = self._check_players(inputs, sub_rows)
+            out.append(self.model.encode_text(inputs, _text_keep(valid, self._text_part(sub_rows, keeps[part]))).detach())
+            self.calls += 1
+        for i in rows:
+            self.passes["text"][i] += 1
+        return torch.cat(out)
+
+    def _similarity(self, image: list[torch.Tensor], text: list[torch.Tensor]) -> torch.Tensor:
+        self.calls += 1
+        return self.model.similarity(torch.stack(image), torch.stack(text)).detach().double().cpu()
+
+    def values(self, active: list[int], orders: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        g, g2 = self.g, self.g**2
+        todo = [i for i in active if i not in self.ends]
+        if todo:
+            pairs = [i for i in todo for _ in range(2)]
+            img = self._encode_images(pairs, [torch.full((g, g), k) for _ in todo for k in (False, True)])
+            txt = self._encode_texts(pairs, [torch.full((self.n_text[i],), k) for i in todo for k in (False, True)])
+            v = self._similarity(list(img), list(txt))
+            for k, i in enumerate(todo):
+                self.end_embeddings[i] = (img[2 * k:2 * k + 2], txt[2 * k:2 * k + 2])
+                self.ends[i] = (v[2 * k], v[2 * k + 1])
+        # Along an order, the image part of the first k players is "the first a image players" with
+        # a = how many image players are among them; only a = 1..g²−1 need a pass (0 and g² are cached).
+        img_rows, img_keeps, txt_rows, txt_keeps, plan = [], [], [], [], {}
+        for i in active:
+            t, order = self.n_text[i], orders[i]
+            prefixes = _prefixes(order)  # [P, n − 1, n]
+            is_img = order >= t
+            plan[i] = (len(img_rows), len(txt_rows), torch.cumsum(is_img, 1)[:, :-1], torch.cumsum(~is_img, 1)[:, :-1])
+            for p in range(order.shape[0]):
+                for step in torch.nonzero(is_img[p]).flatten()[: g2 - 1].tolist():
+                    img_rows.append(i)
+                    img_keeps.append(prefixes[p, step, t:].view(g, g))
+                for step in torch.nonzero(~is_img[p]).flatten()[: max(t - 1, 0)].tolist():
+                    txt_rows.append(i)
+                    txt_keeps.append(prefixes[p, step, :t])
+        img_emb = self._encode_images(img_rows, img_keeps) if img_rows else None
+        txt_emb = self._encode_texts(txt_rows, txt_keeps) if txt_rows else None
+        left, right = [], []
+        for i in active:
+            t = self.n_text[i]
+            img_base, txt_base, img_state, txt_state = plan[i]
+            (img_empty, img_full), (txt_empty, txt_full) = self.end_embeddings[i]
+            for p in range(img_state.shape[0]):
+                for a, c in zip(img_state[p].tolist(), txt_state[p].tolist()):
+                    left.append(img_empty if a == 0 else img_full if a == g2 else
+                                img_emb[img_base + p * (g2 - 1) + a - 1])
+                    right.append(txt_empty if c == 0 else txt_full if c == t else
+                                 txt_emb[txt_base + p * (t - 1) + c - 1])
+        sims = self._similarity(left, right) if left else torch.empty(0, dtype=torch.float64)
+        result, start = {}, 0
+        for i in active:
+            p, k = plan[i][2].shape
+            result[i] = self._with_ends(i, sims[start:start + p * k].view(p, k))
+            start += p * k
+        return result

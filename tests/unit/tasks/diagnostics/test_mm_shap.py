@@ -1,0 +1,234 @@
+"""MM-SHAP against exact Shapley values, and the dual-encoder route against the generic one.
+
+The known-answer tests use a small LoadedModel-like object whose score is a
+hand-written polynomial of the players' presence, so exact Shapley values
+come from enumerating every coalition (this test only; the adapters' own
+masking is tested with the real models in tests/unit/tasks/adapters/).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import open_clip
+import pytest
+import torch
+from PIL import Image
+
+from tasks.adapters.base import Inputs, ModelSpec, Players
+from tasks.adapters.openclip import OpenClipAdapter
+from tasks.diagnostics.masking import grid_side, pixel_keep
+from tasks.diagnostics.mm_shap import mm_shap, v_shap, v_shap_with_se
+
+SIDE = 12  # the fake image's pixels per side (not a multiple of every g on purpose)
+
+
+class PolynomialModel:
+    """Text: [CLS] + one position per caption word + padding; image: SIDE×SIDE ones.
+
+    A player is present when its word is not masked / its whole grid cell is
+    unmasked. score = Σ_m c_m Π_{j∈m} x_j over the sample's monomials m.
+    """
+
+    spec = ModelSpec(name="polynomial", adapter="test", source="")
+    capabilities = frozenset({"score", "mask_tokens"})
+
+    def __init__(self, terms_for):
+        self.terms_for = terms_for  # caption -> [(coefficient, (player, ...)), ...], text players first
+        self.score_calls = 0
+
+    def prepare(self, images, captions, sample_ids):
+        width = 1 + max(len(c.split()) for c in captions) + 1
+        valid = torch.zeros(len(captions), width, dtype=torch.bool)
+        for i, c in enumerate(captions):
+            valid[i, 1:1 + len(c.split())] = True
+        tensors = {"words": torch.ones(len(captions), width), "valid": valid,
+                   "pixels": torch.ones(len(captions), SIDE, SIDE)}
+        return Inputs(tensors=tensors, sample_ids=list(sample_ids), meta={"captions": list(captions)})
+
+    def players(self, inputs):
+        return Players(text_valid=inputs.tensors["valid"].clone())
+
+    def mask_tokens(self, inputs, image_keep, text_keep):
+        t = inputs.tensors
+        assert text_keep[~t["valid"]].all(), "only players may be masked: never [CLS] or padding"
+        words = t["words"] * text_keep.float()
+        pixels = t["pixels"] * pixel_keep(image_keep, SIDE, SIDE).float()
+        return Inputs(tensors={**t, "words": words, "pixels": pixels}, sample_ids=inputs.sample_ids, meta=inputs.meta)
+
+    def score(self, inputs):
+        self.score_calls += 1
+        t = inputs.tensors
+        out = []
+        for i, caption in enumerate(inputs.meta["captions"]):
+            assert t["words"][i, 0] == 1, "[CLS] was masked"
+            x = self.presence(t["words"][i][t["valid"][i]], t["pixels"][i], grid_side(len(caption.split())))
+            out.append(sum(c * math.prod(x[j] for j in m) for c, m in self.terms_for(caption)))
+        return torch.tensor(out)
+
+    @staticmethod
+    def presence(words, pixels, g):
+        cells = torch.arange(SIDE) * g // SIDE  # the cell of each pixel row / column
+        image = [float(pixels[cells == r][:, cells == c].min()) for r in range(g) for c in range(g)]
+        return [float(w) for w in words] + image
+
+
+def _terms(caption):
+    """A fixed polynomial per caption length: main effects, pairwise and three-way interactions.
+
+    The three-way term matters: antithetic pairs make games of degree ≤ 2
+    exact, and then the error estimate would go untested.
+    """
+    t = len(caption.split())
+    n = t + grid_side(t) ** 2
+    terms = [(0.3 + 0.4 * j * (-1) ** j, (j,)) for j in range(n)]
+    terms += [(1.5, (0, n - 1)), (-0.8, (t, n - 1)), (2.0, (0, 1, n - 1))]
+    return terms
+
+
+def exact_shapley(n, value):
+    """φ_j = Σ_S |S|!(n−|S|−1)!/n! [v(S ∪ j) − v(S)] over every coalition S without j."""
+    phi = torch.zeros(n, dtype=torch.float64)
+    for j in range(n):
+        others = [k for k in range(n) if k != j]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for s in itertools.combinations(others, size):
+                phi[j] += weight * (value(set(s) | {j}) - value(set(s)))
+    return phi
+
+
+def _exact(caption):
+    t = len(caption.split())
+    n = t + grid_side(t) ** 2
+    terms = _terms(caption)
+    return exact_shapley(n, lambda s: sum(c for c, m in terms if set(m) <= s)), t
+
+
+CAPTIONS = ["a red square on the left", "two dots", "one small blue cross"]  # t = 6, 2, 4 → g = 2, 1, 2
+IMAGES = [Image.new("RGB", (4, 4))] * 3
+IDS = ["s0", "s1", "s2"]
+
+
+def test_v_shap_and_its_delta_method_error():
+    assert v_shap(torch.tensor([1.0, -1.0]), torch.tensor([2.0])).item() == 0.5
+    assert math.isnan(v_shap(torch.zeros(2), torch.zeros(1)).item())
+    # identical units: no spread, no error; one unit: no error estimate
+    units = torch.tensor([[1.0, -3.0, 2.0]] * 4)  # text first: one text player
+    assert v_shap_with_se(units, 1) == (pytest.approx(5 / 6), 0.0)
+    assert math.isnan(v_shap_with_se(units[:1], 1)[1])
+    # the linearised units ∇V·φ_u carry the error: for V = |φ_img|/(|φ_img| + |φ_txt|) with one player each,
+    # ∇V at φ̄ = (1, 1) is (−½·½, ½·½) = (−¼, ¼)
+    units = torch.tensor([[1.0, 0.5], [1.0, 1.5]])
+    value, se = v_shap_with_se(units, 1)
+    linear = torch.tensor([-0.25 * 1 + 0.25 * 0.5, -0.25 * 1 + 0.25 * 1.5])
+    assert value == pytest.approx(0.5) and se == pytest.approx((linear.std() / math.sqrt(2)).item())
+
+
+def test_permutation_estimate_agrees_with_enumeration_within_its_error():
+    model = PolynomialModel(_terms)
+    result = mm_shap(model, IMAGES, CAPTIONS, IDS, permutations=200, seed=1)
+    assert result.grid.tolist() == [2, 1, 2] and result.n_text.tolist() == [6, 2, 4]
+    assert result.permutations.tolist() == [200, 6, 200]
+    for i, caption in enumerate(CAPTIONS):
+        phi, t = _exact(caption)
+        exact = v_shap(phi[t:], phi[:t]).item()
+        # "two dots": 3 players, 3! ≤ 200 orders, so every order is used once: exact, zero error
+        assert result.se[i] == 0 if caption == "two dots" else result.se[i] > 0
+        assert abs(result.v[i].item() - exact) < 4 * result.se[i].item() + 1e-6, (caption, result.v[i], exact)
+        estimate = torch.cat([result.phi_text[i], result.phi_image[i]])
+        assert torch.allclose(estimate, phi, atol=0.1)
+        # efficiency: Σφ = v(all) − v(∅) holds for every permutation, hence for the mean
+        assert estimate.sum().item() == pytest.approx(phi.sum().item(), abs=1e-5)  # float32 scores
+
+
+def test_an_additive_score_is_exact_with_zero_error():
+    # without interactions every order gives each player its own coefficient
+    model = PolynomialModel(lambda c: [(w, (j,)) for j, w in enumerate([1.0, -2.0, 0.5, 3.0, 0.25, -0.75])])
+    result = mm_shap(model, IMAGES[:1], ["one small blue cross"], IDS[:1], permutations=4)
+    assert torch.allclose(result.phi_text[0], torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64))
+    assert torch.allclose(result.phi_image[0], torch.tensor([0.25, -0.75, 0, 0], dtype=torch.float64))
+    assert result.v[0].item() == pytest.approx(1.0 / 7.5) and result.se[0].item() == 0.0
+
+
+def test_one_score_call_per_permutation_step_for_the_whole_batch():
+    model = PolynomialModel(_terms)
+    captions = ["a red square on", "one small blue cross"]  # both t = 4 → one grid group
+    result = mm_shap(model, IMAGES[:2], captions, IDS[:2], permutations=8)
+    # v(∅) and v(all) in one call, then 4 antithetic steps of one call each
+    assert model.score_calls == result.score_calls == 1 + 4
+    n = 4 + 4
+    assert result.evals.tolist() == [2 + 8 * (n - 1)] * 2
+    capped = PolynomialModel(_terms)
+    mm_shap(capped, IMAGES[:2], captions, IDS[:2], permutations=8, max_rows=10)
+    assert capped.score_calls > model.score_calls  # rows split into calls of at most 10
+
+
+def test_target_standard_error_stops_early_with_a_maximum():
+    loose = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=64, target_se=1.0,
+                    min_permutations=6)
+    assert loose.permutations.tolist() == [6, 6, 6]
+    strict = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=12, target_se=1e-9)
+    assert strict.permutations.tolist() == [12, 6, 12]  # "two dots" has only 3! = 6 orders: all used, exact
+    assert strict.se[1] == 0
+    assert (strict.evals[[0, 2]] > loose.evals[[0, 2]]).all()
+
+
+def test_same_seed_same_values_and_errors_name_the_fix():
+    a = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=6, seed=3)
+    b = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=6, seed=3)
+    assert torch.equal(a.v, b.v)
+    scorer = PolynomialModel(_terms)
+    scorer.capabilities = frozenset({"score"})
+    with pytest.raises(ValueError, match="mask_tokens"):
+        mm_shap(scorer, IMAGES, CAPTIONS, IDS)
+    with pytest.raises(ValueError, match="separable"):
+        mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, route="separable")
+
+
+def test_pixel_keep_partitions_the_image_into_cells():
+    keep = torch.tensor([[[True, False], [False, True]]])
+    pixels = pixel_keep(keep, 5, 4)[0]
+    assert pixels.shape == (5, 4)
+    # rows 0-2 → cell row 0 (⌊y·2/5⌋), rows 3-4 → cell row 1; columns 0-1 / 2-3
+    assert pixels[:3, :2].all() and not pixels[:3, 2:].any() and not pixels[3:, :2].any() and pixels[3:, 2:].all()
+    assert [grid_side(t) for t in (0, 1, 2, 3, 6, 7, 12)] == [1, 1, 1, 2, 2, 3, 3]
+
+
+# --- the dual-encoder route on a tiny open_clip model -------------------------
+
+TINY = "fusionaudit-tiny-ViT-mmshap"
+TINY_CFG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    return OpenClipAdapter(device="cpu").load(
+        ModelSpec(name="tiny-clip", adapter="openclip", source="", arch=TINY, allow_random_init=True))
+
+
+def test_separable_route_equals_the_generic_route(clip):
+    gen = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in range(3)]
+    captions = ["a red square", "two small blue circles on green grass", "a cat"]  # g = 2, 3, 1
+    generic = mm_shap(clip, images, captions, IDS, permutations=4, route="generic", seed=5)
+    separable = mm_shap(clip, images, captions, IDS, permutations=4, route="separable", seed=5)
+    assert separable.route == "separable" and generic.route == "generic"
+    assert torch.allclose(generic.v, separable.v, atol=1e-5)
+    for a, b in zip(generic.phi_image + generic.phi_text, separable.phi_image + separable.phi_text):
+        assert torch.allclose(a, b, atol=1e-4)
+    # the image tower runs only on image coalitions: 2 ends + per order g² − 1
+    g, t = separable.grid, separable.n_text
+    assert separable.image_passes.tolist() == (2 + 4 * (g**2 - 1)).tolist()
+    assert separable.text_passes.tolist() == (2 + 4 * (t - 1)).tolist()
+    assert generic.image_passes.tolist() == (2 + 4 * (g**2 + t - 1)).tolist()
+    assert (separable.image_passes < generic.image_passes).all()
