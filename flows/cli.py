@@ -18,6 +18,8 @@ report_app = typer.Typer(help="Read generated reports.", no_args_is_help=True)
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(report_app, name="report")
 app.add_typer(cli_stats.app, name="stats")
+models_app = typer.Typer(help="Model adapters and weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -134,6 +136,39 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
         table.add_row(str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status, show(c.actions_total),
                       show(c.actions_completed), show(c.actions_blocked), show(c.actions_failed), c.decision)
     console.print(table)
+
+
+@models_app.command("list")
+def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); default: the embedded Week-1 mission")) -> None:
+    """Every adapter (family, metrics that apply) and every model of the mission (weights on this machine?)."""
+    from rich.table import Table
+
+    from flows.week1 import DEFAULT_MISSION
+    from tasks.adapters.base import ModelSpec
+    from tasks.adapters.catalog import describe, weights_here
+    from tasks.adapters.registry import available
+    from tasks.mission import MissionError, load_mission
+
+    adapters = Table(title="adapters")
+    for col in ("adapter", "family", "metrics that apply"):
+        adapters.add_column(col, overflow="fold")
+    for name in sorted(available()):
+        info = describe(name)
+        adapters.add_row(name, info.family, ", ".join(info.metrics))
+    console.print(adapters)
+    try:
+        m = load_mission(mission or DEFAULT_MISSION)
+    except MissionError as exc:
+        _fail(exc, False)
+    models = Table(title=f"models of mission {m.id}")
+    for col in ("model", "adapter", "source", "weights here", "looked in"):
+        models.add_column(col, overflow="fold")
+    for entry in m.models + m.alternatives:
+        spec = ModelSpec(entry.name, entry.adapter, entry.source, entry.arch)
+        found, where = weights_here(spec)
+        models.add_row(entry.name + (" (alternative)" if entry in m.alternatives else ""), entry.adapter, entry.source,
+                       "yes" if found else "no", "; ".join(where))
+    console.print(models)
 
 
 @report_app.command("show")

@@ -69,7 +69,7 @@ class ModelEntry(_Strict):
     calibration: bool = False       # zoo model with planted behaviour, not an external architecture
     alternatives: tuple[str, ...] = ()
     # Config overrides used only with --allow-random-init (the real class, random weights, smaller)
-    random_init_config: dict[str, int | float | str | bool] = {}
+    random_init_config: dict[str, int | float | str | bool | None] = {}
 
 
 class Dataset(_Strict):
@@ -107,6 +107,8 @@ class Gates(_Strict):
     imbalance_threshold: float = Field(gt=0.5, lt=1.0)
     alpha: float = Field(gt=0.0, lt=0.5)
     baseline: float = 0.5
+    # TOST margin: "balanced" is claimed only when the share is shown to lie within baseline ± margin
+    equivalence_margin: float = Field(default=0.05, gt=0.0, lt=0.5)
 
 
 class Mission(_Strict):

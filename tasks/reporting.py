@@ -64,9 +64,14 @@ class ModelView:
     def label(self) -> str:
         return self.name + (" (RANDOM-INIT)" if self.random_init else "") + (" (calibration)" if self.calibration else "")
 
+    layers_converged: Cited | None = None
+    layer_warnings: str = ""
+    call: str = ""              # the statistics' label: collapsed / balanced (TOST passed) / not shown to differ / ...
+
     @property
     def collapsed(self) -> bool:
-        c = self.stats.get("collapsed")
+        """The gates' verdict: collapse with the Holm-corrected p (uncorrected for models the gates do not count)."""
+        c = self.stats.get("collapsed_holm", self.stats.get("collapsed"))
         return bool(c and c.value == 1)
 
 
@@ -114,6 +119,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "blocked_models": [m for m in models if m.status == "Blocked"],
         "substitutions": substitutions(mission, blocked_models),
         "stats_run": stats_run,
+        "pairs": _pairs(stats_run),
         "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
         "rule": stats_run.tags.get("fa.rule", "the statistics did not run") if stats_run else "the statistics did not run",
         "metric": mission.gates.metric,
@@ -121,6 +127,23 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "any_random_init": any(m.random_init for m in models),
         "any_calibration": any(m.calibration and m.stats for m in models),
     }
+
+
+@dataclass
+class PairView:
+    a: str
+    b: str
+    run: RunEvidence
+
+    def m(self, key: str) -> Cited | None:
+        return self.run.m(f"pairs/{self.a}_vs_{self.b}/{key}")
+
+
+def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
+    if stats_run is None:
+        return []
+    names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
+    return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
 
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
@@ -144,9 +167,12 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
             view.adapter_run = opened.run_id
         view.diag = diags.child("fa.model", entry.name) if diags else None
         if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
-            for prefix in (f"{entry.name}/{metric}/", f"{entry.name}/verdict/"):
-                view.stats |= {k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
-                view.stat_text |= {k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
+            for prefix, into in ((f"{entry.name}/{metric}/", ""), (f"{entry.name}/verdict/", ""), (f"{entry.name}/tost/", "tost_")):
+                view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
+                view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
+            view.call = stats_run.params.get(f"{entry.name}/call", "")
+            view.layers_converged = stats_run.m(f"{entry.name}/layers/converged")
+            view.layer_warnings = stats_run.params.get(f"{entry.name}/layers/warnings", "")
         views.append(view)
     return views
 
@@ -160,6 +186,8 @@ def render_reports(env: Environment, view: dict, report_dir: Path) -> list[Path]
     for template, target in (("handoff/execution_progress_update.md.j2", "handoff/execution_progress_update.md"),
                              ("summaries/cycle_summary.md.j2", "summaries/cycle_summary.md")):
         written.append(_write(report_dir / target, env.get_template(template).render(**view)))
+    written.append(_write(report_dir / "results" / "statistical_validation_framework.md",
+                          env.get_template("results/statistical_validation_framework.md.j2").render(**view)))
     results = env.get_template("results/model_diagnostic_results.md.j2")
     for model in view["models"]:
         if model.diag is not None:

@@ -19,15 +19,18 @@ from prefect.tasks import exponential_backoff
 
 from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import check_criteria, final_status, verify_files
-from tasks import environment, evidence, literature, paper, reporting, stats
+from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
                            transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics import plots
+from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.gates import evaluate_gates
+from tasks.scores_table import analyze
+from tasks.stats_layers import fit_layer_model
 from tasks.data.datasets import load_dataset
 from tasks.mission import Action, Dataset, ModelEntry
 from tasks.reporting import make_env
@@ -260,20 +263,28 @@ def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
     return model_run.run_id
 
 
+# Per-sample metric means logged for each model (NaN where a metric does not apply to the architecture).
+MEAN_METRICS = ("modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se", "attn_visual_share", "mcs_entropy",
+                "rollout_visual_share", "relevance_visual_share", "attn_efficiency_ratio")
+
+
 def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, result: DiagnosticResult, cached: bool) -> None:
     ps, pl = result.per_sample, result.per_layer
-    layer_means = pl.groupby("layer_index")[["attn_visual_share", "entropy_visual", "entropy_text", "mcs_entropy"]].mean() if len(pl) else pd.DataFrame()
+    layer_cols = [c for c in ("attn_visual_share", "entropy_visual", "entropy_text", "mcs_entropy", "rollout_visual_share") if c in pl]
+    layer_means = pl.groupby("layer_index")[layer_cols].mean() if len(pl) else pd.DataFrame()
     metrics: dict[str, float] = {
         "samples_scored": int(ps["modality_shapley_v"].notna().sum()), "samples_skipped": len(result.skipped),
-        "modality_shapley_v_mean": ps["modality_shapley_v"].mean(), "n_layers": result.n_layers,
+        "n_layers": result.n_layers,
     }
-    for column in ("attn_visual_share", "mcs_entropy"):
-        if column in ps and ps[column].notna().any():
-            metrics[f"{column}_mean"] = ps[column].mean()
+    metrics |= {f"{c}_mean": ps[c].mean() for c in MEAN_METRICS if c in ps and ps[c].notna().any()}
     for idx, row in layer_means.iterrows():
         metrics.update({f"layer/{idx}/{k}": v for k, v in row.items() if pd.notna(v)})
+    if len(pl) and pl["attn_visual_share"].notna().any():
+        finding = imbalance_finding(pl, "attn_visual_share", cycle.mission.gates.imbalance_threshold)
+        run.params({"layer_finding": str(finding)})
     folder = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
-    drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder)
+    drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder,
+                           maps=getattr(result, "attention_maps", None))
     metrics["plots"] = len(drawn)
     run.metrics(metrics)
     run.tags({"fa.cached": str(cached).lower()})
@@ -286,32 +297,95 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
 
 # ------------------------------------------------------------------ T3 statistics
 
+# Per-sample metrics the statistics summarise; verdicts use only the mission's gate metric.
+ANALYSED_METRICS = ("modality_shapley_v", "ablation_visual_share", "mm_shap_v", "attn_visual_share", "rollout_visual_share",
+                    "mcs_entropy")
+
+
+def scores_table(results: dict[str, DiagnosticResult]) -> pd.DataFrame:
+    """Long table (model, sample_id, metric, value): the input of ``analyze``, also exported for ``stats summarize``."""
+    frames = []
+    for name, result in results.items():
+        ps = result.per_sample
+        present = [m for m in ANALYSED_METRICS if m in ps and ps[m].notna().any()]
+        long = ps.melt(id_vars="sample_id", value_vars=present, var_name="metric", value_name="value").dropna(subset=["value"])
+        frames.append(long.assign(model=name))
+    return pd.concat(frames, ignore_index=True)[["model", "sample_id", "metric", "value"]] if frames else pd.DataFrame(
+        columns=["model", "sample_id", "metric", "value"])
+
+
 @task(name="statistics", cache_policy=NO_CACHE)
 def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
-    """Per-model statistics and verdicts; RANDOM-INIT models are analysed but never counted by the gates."""
+    """Per-model statistics, Holm-corrected collapse verdicts, pairwise comparisons, layer models, gates.
+
+    RANDOM-INIT models are analysed but never counted by the gates.
+    """
     gates = cycle.mission.gates
+    metric = gates.metric
     with action_run(cycle, action) as run:
-        verdicts: dict[str, bool] = {}
+        table = scores_table(results)
+        analysis = analyze(table, baseline=gates.baseline, margin=gates.equivalence_margin, alpha=gates.alpha,
+                           threshold=gates.imbalance_threshold, n_resamples=9999, seed=0)
+        run.table(table, "scores.csv")
+        run.table(analysis.per_model_frame(), "per_model.csv")
+        run.table(analysis.pairwise_frame(), "pairwise.csv")
         metrics: dict[str, float] = {"models_analysed": len(results), "bootstrap_resamples": 9999, "alpha": gates.alpha,
-                                     "imbalance_threshold": gates.imbalance_threshold, "baseline": gates.baseline}
-        for name, result in results.items():
-            summary = stats.summarize(result.per_sample[gates.metric].to_numpy(), baseline=gates.baseline, n_resamples=9999, seed=0)
-            verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
-            metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
-            run.params(summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/"))
-            if name not in random_init:
-                verdicts[name] = verdict.collapsed
+                                     "imbalance_threshold": gates.imbalance_threshold, "baseline": gates.baseline,
+                                     "equivalence_margin": gates.equivalence_margin, "pairwise_family_size": analysis.family_size}
+        params: dict[str, str] = {"correction": analysis.correction}
+        on_gate = {r.model: r for r in analysis.per_model if r.metric == metric}
+        counted = [n for n in results if n not in random_init and n in on_gate]
+        # The collapse test is repeated once per model: its p-values are corrected across the counted models.
+        family = stats.holm({n: on_gate[n].verdict.p for n in counted}, alpha=gates.alpha)
+        p_holm = dict(zip(family.names, family.adjusted)) if counted else {}
+        verdicts: dict[str, bool] = {}
+        for name, r in on_gate.items():
+            v = r.verdict
+            metrics |= r.summary.as_dict(f"{name}/{metric}/") | v.as_dict(f"{name}/verdict/") | r.equivalence.as_dict(f"{name}/tost/")
+            params |= r.summary.as_params(f"{name}/{metric}/") | v.as_params(f"{name}/verdict/") | {f"{name}/call": r.call.label}
+            if name in p_holm:
+                collapsed = bool(v.imbalance_exceeds and v.ci_beyond and p_holm[name] < gates.alpha)
+                metrics |= {f"{name}/verdict/p_holm": p_holm[name], f"{name}/verdict/collapsed_holm": collapsed}
+                verdicts[name] = collapsed
+        for r in analysis.per_model:  # the other metrics: descriptive, never a verdict
+            if r.metric != metric:
+                metrics |= {f"{r.model}/{r.metric}/{k}": getattr(r.summary, k) for k in ("n", "mean", "ci_low", "ci_high")}
+        for r in analysis.pairwise:
+            if r.metric == metric:
+                key = f"pairs/{r.model_a}_vs_{r.model_b}/"
+                metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
+        metrics |= _layer_models(results, params)
         result = evaluate_gates(verdicts, gates)
         metrics["gates/models_excluded_random_init"] = sum(1 for n in results if n in random_init)
         metrics |= {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed,
                     "gates/min_models_tested": gates.min_models_tested, "gates/min_models_collapsed": gates.min_models_collapsed}
         run.metrics(metrics)
+        run.params(params)
         run.tags({"fa.decision": result.decision, "fa.rule": result.rule,
                   "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none",
                   "fa.excluded": ",".join(n for n in results if n in random_init) or "none"})
         evidence.RunLog(cycle.run_id).tags({"fa.decision": result.decision})
+        if results:
+            folder = cycle.report_dir / "results"
+            forest = stats_plots.forest_plot(analysis.per_model_frame().query("metric == @metric"), gates.imbalance_threshold,
+                                             gates.baseline, folder / "forest_plot.png")
+            run.artifact(forest, "plots")
         outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
     return _finish(run, outcome)
+
+
+def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) -> dict[str, float]:
+    """Per model, a mixed-effects model of the per-layer attention share (samples as groups), convergence reported."""
+    out: dict[str, float] = {}
+    for name, result in results.items():
+        pl = result.per_layer
+        if not len(pl) or "attn_visual_share" not in pl or pl["attn_visual_share"].notna().sum() < 8:
+            continue
+        long = pl.rename(columns={"attn_visual_share": "value"}).assign(model=name)[["model", "sample_id", "layer_index", "value"]].dropna()
+        fit = fit_layer_model(long)
+        out |= {f"{name}/layers/converged": bool(fit.converged), f"{name}/layers/reliable": bool(fit.reliable)}
+        params[f"{name}/layers/warnings"] = "; ".join(fit.warnings) or "none"
+    return out
 
 
 # ------------------------------------------------------------------ T5 literature, T7 paper

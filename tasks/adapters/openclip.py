@@ -108,10 +108,22 @@ class OpenClipAdapter:
     """Opens open_clip models; ``cache_dir`` overrides the hub cache (or ~/.cache/clip for URL weights)."""
 
     name = "openclip"
+    family = "dual encoder"
+    capabilities = frozenset({"score", "separable", "mask", "mask_tokens", "trace", "maps"})
 
     def __init__(self, device: str | None = None, cache_dir: str | None = None):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.cache_dir = cache_dir
+
+    def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
+        """Whether the tag's weights (or the checkpoint file) are on this machine, and where that was checked."""
+        arch = _check_arch(spec.arch)
+        cfg = open_clip.get_pretrained_cfg(arch, spec.source)
+        if cfg:
+            _, searched, cached, _, _ = self._locate(arch, spec.source, cfg)
+            return cached is not None, searched
+        path = Path(spec.source).expanduser()
+        return path.is_file(), [str(path)]
 
     def load(self, spec: ModelSpec) -> OpenClipModel:
         arch = _check_arch(spec.arch)

@@ -91,7 +91,8 @@ def test_second_run_reuses_diagnostics_and_writes_a_new_cycle(two_cycles):
 def test_plots_and_pending_actions_are_written(two_cycles):
     report_dir = Path(two_cycles[0].result()["handoff"]).parent.parent
     plots = report_dir / "results" / "zoo-balanced_attention_plots"
-    assert sorted(p.name for p in plots.glob("*.png")) == ["attention_entropy.png", "layer_wise_attention.png", "modality_contribution.png"]
+    assert sorted(p.name for p in plots.glob("*.png")) == ["attention_entropy.png", "attention_maps.png", "layer_profile.png",
+                                                           "layer_wise_attention.png", "modality_contribution.png"]
     assert (report_dir / "handoff" / "pending_actions.json").read_text().count('"id"') == 7
 
 
