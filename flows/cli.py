@@ -198,13 +198,14 @@ def report_show(
 @app.command("verify")
 def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to check against MLflow")) -> None:
     """Re-read every citation from MLflow; exit 1 on any mismatch or uncited number."""
-    from agents.quality_officer import verify_files
+    from agents.quality_officer import assess
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         err.print(f"[red]error:[/] not found: {', '.join(map(str, missing))}")
         raise typer.Exit(2)
-    findings, checked = verify_files(paths)
+    result = assess(paths)
+    findings, checked = result.findings, result.citations_checked
     for f in findings:
         console.print(f"[red]FINDING[/] {f}")
     console.print(f"{'VERIFIED' if not findings else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)")

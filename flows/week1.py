@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import yaml
@@ -16,7 +16,7 @@ from prefect.states import Completed
 
 from agents.planner import pending_actions
 from tasks import evidence, reporting
-from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, record
+from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
 from tasks.paths import reports_root
@@ -74,12 +74,16 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
                 "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
     report_dir = reports_root() / mission.id / cycle_id
     actions = (plan or {}).get("actions") or pending_actions(mission, started)
+    for entry in actions:  # deadlines count from this cycle's start
+        entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
+    escalated = tuple((a["id"], a.get("escalation", {}).get("error", "")) for a in actions if a.get("plan") == "escalated")
     run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
     report_dir.mkdir(parents=True, exist_ok=True)
     as_run = report_dir / "mission.yaml"  # the mission with CLI overrides applied: what the next cycle plans from
     as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     run.artifact(as_run, "mission")
-    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out)
+    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out,
+                 escalated)
 
 
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
@@ -87,7 +91,7 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
-    outcome = dependency_block(cycle, action, outcomes)
+    outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
     if outcome is None:
         state = stage_task(cycle, action, *args, return_state=True)
         result = state.result(raise_on_failure=False)

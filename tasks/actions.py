@@ -36,19 +36,22 @@ class Cycle:
     started_at: datetime
     allow_random_init: bool = False
     fan_out: bool = False       # per-model diagnostics as diagnose-model deployment runs on workers
+    escalated: tuple[tuple[str, str], ...] = ()  # (action id, error): failed twice, handed to people, not run
 
     def to_params(self) -> dict[str, Any]:
         """JSON-able form: a deployment run on another machine gets the whole cycle as a parameter."""
         return {"mission": self.mission.model_dump(mode="json"), "mission_path": self.mission_path,
                 "cycle_id": self.cycle_id, "experiment_id": self.experiment_id, "run_id": self.run_id,
                 "report_dir": str(self.report_dir), "started_at": self.started_at.isoformat(),
-                "allow_random_init": self.allow_random_init, "fan_out": self.fan_out}
+                "allow_random_init": self.allow_random_init, "fan_out": self.fan_out,
+                "escalated": [list(e) for e in self.escalated]}
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> Cycle:
         return cls(Mission.model_validate(params["mission"]), params["mission_path"], params["cycle_id"],
                    params["experiment_id"], params["run_id"], Path(params["report_dir"]),
-                   datetime.fromisoformat(params["started_at"]), params["allow_random_init"], params.get("fan_out", False))
+                   datetime.fromisoformat(params["started_at"]), params["allow_random_init"], params.get("fan_out", False),
+                   tuple(tuple(e) for e in params.get("escalated", ())))
 
 
 @dataclass
@@ -111,6 +114,17 @@ def dependency_block(cycle: Cycle, action: Action, outcomes: dict[str, Outcome])
     with action_run(cycle, action) as run:
         outcome = Outcome(action.id, BLOCKED, run.run_id, reason="dependency not completed: " + "; ".join(unmet),
                           mitigation="resolve the blocking action; the planner re-plans it next cycle")
+    return record(run, outcome)
+
+
+def escalation_block(cycle: Cycle, action: Action) -> Outcome | None:
+    """An action the planner escalated (failed in consecutive cycles) is not run again: Blocked, for people."""
+    error = dict(cycle.escalated).get(action.id)
+    if error is None:
+        return None
+    with action_run(cycle, action) as run:
+        outcome = Outcome(action.id, BLOCKED, run.run_id, reason=f"escalated after repeated failures: {error}",
+                          mitigation="the planning team decides how to proceed (see pending_actions.json)")
     return record(run, outcome)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agents.planner import substitutions
+from agents.planner import NextPlan, plan_next
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
@@ -104,7 +104,6 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
                                   run.tags.get("fa.reason", "") if run else "", run.tags.get("fa.mitigation", "") if run else "", mine))
     models = _models(mission, cycle)
     stats_run = _action_run(mission, cycle, "statistics")
-    blocked_models = [m.name for m in models if m.status == "Blocked"]
     counts = {s: sum(1 for a in actions if a.status == s) for s in ("Completed", "Blocked", "Failed", "Not run")}
     return {
         "mission": mission,
@@ -117,7 +116,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "tested": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.tested", "").split(",")],
         "excluded": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.excluded", "").split(",")],
         "blocked_models": [m for m in models if m.status == "Blocked"],
-        "substitutions": substitutions(mission, blocked_models),
+        "next_plan": _next_plan(mission, cycle),
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
         "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
@@ -144,6 +143,14 @@ def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
         return []
     names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
     return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
+
+
+def _next_plan(mission: Mission, cycle: RunEvidence) -> NextPlan | None:
+    """What the planner will do next cycle, from this cycle's evidence (None if the plan cannot be made)."""
+    try:
+        return plan_next(mission, cycle)
+    except ValueError:
+        return None
 
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
 from agents.infra_monitor import environment_snapshot
-from agents.quality_officer import check_criteria, final_status, verify_files
+from agents.quality_officer import assess, check_criteria, final_status
 from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
                            transient_only)
@@ -489,7 +489,8 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
-    first, checked = verify_files(reporting.render_reports(env, view, cycle.report_dir))
+    first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
+    first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
     verdict = "VERIFIED" if not first else "NOT VERIFIED"
     quality.metrics({"citations_checked": checked, "findings": len(first)})
@@ -497,7 +498,8 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     tree = evidence.read_run(cycle.run_id)
     view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"))
     paths = reporting.render_reports(env, view, cycle.report_dir)
-    findings, checked_final = verify_files(paths)
+    final = assess(paths)
+    findings, checked_final = final.findings, final.citations_checked
     if findings:
         verdict = "NOT VERIFIED"
         quality.tags({"fa.verdict": verdict})

@@ -1,0 +1,221 @@
+"""``calibrate``: every metric checked against the calibration zoo over several training seeds.
+
+    train/load zoo models (variant × seed) ─▶ diagnose each on the synthetic set
+        ─▶ calls, sensitivity/specificity, agreement (tasks.calibration)
+        ─▶ MM-SHAP Monte-Carlo error vs permutations (first seed's models)
+        ─▶ MLflow (experiment "fusionaudit-calibration": a parent run, a child per (variant, seed))
+        ─▶ calibration_report.md rendered from that evidence and verified
+
+The flow is thin: the numbers come from ``tasks.calibration``; this file
+only runs the models, logs, renders and verifies.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from agents.quality_officer import assess, verify_files
+from tasks import calibration, evidence
+from tasks.adapters.zoo import VARIANTS, ZooModel, load_zoo_model
+from tasks.data.synthetic import make_synthetic
+from tasks.diagnostics.mm_shap import mm_shap
+from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, diagnose
+from tasks.paths import reports_root
+from tasks.reporting import make_env
+
+EXPERIMENT = "fusionaudit-calibration"
+# Not the zoo's training (1000) or check (1001) data, nor the tests' (7): samples no model has seen.
+DATA_SEED = 2024
+CALL_CODE = {"text": -1, "neither": 0, "vision": 1}  # a call as a loggable number
+
+
+def _check_args(samples: int, seeds: list[int], permutations: list[int], threshold: float,
+                mc_samples: int, mc_repeats: int) -> None:
+    problems = []
+    if samples < 8:
+        problems.append(f"samples={samples}: use at least 8 (a CI95 needs them)")
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        problems.append(f"seeds={seeds}: give distinct non-negative training seeds, e.g. 0,1,2")
+    if not permutations or any(p < 2 for p in permutations):
+        problems.append(f"permutations={permutations}: each count must be >= 2 (MM-SHAP samples antithetic pairs)")
+    if not 0.5 < threshold < 1:
+        problems.append(f"threshold={threshold}: the imbalance threshold lies in (0.5, 1), e.g. 0.80")
+    if mc_samples < 1 or mc_repeats < 2:
+        problems.append(f"mc_samples={mc_samples}, mc_repeats={mc_repeats}: need >= 1 sample and >= 2 repeats "
+                        "(the spread across repeats needs two)")
+    if problems:
+        raise ValueError("calibrate: " + "; ".join(problems))
+
+
+@task(name="zoo-diagnose", cache_policy=NO_CACHE)
+def diagnose_zoo(variant: str, seed: int, samples: int, mm_shap_permutations: int) -> tuple[pd.DataFrame, dict]:
+    """Per-sample metrics of one zoo model (trained or loaded) and its training facts."""
+    model = load_zoo_model(variant, seed=seed)  # raises ZooTrainingError: a model without its behaviour never enters
+    data = make_synthetic(samples, seed=DATA_SEED)
+    result = diagnose(model, data, mm_shap_permutations=mm_shap_permutations, keep_maps=0)
+    facts = {**{f"held_out/{k}": v for k, v in model.held_out_accuracy.items()},
+             "from_cache": int(model.from_cache), "revision": model.revision}
+    return result.per_sample.assign(variant=variant, seed=seed), facts
+
+
+@task(name="mm-shap-mc-error", cache_policy=NO_CACHE)
+def mm_shap_runs(variant: str, seed: int, permutations: list[int], n_samples: int,
+                 repeats: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MM-SHAP of a few samples at each permutation count, repeated with different sampling seeds.
+
+    Returns the runs (for ``calibration.mc_error``) and each sample's credit
+    concentration at the largest count (for the balanced model's explanation).
+    """
+    model: ZooModel = load_zoo_model(variant, seed=seed)
+    data = make_synthetic(n_samples, seed=DATA_SEED)
+    images, captions, ids = [s.image for s in data], [s.caption for s in data], [s.sample_id for s in data]
+    rows, spread = [], []
+    for perms in permutations:
+        for repeat in range(repeats):
+            r = mm_shap(model, images, captions, ids, permutations=perms, seed=repeat)
+            rows.append(pd.DataFrame({"variant": variant, "permutations": perms, "repeat": repeat, "sample_id": ids,
+                                      "mm_shap_v": r.v.numpy(), "mm_shap_se": r.se.numpy()}))
+            if perms == max(permutations):
+                spread += [calibration.credit_concentration(pi.numpy(), pt.numpy())
+                           for pi, pt in zip(r.phi_image, r.phi_text)]
+    return pd.concat(rows, ignore_index=True), pd.DataFrame(spread).assign(variant=variant)
+
+
+def _finite(values: dict) -> dict:
+    """MLflow stores NaN, but a report should say n/a for a missing value rather than cite a NaN."""
+    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(float(v))}
+
+
+def _log_child(experiment: str, parent: str, variant: str, seed: int, calls: pd.DataFrame, facts: dict,
+               per_sample: pd.DataFrame) -> str:
+    run = evidence.start_run(experiment, f"{variant}-seed{seed}", parent,
+                             tags={"fa.kind": "calibration-model", "fa.variant": variant, "fa.seed": seed})
+    mine = calls[(calls["variant"] == variant) & (calls["seed"] == seed)]
+    values: dict[str, float] = {k: v for k, v in facts.items() if k.startswith("held_out/") or k == "from_cache"}
+    for r in mine.itertuples():
+        values |= {f"{r.metric}/n": r.n, f"{r.metric}/mean": r.mean, f"{r.metric}/ci_low": r.ci_low,
+                   f"{r.metric}/ci_high": r.ci_high, f"{r.metric}/call": CALL_CODE[r.call],
+                   f"{r.metric}/correct": int(r.correct)}
+    run.metrics(_finite(values))
+    run.params({"seed": seed, "variant": variant, "zoo_revision": facts["revision"],
+                **{f"{r.metric}/ci_method": r.ci_method for r in mine.itertuples()}})
+    run.table(per_sample, "per_sample.csv")
+    run.finish()
+    return run.run_id
+
+
+def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFrame,
+                    concentration: pd.DataFrame) -> dict[str, float]:
+    values: dict[str, float] = {}
+    for r in scores.itertuples():
+        for k in ("sensitivity", "specificity", "separates", "wrong_way", "wrong_way_seeds", "balanced_between",
+                  "n_seeds", "text_dominant_mean", "balanced_mean", "vision_dominant_mean"):
+            values[f"scores/{r.metric}/{k}"] = float(getattr(r, k))
+    for r in agree.itertuples():
+        values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/rho"] = r.rho
+        values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/n"] = r.n
+    for r in errors.itertuples():
+        for k in ("mean_se", "spread", "se_to_spread", "mean_v", "n_samples", "n_repeats"):
+            values[f"mc/{r.variant}/p{r.permutations}/{k}"] = float(getattr(r, k))
+    for variant, group in concentration.groupby("variant"):
+        for k in ("top_image_share", "top_text_share", "image_players", "text_players", "image_share"):
+            values[f"concentration/{variant}/{k}"] = float(group[k].mean())
+    return _finite(values)
+
+
+def _view(parent_id: str, seeds: list[int], permutations: list[int], threshold: float) -> dict:
+    """What the template may show: the run tree read back from MLflow (every number a ``Cited``)."""
+    tree = evidence.read_run(parent_id)
+    children = {(c.tags["fa.variant"], int(c.tags["fa.seed"])): c for c in tree.children
+                if c.tags.get("fa.kind") == "calibration-model"}
+    scored = [m for m in calibration.METRICS if tree.m(f"scores/{m}/separates") is not None]
+    flag = lambda m, k: bool(tree.m(f"scores/{m}/{k}") and tree.m(f"scores/{m}/{k}").value == 1)  # noqa: E731
+    scopes = ["pooled", *VARIANTS]
+    pairs = [(a, b) for i, a in enumerate(scored) for b in scored[i + 1:]]
+    return {
+        "run": tree, "children": children, "variants": VARIANTS, "seeds": seeds, "permutations": permutations,
+        "metrics": scored, "threshold": threshold, "scopes": scopes, "pairs": pairs,
+        "separating": [m for m in scored if flag(m, "separates")],
+        "wrong_way": [m for m in scored if flag(m, "wrong_way")],
+        "neither": [m for m in scored if not flag(m, "separates") and not flag(m, "wrong_way")],
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@flow(name="calibrate", log_prints=True)
+def calibrate(samples: int = 64, seeds: list[int] = (0, 1, 2), permutations: list[int] = (2, 4, 8, 16, 32),
+              threshold: float = calibration.DEFAULT_THRESHOLD, mc_samples: int = 4, mc_repeats: int = 5,
+              mm_shap_permutations: int = MM_SHAP_PERMUTATIONS, n_resamples: int = 9999) -> dict:
+    """Calibrate every metric on the zoo; returns the report path, per-metric flags and the verification.
+
+    ``samples``: synthetic samples per model; ``seeds``: zoo training seeds;
+    ``permutations``: MM-SHAP counts for the Monte-Carlo error study, run on
+    ``mc_samples`` samples of each variant of the first seed, ``mc_repeats``
+    sampling seeds each; ``threshold``: the mission's imbalance threshold.
+    """
+    seeds, permutations = [int(s) for s in seeds], sorted(int(p) for p in permutations)
+    _check_args(samples, seeds, permutations, threshold, mc_samples, mc_repeats)
+    experiment = evidence.ensure_experiment(EXPERIMENT)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={"fa.kind": "calibration"})
+    try:
+        parent.params({"samples": samples, "seeds": ",".join(map(str, seeds)),
+                       "permutations": ",".join(map(str, permutations)), "threshold": threshold,
+                       "mc_samples": mc_samples, "mc_repeats": mc_repeats, "data_seed": DATA_SEED,
+                       "mm_shap_permutations": mm_shap_permutations, "n_resamples": n_resamples})
+        parent.metrics({"threshold": threshold, "samples": samples, "n_seeds": len(seeds),
+                        "text_cut": round(1 - threshold, 12)})
+        frames, facts = [], {}
+        for seed in seeds:
+            for variant in VARIANTS:
+                frame, facts[variant, seed] = diagnose_zoo(variant, seed, samples, mm_shap_permutations)
+                frames.append(frame)
+        per_sample = pd.concat(frames, ignore_index=True)
+        calls = calibration.metric_calls(per_sample, threshold=threshold, n_resamples=n_resamples)
+        scores = calibration.metric_scores(calls)
+        agree = calibration.agreement(per_sample)
+        mc = [mm_shap_runs(v, seeds[0], permutations, mc_samples, mc_repeats) for v in VARIANTS]
+        runs, concentration = (pd.concat(parts, ignore_index=True) for parts in zip(*mc))
+        errors = calibration.mc_error(runs)
+
+        for (variant, seed), f in facts.items():
+            _log_child(experiment, parent.run_id, variant, seed, calls, f,
+                       per_sample[(per_sample["variant"] == variant) & (per_sample["seed"] == seed)])
+        parent.metrics(_parent_metrics(scores, agree, errors, concentration))
+        for frame, name in ((calls, "calls.csv"), (scores, "scores.csv"), (agree, "agreement.csv"),
+                            (errors, "mc_error.csv"), (runs, "mc_runs.csv"), (concentration, "concentration.csv")):
+            parent.table(frame, name)
+
+        report_dir = reports_root() / "calibration" / parent.run_id
+        plots = report_dir / "plots"
+        plots.mkdir(parents=True, exist_ok=True)
+        calibration.calls_figure(calls, threshold).savefig(plots / "metric_means.png", dpi=110)
+        calibration.mc_error_figure(errors).savefig(plots / "mc_error.png", dpi=110)
+        for png in sorted(plots.glob("*.png")):
+            parent.artifact(png, "plots")
+
+        view = _view(parent.run_id, seeds, permutations, threshold)
+        report = report_dir / "calibration_report.md"
+        report.write_text(make_env().get_template("results/calibration_report.md.j2").render(**view), encoding="utf-8")
+        findings, checked = verify_files([report])
+        assessment = assess([report])
+        problems = findings + [f for f in assessment.findings if f not in findings]
+        verified = not findings and assessment.verified
+        parent.artifact(report, "report")
+        parent.tags({"fa.verdict": "VERIFIED" if verified else "NOT VERIFIED", "fa.report": str(report)})
+        parent.finish()
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    separates = {m: bool(r) for m, r in zip(scores["metric"], scores["separates"])}
+    wrong_way = {m: bool(r) for m, r in zip(scores["metric"], scores["wrong_way"])}
+    print(f"calibration report {report}: {'VERIFIED' if verified else 'NOT VERIFIED'} ({checked} citations); "
+          f"separating: {[m for m, s in separates.items() if s]}")
+    return {"report": str(report), "run_id": parent.run_id, "separates": separates, "wrong_way": wrong_way,
+            "verified": verified, "findings": problems, "citations_checked": checked,
+            "scores": scores.to_dict(orient="records")}
