@@ -125,6 +125,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "quality": quality,
         "any_random_init": any(m.random_init for m in models),
         "any_calibration": any(m.calibration and m.stats for m in models),
+        "narrative": None,  # set by the reports stage when a narrative endpoint is configured
     }
 
 

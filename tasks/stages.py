@@ -17,6 +17,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
+from agents import narrative
 from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import assess, check_criteria, final_status
 from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
@@ -484,6 +485,18 @@ def quality_review(cycle: Cycle) -> dict[str, int]:
     return counts
 
 
+def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResult | None:
+    """Optional prose from a language model (off unless configured); kept only if its numbers check out."""
+    if not narrative.enabled() or view["stats_run"] is None:
+        return None
+    s = view["stats_run"]
+    facts = [c for c in (s.m("gates/models_tested"), s.m("gates/models_collapsed"), s.m("imbalance_threshold")) if c]
+    result = narrative.write_paragraph(facts, f"In two sentences, state the cycle's decision ({view['decision']}) "
+                                              "and how many models were tested and collapsed.")
+    quality.tags({"fa.narrative": "accepted" if result.accepted else f"rejected: {result.rejected_reason}"})
+    return result
+
+
 @task(name="reports", cache_policy=NO_CACHE)
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
@@ -497,6 +510,7 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     quality.tags({"fa.verdict": verdict})
     tree = evidence.read_run(cycle.run_id)
     view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"))
+    view["narrative"] = _narrative(view, quality)
     paths = reporting.render_reports(env, view, cycle.report_dir)
     final = assess(paths)
     findings, checked_final = final.findings, final.citations_checked

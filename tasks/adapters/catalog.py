@@ -18,7 +18,7 @@ METRIC_NEEDS = {
     "relevance_visual_share": "relevance",
 }
 # Families whose attention never mixes the modalities in one sequence: the attention share is undefined there.
-NO_SHARED_ATTENTION = ("dual encoder", "cross-attention fusion (ITM)", "Flamingo-style")
+NO_SHARED_ATTENTION = ("dual encoder", "cross-attention fusion (ITM)", "Flamingo-style", "remote code")
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class AdapterInfo:
 
 def metrics_for(family: str, capabilities: frozenset[str]) -> tuple[str, ...]:
     shared = not any(f in family for f in NO_SHARED_ATTENTION)
-    dual = "dual encoder" in family  # its towers' layers hold one modality each: no entropy ratio either
+    # both attention metrics need image and text tokens in one attention sequence
     return tuple(m for m, need in METRIC_NEEDS.items()
-                 if need in capabilities and (shared or m != "attn_visual_share") and not (dual and m == "mcs_entropy"))
+                 if need in capabilities and (shared or m not in ("attn_visual_share", "mcs_entropy")))
 
 
 def adapter_class(name: str):

@@ -32,7 +32,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,17 @@ class TrainConfig:
 
 
 DEFAULT_CONFIG = TrainConfig()
+SEEDS = (0, 1, 2)  # the training seeds calibration runs over; seed 0 is DEFAULT_CONFIG
+
+
+def seeded_config(seed: int, config: TrainConfig = DEFAULT_CONFIG) -> TrainConfig:
+    """``config`` with another training seed (init, batches, masking); the data and check sets stay the same.
+
+    Seed 0 of the default config is DEFAULT_CONFIG itself, so its cache key and trained models do not change.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"zoo training seed {seed!r}: use a non-negative int (calibration uses {SEEDS})")
+    return replace(config, seed=seed)
 
 
 # --- the network ------------------------------------------------------------
@@ -315,10 +326,16 @@ def cache_key(variant: str, config: TrainConfig = DEFAULT_CONFIG) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def load_zoo_model(variant: str, config: TrainConfig = DEFAULT_CONFIG, spec: ModelSpec | None = None) -> ZooModel:
-    """The trained model for ``variant``: from the cache, else trained and cached."""
+def load_zoo_model(variant: str, config: TrainConfig = DEFAULT_CONFIG, spec: ModelSpec | None = None,
+                   seed: int | None = None) -> ZooModel:
+    """The trained model for ``variant``: from the cache, else trained and cached.
+
+    ``seed`` (optional) replaces ``config.seed``: the same variant trained from another initialisation.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown zoo variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    if seed is not None:
+        config = seeded_config(seed, config)
     key = cache_key(variant, config)
     path = cache_dir("zoo") / f"{variant}-{key}.pt"
     if path.exists():
@@ -469,9 +486,19 @@ class ZooModel:
 
 
 class ZooAdapter:
-    """Opens calibration-zoo models; ``spec.source`` names the variant."""
+    """Opens calibration-zoo models; ``spec.source`` names the variant.
+
+    A training seed other than 0 comes from ``spec.random_init_config`` as
+    ``(("seed", n),)``: the zoo always builds its own weights, so that field
+    is where its build options live (a mission can list the seeds as models).
+    """
 
     name = "zoo"
 
     def load(self, spec: ModelSpec) -> ZooModel:
-        return load_zoo_model(spec.source, spec=spec)
+        options = spec.random_config
+        unknown = sorted(set(options) - {"seed"})
+        if unknown:
+            raise ValueError(f"zoo model {spec.name}: random_init_config keys {unknown} are not zoo options; "
+                             "the zoo takes only (('seed', n),)")
+        return load_zoo_model(spec.source, spec=spec, seed=options.get("seed"))

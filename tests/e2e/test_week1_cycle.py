@@ -49,7 +49,9 @@ def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithme
     handoff = Path(two_cycles[0].result()["handoff"]).read_text()
     assert "Model `openclip-vit-b-32` is **Blocked**" in handoff
     assert "huggingface" in handoff and "open_clip" in handoff  # where it looked and how to fetch
-    assert "Next cycle tries: `openclip-vit-b-32-openai`" in handoff
+    # its alternative was tried in this cycle (T6) and Blocked too: the planner drops it and says why
+    assert "## Next cycle (planned from this cycle's evidence)" in handoff
+    assert "Model `openclip-vit-b-32` was Blocked in run" in handoff and "no untried alternative is left" in handoff
     assert re.search(r"Models tested: 3 \[[0-9a-f]{32}:gates/models_tested\]", handoff)
     assert re.search(r"Models with collapse: 2 \[[0-9a-f]{32}:gates/models_collapsed\]", handoff)
     assert "## Recommendation: GO" in handoff
@@ -146,3 +148,23 @@ def test_random_init_results_are_labelled_and_never_counted_by_the_gates(prefect
     assert "(RANDOM-INIT)" in (report_dir / "results" / "tiny-clip_diagnostic_results.md").read_text()
     assert "(RANDOM-INIT)" in (report_dir / "summaries" / "cycle_summary.md").read_text()
     assert result["findings"] == []
+
+
+def test_next_cycle_is_planned_from_the_previous_ones_evidence(two_cycles):
+    """Cycle N+1 from cycle N on real runs: blocked models out (their alternatives were tried), gates re-evaluated."""
+    import yaml
+
+    from flows.cycle import next_cycle
+    from tasks.cycles import list_cycles
+
+    first = two_cycles[0].result()
+    state = next_cycle(previous_cycle=first["cycle_id"], samples=32, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    run = evidence.read_run(result["run_id"], with_children=False)
+    assert run.tags["fa.cycle_number"] == "2" and run.tags["fa.previous_cycle_run"] == first["run_id"]
+    planned = yaml.safe_load(Path(run.params["mission_path"]).read_text())
+    assert [m["name"] for m in planned["models"]] == ["zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant"]
+    assert result["decision"] == "GO"  # re-evaluated on the new cycle's own statistics
+    history = {c.cycle_id: c for c in list_cycles("week1-attention-collapse")}
+    assert history[result["cycle_id"]].number == 2 and history[result["cycle_id"]].decision == "GO"
