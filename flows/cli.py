@@ -25,9 +25,15 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
+    from jinja2 import TemplateError
+
+    from tasks.preflight import describe_os_error, describe_template_error
+
     if debug:
         raise exc
-    err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+    message = (describe_os_error(exc, exc.filename) if isinstance(exc, OSError) and exc.filename
+               else describe_template_error(exc) if isinstance(exc, TemplateError) else str(exc))
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -47,12 +53,14 @@ def cycle_run(
     from flows.cycle import next_cycle
     from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
     from tasks.evidence import tracking_uri
+    from tasks.preflight import run_preflight
     from tasks.mission import MissionError
 
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     try:
         prepare_mission(path, model_list, samples)  # fail before anything runs
+        run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
         _check_store(tracking_uri())
         if fan_out:
             _check_fan_out()

@@ -29,6 +29,7 @@ from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics import plots
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
+from tasks.batching import run_batched
 from tasks.gates import evaluate_gates
 from tasks.scores_table import analyze
 from tasks.stats_layers import fit_layer_model
@@ -146,7 +147,14 @@ def diagnostics_cache_key(context, parameters) -> str:
 
 @task(name="diagnose-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
 def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> DiagnosticResult:
-    return diagnose(load_model(spec), load_dataset(dataset).samples, batch_size=batch_size)
+    """On out of memory the batch is halved and retried (``run_batched``); the retries travel with the result."""
+    model = load_model(spec)
+    parts, events = run_batched(lambda chunk: diagnose(model, chunk, batch_size=len(chunk)), load_dataset(dataset).samples,
+                                batch_size)
+    return DiagnosticResult(spec.name, pd.concat([p.per_sample for p in parts], ignore_index=True),
+                            pd.concat([p.per_layer for p in parts], ignore_index=True),
+                            pd.concat([p.skipped for p in parts], ignore_index=True), parts[0].attention_maps,
+                            [str(e) for e in events])
 
 
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
@@ -287,6 +295,9 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
     drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder,
                            maps=getattr(result, "attention_maps", None))
     metrics["plots"] = len(drawn)
+    metrics["batch_retries"] = len(result.retries)
+    if result.retries:
+        run.params({"batch_retries": "; ".join(result.retries)})
     run.metrics(metrics)
     run.tags({"fa.cached": str(cached).lower()})
     run.table(ps, "per_sample.csv")

@@ -64,6 +64,7 @@ class DiagnosticResult:
     skipped: pd.DataFrame      # sample_id, reason: samples that produced no value
     # Head-mean attention maps of the first few samples, for plots: sample_id → layer → [Q, K].
     attention_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    retries: list[str] = field(default_factory=list)  # batches retried (out of memory → halved, I/O errors)
 
     @property
     def n_layers(self) -> int:
