@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from agents.quality_officer import assess, verify_files
 from tasks import calibration, evidence
-from tasks.adapters.zoo import VARIANTS, ZooModel, load_zoo_model
+from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, diagnose
@@ -31,11 +31,13 @@ from tasks.reporting import make_env
 EXPERIMENT = "fusionaudit-calibration"
 # Not the zoo's training (1000) or check (1001) data, nor the tests' (7): samples no model has seen.
 DATA_SEED = 2024
+PERMUTATIONS = (2, 4, 8, 16, 32)  # MM-SHAP counts of the Monte-Carlo error study
 CALL_CODE = {"text": -1, "neither": 0, "vision": 1}  # a call as a loggable number
 
 
-def _check_args(samples: int, seeds: list[int], permutations: list[int], threshold: float,
-                mc_samples: int, mc_repeats: int) -> None:
+def check_args(samples: int, seeds: list[int], permutations: list[int], threshold: float = calibration.DEFAULT_THRESHOLD,
+               mc_samples: int = 8, mc_repeats: int = 5) -> None:
+    """Raise ValueError naming every bad argument and its fix, before any model is trained."""
     problems = []
     if samples < 8:
         problems.append(f"samples={samples}: use at least 8 (a CI95 needs them)")
@@ -148,18 +150,19 @@ def _view(parent_id: str, seeds: list[int], permutations: list[int], threshold: 
 
 
 @flow(name="calibrate", log_prints=True)
-def calibrate(samples: int = 64, seeds: list[int] = (0, 1, 2), permutations: list[int] = (2, 4, 8, 16, 32),
-              threshold: float = calibration.DEFAULT_THRESHOLD, mc_samples: int = 4, mc_repeats: int = 5,
+def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: list[int] | None = None,
+              threshold: float = calibration.DEFAULT_THRESHOLD, mc_samples: int = 8, mc_repeats: int = 5,
               mm_shap_permutations: int = MM_SHAP_PERMUTATIONS, n_resamples: int = 9999) -> dict:
     """Calibrate every metric on the zoo; returns the report path, per-metric flags and the verification.
 
-    ``samples``: synthetic samples per model; ``seeds``: zoo training seeds;
-    ``permutations``: MM-SHAP counts for the Monte-Carlo error study, run on
+    ``samples``: synthetic samples per model; ``seeds``: zoo training seeds
+    (default 0, 1, 2); ``permutations``: MM-SHAP counts (default 2, 4, 8, 16, 32) for the Monte-Carlo error study, run on
     ``mc_samples`` samples of each variant of the first seed, ``mc_repeats``
     sampling seeds each; ``threshold``: the mission's imbalance threshold.
     """
-    seeds, permutations = [int(s) for s in seeds], sorted(int(p) for p in permutations)
-    _check_args(samples, seeds, permutations, threshold, mc_samples, mc_repeats)
+    seeds = [int(s) for s in (SEEDS if seeds is None else seeds)]
+    permutations = sorted({int(p) for p in (PERMUTATIONS if permutations is None else permutations)})
+    check_args(samples, seeds, permutations, threshold, mc_samples, mc_repeats)
     experiment = evidence.ensure_experiment(EXPERIMENT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={"fa.kind": "calibration"})

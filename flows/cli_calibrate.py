@@ -49,9 +49,9 @@ def calibrate(
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     try:
         seed_list, perm_list = _ints(seeds, "seeds"), _ints(permutations, "permutations")
-        from flows.calibrate import _check_args, calibrate as calibrate_flow
+        from flows.calibrate import calibrate as calibrate_flow, check_args
 
-        _check_args(samples, seed_list, perm_list, 0.8, 1, 2)  # fail before Prefect starts
+        check_args(samples, seed_list, perm_list)  # fail before Prefect starts
         state = calibrate_flow(samples=samples, seeds=seed_list, permutations=perm_list, return_state=True)
         result = state.result()  # raises the flow's error
     except Exception as exc:  # noqa: BLE001 - one message (exit 2) unless --debug

@@ -228,6 +228,8 @@ def mc_error_figure(errors: pd.DataFrame) -> Figure:
         line, = ax.plot(group["permutations"], group["mean_se"], "o-", label=f"{variant}: reported SE")
         ax.plot(group["permutations"], group["spread"], "s--", color=line.get_color(), label=f"{variant}: SD over repeats")
     ax.set_xscale("log", base=2)
+    ticks = sorted(errors["permutations"].unique())
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_yscale("log")
     ax.set_xlabel("permutations per sample")
     ax.set_ylabel("Monte-Carlo error of V-SHAP")

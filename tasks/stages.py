@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (create_markdown_artifact, create_progress_artifact, create_table_artifact,
+                               update_progress_artifact)
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
 
@@ -496,6 +497,11 @@ def quality_review(cycle: Cycle) -> dict[str, int]:
     return counts
 
 
+def _plain(value) -> float | None:
+    """A logged value for the UI's table artifact (the statistics run named in its description is the evidence)."""
+    return None if value is None else value.value
+
+
 def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResult | None:
     """Optional prose from a language model (off unless configured); kept only if its numbers check out."""
     if not narrative.enabled() or view["stats_run"] is None:
@@ -536,4 +542,14 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
     create_markdown_artifact(markdown=handoff.read_text(encoding="utf-8"), key=f"handoff-{cycle.mission.id}"[:60],
                              description=f"Week-1 handoff of cycle {cycle.cycle_id}")
+    summary = cycle.report_dir / "summaries" / "cycle_summary.md"
+    create_markdown_artifact(markdown=summary.read_text(encoding="utf-8"), key=f"cycle-summary-{cycle.mission.id}"[:60],
+                             description=f"Cycle summary of cycle {cycle.cycle_id}")
+    rows = [{"model": m.name + (" (RANDOM-INIT)" if m.random_init else ""), "architecture": m.family or "n/a",
+             "status": m.status, "share": _plain(m.stats.get("mean")), "ci95_low": _plain(m.stats.get("ci_low")),
+             "ci95_high": _plain(m.stats.get("ci_high")), "p": _plain(m.stats.get("t_p")), "cohen_d": _plain(m.stats.get("cohen_d")),
+             "power": _plain(m.stats.get("power")), "call": m.call or "not tested"} for m in view["models"]]
+    create_table_artifact(rows, key=f"comparison-{cycle.mission.id}"[:60],
+                          description=f"Cross-architecture comparison of cycle {cycle.cycle_id}; evidence: statistics run "
+                                      f"{view['stats_run'].run_id if view['stats_run'] else 'n/a'}")
     return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"]}

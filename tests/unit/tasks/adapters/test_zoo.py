@@ -270,3 +270,37 @@ def test_new_metrics_recover_the_planted_behaviour(models, held_out):
     # the attention-based metrics order the models correctly but span a narrower range
     for metric in ("rollout", "relevance"):
         assert text[metric] < balanced[metric] < vision[metric], metric
+
+
+# --- training seeds ------------------------------------------------------------
+
+def test_seed_zero_is_the_default_config_so_existing_models_and_caches_stay_valid():
+    assert zoo.seeded_config(0) == zoo.DEFAULT_CONFIG
+    for variant in zoo.VARIANTS:
+        assert zoo.cache_key(variant, zoo.seeded_config(0)) == zoo.cache_key(variant)
+    keys = {zoo.cache_key("balanced", zoo.seeded_config(s)) for s in zoo.SEEDS}
+    assert len(keys) == len(zoo.SEEDS)  # each seed is its own cached model
+
+
+def test_training_is_deterministic_per_seed_and_differs_between_seeds():
+    tiny = replace(zoo.DEFAULT_CONFIG, steps=4, n_train=64, n_heldout=32, batch_size=16)
+
+    def weights(seed):
+        net, _ = zoo._fit("balanced", zoo.seeded_config(seed, tiny))
+        return torch.cat([p.detach().flatten() for p in net.state_dict().values()])
+
+    first = weights(1)
+    assert torch.equal(first, weights(1))
+    assert not torch.equal(first, weights(2))
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "1"])
+def test_a_bad_seed_is_refused_with_the_fix(seed):
+    with pytest.raises(ValueError, match="non-negative int"):
+        zoo.seeded_config(seed)
+
+
+def test_the_adapter_takes_only_a_seed_as_zoo_option():
+    spec = ModelSpec(name="z", adapter="zoo", source="balanced", random_init_config=(("steps", 10),))
+    with pytest.raises(ValueError, match=r"\['steps'\] are not zoo options.*\('seed', n\)"):
+        zoo.ZooAdapter().load(spec)
