@@ -12,7 +12,6 @@ only runs the models, logs, renders and verifies.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

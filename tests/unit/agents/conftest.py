@@ -43,7 +43,11 @@ def _write(run_id: str, metrics: dict | None = None, params: dict | None = None,
 
 @pytest.fixture(scope="session")
 def week1() -> Mission:
-    return load_mission(DEFAULT_MISSION)
+    """The Week-1 mission cut to OpenCLIP (with its one alternative) and the zoo: the cycle these tests log."""
+    m = load_mission(DEFAULT_MISSION)
+    keep = ("openclip-vit-b-32", "zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant")
+    return m.model_copy(update={"models": tuple(m.model(n) for n in keep),
+                                "alternatives": (m.model("openclip-vit-b-32-openai"),)})
 
 
 def _shares(center: float, n: int = 32, seed: int = 0) -> np.ndarray:
