@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from flows import cli_stats
+from flows import cli_calibrate, cli_stats
 
 app = typer.Typer(help="Measure attention collapse in vision-language models; every number logged as evidence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -18,6 +18,7 @@ report_app = typer.Typer(help="Read generated reports.", no_args_is_help=True)
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(report_app, name="report")
 app.add_typer(cli_stats.app, name="stats")
+app.add_typer(cli_calibrate.app, name="calibrate")
 models_app = typer.Typer(help="Model adapters and weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(soft_wrap=True)
