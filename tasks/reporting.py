@@ -117,6 +117,8 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "excluded": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.excluded", "").split(",")],
         "blocked_models": [m for m in models if m.status == "Blocked"],
         "next_plan": _next_plan(mission, cycle),
+        "diag_run": _action_run(mission, cycle, "diagnostics"),
+        "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
         "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
@@ -144,6 +146,16 @@ def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
         return []
     names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
     return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
+
+
+def _skipped(diag: RunEvidence | None) -> list[dict]:
+    """The dataset's skipped samples (corrupt images, empty captions, ...) as logged by the diagnostics run."""
+    n = diag.m("dataset_samples_skipped") if diag else None
+    if not n or not n.value:
+        return []
+    from tasks.evidence import read_table
+
+    return read_table(diag.run_id, "dataset_skipped.csv").to_dict("records")
 
 
 def _next_plan(mission: Mission, cycle: RunEvidence) -> NextPlan | None:

@@ -368,6 +368,7 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
                 key = f"pairs/{r.model_a}_vs_{r.model_b}/"
                 metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
         metrics |= _layer_models(results, params)
+        metrics |= _calibration_evidence(metric, params)
         result = evaluate_gates(verdicts, gates)
         metrics["gates/models_excluded_random_init"] = sum(1 for n in results if n in random_init)
         metrics |= {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed,
@@ -385,6 +386,24 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
             run.artifact(forest, "plots")
         outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
     return _finish(run, outcome)
+
+
+CALIBRATION_EXPERIMENT = "fusionaudit-calibration"
+
+
+def _calibration_evidence(metric: str, params: dict[str, str]) -> dict[str, float]:
+    """Whether the latest ``fusionaudit calibrate`` run showed that the verdict metric separates the zoo."""
+    client = evidence.client()
+    exp = client.get_experiment_by_name(CALIBRATION_EXPERIMENT)
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50,
+                              order_by=["attributes.start_time DESC"]) if exp else []
+    latest = next((r for r in runs if f"scores/{metric}/separates" in r.data.metrics), None)
+    if latest is None:
+        params["calibration_run"] = "none"
+        return {}
+    params["calibration_run"] = latest.info.run_id
+    return {f"calibration/{metric}/{k}": latest.data.metrics[f"scores/{metric}/{k}"]
+            for k in ("separates", "sensitivity", "specificity") if f"scores/{metric}/{k}" in latest.data.metrics}
 
 
 def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) -> dict[str, float]:

@@ -494,6 +494,12 @@ class ZooAdapter:
     """
 
     name = "zoo"
+    family = "single-stream fusion (calibration zoo)"
+    capabilities = frozenset({"score", "mask", "trace", "mask_tokens", "rollout", "relevance", "maps"})
+
+    def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
+        """Zoo weights are trained here, in seconds, on first use: always available; cached under the home folder."""
+        return True, [str(cache_dir("zoo"))]
 
     def load(self, spec: ModelSpec) -> ZooModel:
         options = spec.random_config
