@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from prefect.tasks import exponential_backoff
 
 from agents import narrative
 from agents.infra_monitor import environment_snapshot
-from agents.quality_officer import assess, check_criteria, final_status
+from agents.quality_officer import assess, check_criteria, check_text, final_status
 from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
                            transient_only)
@@ -450,13 +452,45 @@ def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
         out.mkdir(parents=True, exist_ok=True)
         (out / "abstract.tex").write_text(tex, encoding="utf-8")
         (out / "abstract.md").write_text(md, encoding="utf-8")
-        findings, _ = evidence.verify_markdown(md)
-        for name in ("abstract.tex", "abstract.md"):
-            run.artifact(out / name, "paper")
+        findings = _paper_sections(cycle, out)
+        findings += check_text(md)[0]
+        for path in sorted(out.glob("*")):
+            if path.name.split(".")[0] in ("abstract", "method", "results"):
+                run.artifact(path, "paper")
+        run.metrics({"latex_compiled": _compile_latex(out)} if shutil.which("pdflatex") else {})
         filled = [facts["n_models_tested"], facts["p_value"], facts["cohens_d"], facts["collapsed_models"] or facts["decision"]]
         run.metrics({"placeholders_filled": sum(1 for v in filled if v is not None), "uncited_numbers": len(findings)})
         outcome = Outcome(action.id, COMPLETED, run.run_id)
     return _finish(run, outcome)
+
+
+def _paper_sections(cycle: Cycle, out: Path) -> list:
+    """Method (the formulas of the metrics this cycle used) and results (table, forest plot), Markdown and LaTeX,
+    from the cycle's evidence; returns the evidence check's findings on the Markdown twins."""
+    view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    if view["stats_run"] is None:
+        return []
+    used = {m for m in ANALYSED_METRICS if any(f"{mv.name}/{m}/mean" in view["stats_run"].metrics for mv in view["models"])}
+    used.add(cycle.mission.gates.metric)
+    env = paper.with_paper_filters(make_env())
+    env.filters["tex"] = literature.tex_escape
+    context = {**view, "s": view["stats_run"], "metrics_used": used, "fa_providecommand": paper.FA_PROVIDECOMMAND}
+    findings = []
+    for section in ("method", "results"):
+        for ext in ("md", "tex"):
+            (out / f"{section}.{ext}").write_text(env.get_template(f"paper/{section}.{ext}.j2").render(**context), encoding="utf-8")
+        findings += check_text((out / f"{section}.md").read_text(encoding="utf-8"))[0]
+    return findings
+
+
+def _compile_latex(out: Path) -> int:
+    """Where a TeX engine is installed: every section must compile inside a minimal document (1) or not (0)."""
+    body = "\\documentclass{article}\\usepackage{booktabs,graphicx,amsmath}\\begin{document}" + "".join(
+        f"\\input{{{name}}}" for name in ("abstract", "method", "results")) + "\\end{document}"
+    (out / "draft.tex").write_text(body, encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "draft.tex"], cwd=out,
+                          capture_output=True, timeout=120)
+    return int(done.returncode == 0)
 
 
 def abstract_facts(ev: evidence.RunEvidence, metric: str) -> dict:

@@ -71,6 +71,27 @@ class DiagnosticResult:
         return int(self.per_layer["layer"].nunique()) if len(self.per_layer) else 0
 
 
+def _trim_heap() -> None:
+    """Hand freed heap pages back after each batch: without it glibc's fragmentation, not kept data, makes
+    resident memory creep with the number of batches (benchmarks/diagnostic_memory.py measures it)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
              mm_shap_permutations: int | None = None, mm_shap_target_se: float | None = None,
              keep_maps: int = 2, seed: int = 0) -> DiagnosticResult:
@@ -104,6 +125,7 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
             table, kept = _attention(model, inputs, k)
             layers.append(table)
             maps.update(kept)
+        _trim_heap()
     per_sample = pd.concat(rows, ignore_index=True)
     per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=list(PER_LAYER_COLUMNS))
     if len(per_layer):
