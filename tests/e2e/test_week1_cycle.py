@@ -17,8 +17,8 @@ MODELS = ["openclip-vit-b-32", "zoo-text-dominant", "zoo-balanced", "zoo-vision-
 def two_cycles(prefect_api):
     from flows.week1 import week1_cycle
 
-    first = week1_cycle(models=MODELS, samples=32, return_state=True)
-    second = week1_cycle(models=MODELS, samples=32, return_state=True)
+    first = week1_cycle(models=MODELS, samples=40, return_state=True)
+    second = week1_cycle(models=MODELS, samples=40, return_state=True)
     return first, second
 
 
@@ -158,7 +158,7 @@ def test_next_cycle_is_planned_from_the_previous_ones_evidence(two_cycles):
     from tasks.cycles import list_cycles
 
     first = two_cycles[0].result()
-    state = next_cycle(previous_cycle=first["cycle_id"], samples=32, return_state=True)
+    state = next_cycle(previous_cycle=first["cycle_id"], samples=40, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
     run = evidence.read_run(result["run_id"], with_children=False)
