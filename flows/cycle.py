@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
 
 from agents.planner import plan_next
 from flows.week1 import DEFAULT_MISSION, week1_cycle
@@ -41,5 +42,6 @@ def next_cycle(mission_path: str = str(DEFAULT_MISSION), previous_cycle: str | N
     """Plan cycle N+1 from cycle N (default: the mission's latest finished cycle) and run it."""
     mission_id = load_mission(mission_path).id
     path, plan = plan_from(mission_id, previous_cycle)
-    return week1_cycle(mission_path=path, samples=samples, allow_random_init=allow_random_init, fan_out=fan_out,
-                       bib_files=bib_files, plan=plan, return_state=True)
+    state = week1_cycle(mission_path=path, samples=samples, allow_random_init=allow_random_init, fan_out=fan_out,
+                        bib_files=bib_files, plan=plan, return_state=True)
+    return Completed(message=f"cycle {plan['tags']['fa.cycle_number']}: {state.message}", data=state.result())
