@@ -30,7 +30,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
-import socket
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -45,30 +44,15 @@ from PIL import Image
 from torch import nn
 
 from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, WeightsUnavailable
+from tasks.adapters.hf_common import _reachable, hub_cache_dir, hub_offline  # one notion of the hub cache
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
-def hub_cache_dir() -> Path:
-    """The hub cache as the environment names it *now*.
-
-    huggingface_hub reads HF_HOME once, at import; resolving it here and
-    passing it to open_clip keeps the place we check and the place open_clip
-    reads the same, even when the environment changed after import.
-    """
-    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
 
 
-def hub_offline() -> bool:
-    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return flag.upper() in _TRUE or hf_constants.HF_HUB_OFFLINE
 
 
 @contextmanager
@@ -86,14 +70,6 @@ def _cache_only():
         hf_constants.HF_HUB_OFFLINE = before
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    parsed = urlparse(url)
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    try:
-        socket.create_connection((parsed.hostname, port), timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _sha256(path: Path) -> str:
