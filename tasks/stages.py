@@ -19,6 +19,7 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
                                update_progress_artifact)
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 from prefect.tasks import exponential_backoff
+from prefect.transactions import CommitMode, transaction
 
 from agents import narrative
 from agents.infra_monitor import environment_snapshot
@@ -266,7 +267,10 @@ def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
     progress = create_progress_artifact(0.0, key=key, description=f"{entry.name}: diagnostics of cycle {cycle.cycle_id}")
     model_run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
     with tracked(model_run):
-        state = diagnose_model(model_spec(cycle, entry), ds, return_state=True)
+        # EAGER: the cached result is written the moment this model finishes, not when the enclosing
+        # diagnostics task does; a cycle killed mid-way then keeps every model it finished.
+        with transaction(commit_mode=CommitMode.EAGER):
+            state = diagnose_model(model_spec(cycle, entry), ds, return_state=True)
         result = state.result()
         update_progress_artifact(progress, 80.0)
         _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")
