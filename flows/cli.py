@@ -169,15 +169,12 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
         m = load_mission(mission or DEFAULT_MISSION)
     except MissionError as exc:
         _fail(exc, False)
-    models = Table(title=f"models of mission {m.id}")
-    for col in ("model", "adapter", "source", "weights here", "looked in"):
-        models.add_column(col, overflow="fold")
-    for entry in m.models + m.alternatives:
-        spec = ModelSpec(entry.name, entry.adapter, entry.source, entry.arch)
-        found, where = weights_here(spec)
-        models.add_row(entry.name + (" (alternative)" if entry in m.alternatives else ""), entry.adapter, entry.source,
-                       "yes" if found else "no", "; ".join(where))
-    console.print(models)
+    console.print(f"\n[bold]models of mission {m.id}[/] (weights on this machine?)")
+    for entry in m.models + m.alternatives:  # one line each: the paths are long
+        found, where = weights_here(ModelSpec(entry.name, entry.adapter, entry.source, entry.arch))
+        role = " (alternative)" if entry in m.alternatives else ""
+        console.print(f"- {entry.name}{role} [{entry.adapter}, {entry.source}]: weights here: {'yes' if found else 'no'}"
+                      f"; looked in: {'; '.join(where) or 'n/a'}", markup=False)
 
 
 @report_app.command("show")

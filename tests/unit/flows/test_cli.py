@@ -39,3 +39,39 @@ def test_verify_exits_non_zero_on_an_uncited_number(tmp_path):
 def test_report_show_without_cycles_says_what_to_run():
     result = runner.invoke(app, ["report", "show", "--mission", "no-such-mission"])
     assert result.exit_code == 2 and "fusionaudit cycle run" in result.output
+
+
+def _rows(table_text: str) -> dict[str, str]:
+    """A rich table's rows by their first cell, folded continuation lines joined (whatever the console width)."""
+    rows: dict[str, str] = {}
+    key = None
+    for line in table_text.splitlines():
+        cells = [c.strip() for c in line.strip("│").split("│")] if line.startswith("│") else []
+        if not cells:
+            continue
+        if cells[0]:
+            key = cells[0]
+            rows[key] = " ".join(cells[1:])
+        elif key:
+            rows[key] += " " + " ".join(cells[1:])
+    return rows
+
+
+def test_models_list_shows_families_metrics_and_where_weights_were_looked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    adapters, _, models = result.output.partition("models of mission")
+    rows = _rows(adapters)
+    assert "LLM with image tokens" in rows["llava"] and "attn_visual_share" in rows["llava"].replace(" ", "")
+    assert "dual encoder" in rows["clip"] and "attn_visual_share" not in rows["clip"].replace(" ", "")
+    assert "Flamingo-style" in rows["idefics"]
+    lines = {line.split(" ")[1]: line for line in models.splitlines() if line.startswith("- ")}
+    assert "weights here: no" in lines["clip-vit-b-32"] and "models--openai--clip-vit-base-patch32" in lines["clip-vit-b-32"]
+    assert "weights here: yes" in lines["zoo-balanced"] and "(alternative)" in lines["vilt-b32"]
+
+
+def test_cycle_list_without_cycles_says_what_to_run():
+    result = runner.invoke(app, ["cycle", "list"])
+    assert result.exit_code == 0 and "no cycles of mission week1-attention-collapse yet" in result.output
