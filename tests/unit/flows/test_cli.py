@@ -72,6 +72,7 @@ def test_models_list_shows_families_metrics_and_where_weights_were_looked_for(tm
     assert "weights here: yes" in lines["zoo-balanced"] and "(alternative)" in lines["vilt-b32"]
 
 
-def test_cycle_list_without_cycles_says_what_to_run():
+def test_cycle_list_without_cycles_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")  # a store no other test wrote to
     result = runner.invoke(app, ["cycle", "list"])
     assert result.exit_code == 0 and "no cycles of mission week1-attention-collapse yet" in result.output
