@@ -54,12 +54,6 @@ def _entry(a: Action, cycle_start: datetime | None) -> dict:
     }
 
 
-def substitutions(mission: Mission, blocked_models: list[str]) -> dict[str, list[str]]:
-    """For each blocked model, the mission's alternatives to try in the next cycle."""
-    return {name: list(mission.model(name).alternatives) for name in blocked_models
-            if any(m.name == name for m in mission.models)}
-
-
 # ------------------------------------------------------------------ the next cycle's plan
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from agents.quality_officer import assess, verify_files
+from agents.quality_officer import assess
 from tasks import calibration, evidence
 from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
@@ -204,10 +204,8 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         view = _view(parent.run_id, seeds, permutations, threshold)
         report = report_dir / "calibration_report.md"
         report.write_text(make_env().get_template("results/calibration_report.md.j2").render(**view), encoding="utf-8")
-        findings, checked = verify_files([report])
-        assessment = assess([report])
-        problems = findings + [f for f in assessment.findings if f not in findings]
-        verified = not findings and assessment.verified
+        assessment = assess([report])  # the same check the cycle's reports and `fusionaudit verify` use
+        problems, checked, verified = assessment.findings, assessment.citations_checked, assessment.verified
         parent.artifact(report, "report")
         parent.tags({"fa.verdict": "VERIFIED" if verified else "NOT VERIFIED", "fa.report": str(report)})
         parent.finish()
