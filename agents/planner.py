@@ -2,8 +2,9 @@
 
 ``plan_next`` is a deterministic policy over a cycle's MLflow evidence:
 
-- the GO / PIVOT / NEED_MORE_DATA decision is re-evaluated with *this*
-  mission's gates on the per-model statistics the previous cycle logged;
+- the GO / PIVOT / NEED_MORE_DATA decision is ``tasks.gates.decide`` on the
+  per-model verdicts the previous cycle's statistics stage logged (the same
+  function the stage and the reports call, so all three agree);
 - every Blocked model is replaced by its mission alternatives not yet tried;
 - a Failed action is retried once; one that failed in two consecutive cycles
   is escalated (listed with its error) instead of being retried again.
@@ -14,8 +15,9 @@ What it reads from the previous cycle run (and its children):
                    param ``models``
   action runs      tags ``fa.action_id``, ``fa.status``, ``fa.reason``; metrics named by acceptance criteria
   model runs       children of any action run: tags ``fa.kind=model``, ``fa.model``, ``fa.status``, ``fa.reason``
-  statistics run   metrics ``<model>/<gates.metric>/<ShareSummary field>``, params for its text fields,
-                   tag ``fa.excluded`` (RANDOM-INIT models, never counted) and ``fa.decision``
+  statistics run   metrics ``<model>/<gates.metric>/n``, ``<model>/verdict/collapsed`` (Holm-corrected for
+                   subjects), ``<model>/control/passed``; params ``<model>/role``, ``<model>/architecture``;
+                   tag ``fa.blocked`` (external models not tested)
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from tasks import stats
 from tasks.actions import BLOCKED, COMPLETED, FAILED
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
-from tasks.gates import GateResult, evaluate_gates
+from tasks.gates import SUBJECT, GateResult, ModelVerdict, decide
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
@@ -180,43 +182,56 @@ def logged_summary(run: RunEvidence, prefix: str) -> stats.ShareSummary | None:
     return stats.ShareSummary(**values)
 
 
+def logged_verdicts(mission: Mission, stats_run: RunEvidence) -> list[ModelVerdict]:
+    """The per-model verdicts the statistics stage logged (role, Holm-corrected collapse, control result)."""
+    metric = mission.gates.metric
+    names = sorted({k.split("/", 1)[0] for k in stats_run.metrics if k.endswith(f"/{metric}/n")})
+    out = []
+    for name in names:
+        collapsed, passed = stats_run.m(f"{name}/verdict/collapsed"), stats_run.m(f"{name}/control/passed")
+        out.append(ModelVerdict(name, stats_run.params.get(f"{name}/role", SUBJECT), bool(collapsed and collapsed.value == 1),
+                                stats_run.params.get(f"{name}/architecture", name),
+                                None if passed is None else bool(passed.value == 1)))
+    return out
+
+
+def logged_decision(mission: Mission, cycle: RunEvidence) -> GateResult:
+    """The one decision (``tasks.gates.decide``) on the verdicts the cycle's statistics stage logged.
+
+    The stage, this planner and every report call ``decide`` on the same verdicts, so they agree; a cycle
+    whose statistics did not run has no verdicts and needs more data.
+    """
+    run = _action_run(mission, cycle, "statistics")
+    if run is None:
+        return decide([], mission.gates)
+    blocked = [n for n in run.tags.get("fa.blocked", "none").split(",") if n != "none"]
+    return decide(logged_verdicts(mission, run), mission.gates, blocked)
+
+
 def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) -> GateResult:
     gates = mission.gates
     run = _action_run(mission, previous, "statistics")
-    verdicts: dict[str, bool] = {}
+    result = logged_decision(mission, previous)
     if run is not None:
-        excluded = set(run.tags.get("fa.excluded", "none").split(","))
-        names = sorted({k.split("/", 1)[0] for k in run.metrics if k.endswith(f"/{gates.metric}/n")})
-        for name in names:
-            if name in excluded:
-                continue
+        for name in result.tested:
             prefix = f"{name}/{gates.metric}/"
-            summary = logged_summary(run, prefix)
-            if summary is None or summary.baseline != 0.5:
-                changes.append(Change(f"Model {_code(name)} not counted by the gates: its {_code(gates.metric)} summary "
-                                      f"in run {_code(run.run_id)} was not tested against the balanced value.",
-                                      (f"{run.run_id}:{prefix}baseline",)))
-                continue
-            verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
-            verdicts[name] = verdict.collapsed
-            cited = [run.m(prefix + k) for k in ("mean", "ci_low", "ci_high", "t_p")]
-            shown = ", ".join(f"{label} {_cite(c)}" for label, c in zip(("image share", "CI95 low", "CI95 high", "t-test p"), cited)
-                              if c is not None)
-            changes.append(Change(f"Model {_code(name)}: {'collapse' if verdict.collapsed else 'no collapse shown'} under this "
-                                  f"mission's gates ({shown}; {_code(verdict.reason)}).",
-                                  tuple(c.citation[1:-1] for c in cited if c is not None)))
-    result = evaluate_gates(verdicts, gates)
+            cited = [c for c in (run.m(prefix + "mean"), run.m(f"{name}/verdict/p_holm"), run.m(f"{name}/verdict/collapsed"))
+                     if c is not None]
+            shown = ", ".join(f"{label} {_cite(c)}" for label, c in zip(("image share", "Holm p", "collapsed"), cited))
+            changes.append(Change(f"Model {_code(name)}: {'collapse' if name in result.collapsed else 'no collapse shown'} "
+                                  f"({shown}; {_code(run.params.get(f'{name}/verdict/reason', ''))}).",
+                                  tuple(c.citation[1:-1] for c in cited)))
     where = f"run {_code(run.run_id)}" if run else "no statistics run"
-    logged = run.tags.get("fa.decision") if run else None
     # the mission's gate values are the brief's text, not measurements: shown in a code span
-    rule = (f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}, "
-            f"imbalance_threshold={gates.imbalance_threshold:g}, alpha={gates.alpha:g}")
+    rule = f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}"
     tested = ", ".join(map(_code, result.tested)) or "none"
     collapsed = ", ".join(map(_code, result.collapsed)) or "none"
-    text = (f"Decision **{result.decision}** re-evaluated from the per-model statistics of {where}: {result.rule} "
-            f"(tested: {tested}; collapsed: {collapsed}; gates {_code(rule)}).")
-    if logged and logged != result.decision:
-        text += f" The previous cycle logged {_code(logged)}: the mission's gates changed since."
+    controls = ", ".join(map(_code, result.controls)) or "none"
+    text = (f"Decision **{result.decision}** from the per-model verdicts logged in {where}: {result.rule} "
+            f"(external models tested: {tested}; collapsed: {collapsed}; controls, never counted: {controls}; "
+            f"gates {_code(rule)}).")
+    if not result.trustworthy:
+        text += f" Not trustworthy: the verdict metric failed its controls ({', '.join(map(_code, result.controls_failed))})."
     changes.insert(0, Change(text, (f"{run.run_id}:tags/fa.decision",) if run else (f"{previous.run_id}:tags/fa.cycle_id",)))
     return result
 

@@ -3,8 +3,9 @@
 The wording follows the abstract template of the Week-1 paper outline (source
 document 000, Task 7: framework name, number of models, p-value, Cohen's d,
 key finding, architectures) but is chosen by the cycle's decision, so the
-draft never claims more than the evidence: only ``GO`` says that collapse
-recurs across the tested architectures; ``PIVOT`` writes a focused case
+draft never claims more than the evidence: only ``GO`` with enough distinct
+external architectures counted by the gates says that collapse recurs
+across the tested architectures; ``PIVOT`` writes a focused case
 study; ``NEED_MORE_DATA`` reports preliminary counts and makes no claim.
 
 Every number is a :class:`~tasks.cited.Cited` and is written through one of
@@ -160,6 +161,9 @@ def abstract_context(facts: Mapping[str, Any]) -> dict[str, Any]:
     - ``models_tested``: names of the tested models (optional; when given,
       must number ``n_models_tested``).
     - ``framework_name``: default ``"fusionaudit"``.
+    - ``n_architectures``, ``min_architectures``: ``Cited``; the distinct
+      external architectures the gates counted and the gates' minimum. Only
+      with enough of them may a draft claim a pattern across architectures.
 
     Raises ``ValueError``/``TypeError``/``KeyError`` on facts that contradict
     each other or a bare number where a citation is needed.
@@ -194,7 +198,13 @@ def abstract_context(facts: Mapping[str, Any]) -> dict[str, Any]:
 
     dominants = {m.dominant for m in collapsed}
     strongest = facts.get("strongest_model")
+    # A pattern across architectures is claimed only when the gates counted enough distinct external architectures.
+    n_arch, min_arch = _optional_cited(facts, "n_architectures"), _optional_cited(facts, "min_architectures")
+    cross = bool(decision == "GO" and k > 1 and n_arch is not None and min_arch is not None
+                 and n_arch.value >= max(2, min_arch.value))
     return {
+        "cross_architecture": cross,
+        "n_architectures": n_arch,
         "decision": decision,
         "framework": str(facts.get("framework_name") or FRAMEWORK_NAME),
         "n_tested": n_tested,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agents.planner import NextPlan, plan_next
+from agents.planner import NextPlan, logged_decision, plan_next
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
@@ -67,12 +67,28 @@ class ModelView:
     layers_converged: Cited | None = None
     layer_warnings: str = ""
     call: str = ""              # the statistics' label: collapsed / balanced (TOST passed) / not shown to differ / ...
+    call_cited: Cited | None = None
+
+    role: str = ""              # subject | calibration | random-init (controls are never counted)
+    reliance: dict[str, Cited] = field(default_factory=dict)
+    control: dict[str, Cited] = field(default_factory=dict)  # planted, measured (params), passed (metric)
+    robust: dict[str, Cited] = field(default_factory=dict)   # baseline robustness: per-baseline share and verdict
+    signed: dict[str, Cited] = field(default_factory=dict)   # MM-SHAP signed sums beside the verdict metric
 
     @property
     def collapsed(self) -> bool:
-        """The gates' verdict: collapse with the Holm-corrected p (uncorrected for models the gates do not count)."""
-        c = self.stats.get("collapsed_holm", self.stats.get("collapsed"))
+        """The gates' verdict: collapse with the Holm-corrected p (its own p for a control, which is never counted)."""
+        c = self.stats.get("collapsed")
         return bool(c and c.value == 1)
+
+    @property
+    def is_control(self) -> bool:
+        return self.role in ("calibration", "random-init")
+
+    @property
+    def zero_variance(self) -> bool:
+        z = self.reliance.get("zero_variance")
+        return bool(z and z.value == 1)
 
 
 @dataclass
@@ -105,6 +121,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
     models = _models(mission, cycle)
     stats_run = _action_run(mission, cycle, "statistics")
     counts = {s: sum(1 for a in actions if a.status == s) for s in ("Completed", "Blocked", "Failed", "Not run")}
+    gate = logged_decision(mission, cycle)  # the one decision function, on the verdicts the stage logged
     return {
         "mission": mission,
         "cycle": cycle,
@@ -113,16 +130,18 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "actions": actions,
         "counts": counts,
         "models": models,
-        "tested": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.tested", "").split(",")],
-        "excluded": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.excluded", "").split(",")],
+        "tested": [m for m in models if m.name in gate.tested],
+        "excluded": [m for m in models if m.name in gate.controls and m.role == "random-init"],
+        "controls": [m for m in models if m.name in gate.controls],
+        "gate": gate,
         "blocked_models": [m for m in models if m.status == "Blocked"],
         "next_plan": _next_plan(mission, cycle),
         "diag_run": _action_run(mission, cycle, "diagnostics"),
         "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
-        "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
-        "rule": stats_run.tags.get("fa.rule", "the statistics did not run") if stats_run else "the statistics did not run",
+        "decision": gate.decision,
+        "rule": gate.rule if stats_run else "the statistics did not run",
         "metric": mission.gates.metric,
         "quality": quality,
         "any_random_init": any(m.random_init for m in models),
@@ -187,10 +206,22 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
             view.adapter_run = opened.run_id
         view.diag = diags.child("fa.model", entry.name) if diags else None
         if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
-            for prefix, into in ((f"{entry.name}/{metric}/", ""), (f"{entry.name}/verdict/", ""), (f"{entry.name}/tost/", "tost_")):
+            # the verdict's fields also unprefixed where the summary has no field of that name (imbalance, p, ...):
+            # the summary's CI is the CI of the mean, the verdict's the interval that decided (verdict_ci_*)
+            for prefix, into in ((f"{entry.name}/verdict/", "verdict_"), (f"{entry.name}/verdict/", ""),
+                                 (f"{entry.name}/{metric}/", ""), (f"{entry.name}/tost/", "tost_")):
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
+            view.call_cited = stats_run.p(f"{entry.name}/call")
+            view.role = stats_run.params.get(f"{entry.name}/role", "")
+            view.stat_text["call_reason"] = stats_run.params.get(f"{entry.name}/call_reason", "")
+            view.stat_text["direction"] = stats_run.params.get(f"{entry.name}/direction", "")
+            for group, into in (("reliance", view.reliance), ("control", view.control), ("robust", view.robust),
+                                ("signed", view.signed)):
+                prefix = f"{entry.name}/{group}/"
+                into |= {k.removeprefix(prefix): stats_run.m(k) for k in stats_run.metrics if k.startswith(prefix)}
+                into |= {k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
             view.layers_converged = stats_run.m(f"{entry.name}/layers/converged")
             view.layer_warnings = stats_run.params.get(f"{entry.name}/layers/warnings", "")
         views.append(view)

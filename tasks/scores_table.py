@@ -20,12 +20,13 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from tasks import stats
+from tasks.reliance import Reliance, reliance
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -258,7 +259,11 @@ def _to_float(cells: pd.Series) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ModelMetricResult:
-    """One model x metric: summary, collapse verdict (None unless baseline 0.5), TOST, call."""
+    """One model x metric: summary, collapse verdict (None unless baseline 0.5), TOST, per-sample reliance, call.
+
+    ``subject``: the model is in the collapse test's Holm family (a control --
+    calibration or RANDOM-INIT model -- is not, and its verdict uses its own p).
+    """
 
     model: str
     metric: str
@@ -266,6 +271,8 @@ class ModelMetricResult:
     verdict: stats.Verdict | None
     equivalence: stats.TostResult
     call: stats.BalanceCall
+    reliance: Reliance | None = None
+    subject: bool = True
 
     def row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"model": self.model, "metric": self.metric}
@@ -275,6 +282,9 @@ class ModelMetricResult:
         verdict = _fields(self.verdict) if self.verdict is not None else {
             f.name: (math.nan if f.type in ("float", float) else None) for f in fields(stats.Verdict)}
         row.update({f"verdict_{k}": v for k, v in verdict.items()})
+        if self.reliance is not None:
+            row.update({f"reliance_{k}": v for k, v in _fields(self.reliance).items()})
+        row.update({"subject": self.subject, "direction": self.call.direction})
         row.update({"label": self.call.label, "dominant": self.call.dominant,
                     "collapsed": self.call.collapsed, "differs": self.call.differs,
                     "equivalent": self.call.equivalent, "reason": self.call.reason})
@@ -354,7 +364,8 @@ class Analysis:
                            "family": self.family, "family_size": self.family_size},
             "per_model": [{"model": r.model, "metric": r.metric, "summary": asdict(r.summary),
                            "verdict": asdict(r.verdict) if r.verdict is not None else None,
-                           "tost": asdict(r.equivalence), "call": asdict(r.call)} for r in self.per_model],
+                           "tost": asdict(r.equivalence), "call": asdict(r.call), "subject": r.subject,
+                          "reliance": asdict(r.reliance) if r.reliance is not None else None} for r in self.per_model],
             "pairwise": [{"metric": r.metric, "model_a": r.model_a, "model_b": r.model_b,
                           "n_only_a": r.n_only_a, "n_only_b": r.n_only_b,
                           "comparison": asdict(r.comparison), "p_holm": r.p_holm, "reject_holm": r.reject,
@@ -373,6 +384,8 @@ class Analysis:
             out.update(r.equivalence.as_dict(key + "tost_"))
             if r.verdict is not None:
                 out.update(r.verdict.as_dict(key + "verdict_"))
+            if r.reliance is not None:
+                out.update(r.reliance.as_dict(key + "reliance_"))
         for r in self.pairwise:
             key = f"{prefix}{_key(r.metric)}/{_key(r.model_a)}_vs_{_key(r.model_b)}/"
             out.update(r.comparison.as_dict(key))
@@ -437,13 +450,19 @@ def analyze(
     threshold: float = 0.80,
     n_resamples: int = 9999,
     seed: int = 0,
+    subjects: Sequence[str] | None = None,
 ) -> Analysis:
     """Run the whole statistical framework on a scores table.
 
-    Per (model, metric): ``stats.summarize`` (BCa CI, t-test, Wilcoxon, d and
-    its CI, power), ``stats.collapse_verdict`` (only when ``baseline`` is 0.5,
-    where collapse is defined), ``stats.tost`` within ``baseline +/- margin``
-    and ``stats.balance_call``. Per metric and pair of models, on the
+    Per (model, metric): ``stats.summarize`` (BCa CI at 1 - alpha, t-test,
+    Wilcoxon, d and its CI, power at alpha), ``reliance.reliance`` (per-sample
+    imbalance, fractions beyond the threshold with exact CIs),
+    ``stats.collapse_verdict`` (only when ``baseline`` is 0.5, where collapse
+    is defined; Holm-corrected across ``subjects`` on the same metric),
+    ``stats.tost`` within ``baseline +/- margin`` and ``stats.balance_call``.
+    ``subjects``: the models whose collapse tests form the Holm family (the
+    external models a decision counts); default every model. The others are
+    controls: verdict at their own p, never in the family. Per metric and pair of models, on the
     sample_ids both have: ``stats.paired_comparison``; then Holm across all
     pairwise comparisons of the table. Models and metrics keep their order of
     first appearance. ``scores`` is validated first (``ScoresTableError``).
@@ -459,14 +478,26 @@ def analyze(
     for metric in metrics:
         sub = table[table["metric"] == metric]
         by_model = {m: g.set_index("sample_id")["value"] for m, g in sub.groupby("model", sort=False)}
+        first: dict[str, tuple] = {}
         for model, series in by_model.items():
             values = series.to_numpy()
-            summary = stats.summarize(values, baseline=baseline, n_resamples=n_resamples, seed=seed, alpha=alpha)
-            verdict = (stats.collapse_verdict(summary, threshold=threshold, alpha=alpha)
+            summary = stats.summarize(values, baseline=baseline, n_resamples=n_resamples, seed=seed, alpha=alpha,
+                                      confidence=1.0 - alpha)
+            rel = reliance(values, threshold=threshold, margin=margin, alpha=alpha, n_resamples=n_resamples, seed=seed)
+            verdict = (stats.collapse_verdict(summary, threshold=threshold, alpha=alpha, reliance=rel)
                        if baseline == 0.5 else None)
+            first[model] = (values, summary, rel, verdict)
+        in_family = [m for m in by_model if subjects is None or m in subjects]
+        family = stats.holm({m: first[m][3].p for m in in_family if first[m][3] is not None}, alpha=alpha)
+        p_holm = dict(zip(family.names, family.adjusted))
+        for model, (values, summary, rel, verdict) in first.items():
+            if verdict is not None and model in p_holm:
+                verdict = stats.collapse_verdict(summary, threshold=threshold, alpha=alpha, reliance=rel,
+                                                 p_holm=p_holm[model])
             equivalence = stats.tost(values, baseline=baseline, margin=margin, alpha=alpha)
-            call = stats.balance_call(summary, equivalence, verdict, alpha=alpha)
-            per_model.append(ModelMetricResult(model, metric, summary, verdict, equivalence, call))
+            call = stats.balance_call(summary, equivalence, verdict, alpha=alpha, reliance=rel)
+            per_model.append(ModelMetricResult(model, metric, summary, verdict, equivalence, call, rel,
+                                               model in in_family))
         for a, b in itertools.combinations(by_model, 2):
             sa, sb = by_model[a], by_model[b]
             common = sa.index.intersection(sb.index).sort_values()

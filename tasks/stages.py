@@ -34,7 +34,9 @@ from tasks.diagnostics import plots
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.batching import run_batched
-from tasks.gates import evaluate_gates
+from tasks import controls
+from tasks import gates as gates_mod
+from tasks.reliance_plot import reliance_histogram
 from tasks.scores_table import analyze
 from tasks.stats_layers import fit_layer_model
 from tasks.data.datasets import load_dataset
@@ -333,63 +335,91 @@ def scores_table(results: dict[str, DiagnosticResult]) -> pd.DataFrame:
         columns=["model", "sample_id", "metric", "value"])
 
 
+def roles(mission, names, random_init: tuple[str, ...] = ()) -> dict[str, str]:
+    """Each analysed model's role: an external subject, or a control (calibration zoo, RANDOM-INIT)."""
+    calibration = {m.name for m in mission.models + mission.alternatives if m.calibration}
+    return {n: gates_mod.CALIBRATION if n in calibration else gates_mod.RANDOM_INIT if n in random_init
+            else gates_mod.SUBJECT for n in names}
+
+
 @task(name="statistics", cache_policy=NO_CACHE)
 def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
-    """Per-model statistics, Holm-corrected collapse verdicts, pairwise comparisons, layer models, gates.
+    """Per-model statistics and per-sample reliance, Holm-corrected collapse verdicts, controls, pairwise
+    comparisons, layer models, baseline robustness and the one gate decision (``tasks.gates.decide``).
 
-    RANDOM-INIT models are analysed but never counted by the gates.
+    Only external subjects enter the Holm family and the gates; calibration and RANDOM-INIT models are controls.
     """
     gates = cycle.mission.gates
     metric = gates.metric
     with action_run(cycle, action) as run:
         table = scores_table(results)
+        role = roles(cycle.mission, results, random_init)
+        subjects = [n for n in results if role[n] == gates_mod.SUBJECT]
         analysis = analyze(table, baseline=gates.baseline, margin=gates.equivalence_margin, alpha=gates.alpha,
-                           threshold=gates.imbalance_threshold, n_resamples=9999, seed=0)
+                           threshold=gates.imbalance_threshold, n_resamples=9999, seed=0, subjects=subjects)
         run.table(table, "scores.csv")
         run.table(analysis.per_model_frame(), "per_model.csv")
         run.table(analysis.pairwise_frame(), "pairwise.csv")
         metrics: dict[str, float] = {"models_analysed": len(results), "bootstrap_resamples": 9999, "alpha": gates.alpha,
                                      "imbalance_threshold": gates.imbalance_threshold, "baseline": gates.baseline,
-                                     "equivalence_margin": gates.equivalence_margin, "pairwise_family_size": analysis.family_size}
+                                     "equivalence_margin": gates.equivalence_margin, "pairwise_family_size": analysis.family_size,
+                                     "confidence": 1 - gates.alpha, "collapse_family_size": len(subjects)}
         params: dict[str, str] = {"correction": analysis.correction}
-        on_gate = {r.model: r for r in analysis.per_model if r.metric == metric}
-        counted = [n for n in results if n not in random_init and n in on_gate]
-        # The collapse test is repeated once per model: its p-values are corrected across the counted models.
-        family = stats.holm({n: on_gate[n].verdict.p for n in counted}, alpha=gates.alpha)
-        p_holm = dict(zip(family.names, family.adjusted)) if counted else {}
-        verdicts: dict[str, bool] = {}
-        for name, r in on_gate.items():
-            v = r.verdict
-            metrics |= r.summary.as_dict(f"{name}/{metric}/") | v.as_dict(f"{name}/verdict/") | r.equivalence.as_dict(f"{name}/tost/")
-            params |= r.summary.as_params(f"{name}/{metric}/") | v.as_params(f"{name}/verdict/") | {f"{name}/call": r.call.label}
-            if name in p_holm:
-                collapsed = bool(v.imbalance_exceeds and v.ci_beyond and p_holm[name] < gates.alpha)
-                metrics |= {f"{name}/verdict/p_holm": p_holm[name], f"{name}/verdict/collapsed_holm": collapsed}
-                verdicts[name] = collapsed
-        for r in analysis.per_model:  # the other metrics: descriptive, never a verdict
-            if r.metric != metric:
-                metrics |= {f"{r.model}/{r.metric}/{k}": getattr(r.summary, k) for k in ("n", "mean", "ci_low", "ci_high")}
+        entries = {m.name: m for m in cycle.mission.models + cycle.mission.alternatives}
+        verdicts: list[gates_mod.ModelVerdict] = []
+        for r in analysis.per_model:
+            name = r.model
+            if r.metric != metric:  # the other metrics: descriptive, never a verdict
+                metrics |= {f"{name}/{r.metric}/{k}": getattr(r.summary, k) for k in ("n", "mean", "ci_low", "ci_high")}
+                continue
+            v, entry = r.verdict, entries.get(name)
+            metrics |= (r.summary.as_dict(f"{name}/{metric}/") | v.as_dict(f"{name}/verdict/")
+                        | r.equivalence.as_dict(f"{name}/tost/") | r.reliance.as_dict(f"{name}/reliance/"))
+            params |= (r.summary.as_params(f"{name}/{metric}/") | v.as_params(f"{name}/verdict/")
+                       | r.reliance.as_params(f"{name}/reliance/")
+                       | {f"{name}/call": r.call.label, f"{name}/call_reason": r.call.reason, f"{name}/direction": r.call.direction,
+                          f"{name}/role": role[name], f"{name}/architecture": entry.adapter if entry else "unknown"})
+            passed = None
+            if role[name] == gates_mod.CALIBRATION:
+                planted = controls.planted_direction(entry.adapter, entry.source) if entry else None
+                measured = controls.measured_direction(v.collapsed, v.dominant, r.call.label, r.call.direction)
+                passed = controls.control_passed(planted, measured)
+                params |= {f"{name}/control/planted": planted or "unknown", f"{name}/control/measured": measured}
+                if passed is not None:
+                    metrics[f"{name}/control/passed"] = passed
+            verdicts.append(gates_mod.ModelVerdict(name, role[name], v.collapsed, entry.adapter if entry else name, passed))
         for r in analysis.pairwise:
             if r.metric == metric:
                 key = f"pairs/{r.model_a}_vs_{r.model_b}/"
                 metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
         metrics |= _layer_models(results, params)
         metrics |= _calibration_evidence(metric, params)
-        result = evaluate_gates(verdicts, gates)
-        metrics["gates/models_excluded_random_init"] = sum(1 for n in results if n in random_init)
+        external = [m.name for m in cycle.mission.models if not m.calibration]
+        blocked = [n for n in external if n not in results]
+        result = gates_mod.decide(verdicts, gates, blocked)
+        metrics["gates/models_excluded_random_init"] = sum(1 for n in results if role[n] == gates_mod.RANDOM_INIT)
         metrics |= {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed,
-                    "gates/min_models_tested": gates.min_models_tested, "gates/min_models_collapsed": gates.min_models_collapsed}
+                    "gates/min_models_tested": gates.min_models_tested, "gates/min_models_collapsed": gates.min_models_collapsed,
+                    "gates/models_blocked": len(result.blocked), "gates/controls": len(result.controls),
+                    "gates/controls_failed": len(result.controls_failed),
+                    "gates/architectures_counted": result.architectures_counted,
+                    "gates/trustworthy": result.trustworthy}
         run.metrics(metrics)
         run.params(params)
         run.tags({"fa.decision": result.decision, "fa.rule": result.rule,
                   "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none",
-                  "fa.excluded": ",".join(n for n in results if n in random_init) or "none"})
+                  "fa.excluded": ",".join(result.controls) or "none", "fa.blocked": ",".join(result.blocked) or "none",
+                  "fa.controls_failed": ",".join(result.controls_failed) or "none",
+                  "fa.trustworthy": str(result.trustworthy).lower()})
         evidence.RunLog(cycle.run_id).tags({"fa.decision": result.decision})
         if results:
             folder = cycle.report_dir / "results"
             forest = stats_plots.forest_plot(analysis.per_model_frame().query("metric == @metric"), gates.imbalance_threshold,
                                              gates.baseline, folder / "forest_plot.png")
             run.artifact(forest, "plots")
+            reliance_plot = reliance_histogram(table.query("metric == @metric"), gates.imbalance_threshold,
+                                                           folder / "per_sample_reliance.png")
+            run.artifact(reliance_plot, "plots")
         outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
     return _finish(run, outcome)
 
@@ -509,7 +539,8 @@ def abstract_facts(ev: evidence.RunEvidence, metric: str) -> dict:
         "collapsed_models": [{"name": n, "dominant": ev.params[f"{n}/verdict/dominant"], "imbalance": ev.m(f"{n}/verdict/imbalance")}
                              for n in collapsed],
         "strongest_model": strongest,
-        "p_value": ev.m(f"{strongest}/{metric}/t_p") if strongest else None,
+        "n_architectures": ev.m("gates/architectures_counted"), "min_architectures": ev.m("gates/min_models_tested"),
+        "p_value": ev.m(f"{strongest}/verdict/p_holm") if strongest else None,  # the deciding test, Holm-corrected
         "cohens_d": ev.m(f"{strongest}/{metric}/cohen_d") if strongest else None,
     }
 

@@ -28,13 +28,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, fields
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from scipy import optimize, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
+
+if TYPE_CHECKING:
+    from tasks.reliance import Reliance
 
 __all__ = [
     "ShareSummary",
@@ -60,6 +63,9 @@ NAN = float("nan")
 _ZERO_SD_RTOL = 1e-12
 _POWER_ALPHA = 0.05
 _TARGET_POWER = 0.80
+#: The tests a collapse verdict can rest on (``Verdict.test``).
+T_TEST = "one-sample t-test of the mean share against 0.5"
+SIGN_TEST = "exact sign test (binomial) of the shares against 0.5"
 #: How reports name the multiple-comparison correction (``holm`` below).
 HOLM_CORRECTION = "Holm (step-down Bonferroni; statsmodels multipletests method='holm', not the Holm-Sidak default)"
 
@@ -134,13 +140,18 @@ class ShareSummary(_Loggable):
 
 @dataclass(frozen=True)
 class Verdict(_Loggable):
-    """Whether one model's attention collapsed onto one modality.
+    """Whether one model's share collapsed onto one modality.
 
     ``share`` is the mean image share s̄; ``imbalance = max(s̄, 1 - s̄)``.
     ``collapsed`` iff all three conditions hold: ``imbalance_exceeds``
-    (imbalance > threshold), ``significant`` (t-test p < alpha) and
-    ``ci_beyond`` (the CI lies entirely beyond the threshold on the dominant
-    side). ``reason`` lists each condition and whether it held.
+    (imbalance > threshold), ``significant`` (the deciding test's p -- its Holm
+    correction ``p_holm`` where the model is in a multiple-testing family --
+    below alpha) and ``ci_beyond`` (the (1 - alpha) interval lies entirely
+    beyond the threshold on the dominant side). ``test`` names the test that
+    decided: the t-test, or at zero variance the exact sign test, whose
+    interval is then the exact Clopper–Pearson bound of the fraction of
+    samples beyond the threshold (``ci_source``). ``reason`` lists each
+    condition and whether it held.
     """
 
     share: float
@@ -156,6 +167,10 @@ class Verdict(_Loggable):
     ci_beyond: bool
     collapsed: bool
     reason: str
+    test: str = T_TEST
+    p_holm: float = NAN  # NaN: not in a Holm family (a control, or a single test)
+    ci_level: float = 0.95
+    ci_source: str = "bootstrap CI of the mean"
 
 
 @dataclass(frozen=True)
@@ -255,16 +270,22 @@ class TostResult(_Loggable):
 
 @dataclass(frozen=True)
 class BalanceCall(_Loggable):
-    """What may be said about one model's balance (``balance_call``).
+    """What may be said about one model's reliance on each modality (``balance_call``).
 
     ``label``, first match wins:
 
-    * ``"collapsed"`` -- ``collapse_verdict`` held (all three conditions);
-    * ``"balanced"`` -- TOST shows the mean within ``baseline +/- margin``,
-      the only way balance is ever claimed;
-    * ``"imbalanced"`` -- t-test p < alpha, but neither of the above;
-    * ``"not testable"`` -- the t-test p is NaN (n < 2, zero variance);
-    * ``"not shown to differ"`` -- p >= alpha and TOST fails: absence of
+    * ``"collapsed"`` -- ``collapse_verdict`` held (population collapse toward
+      ``dominant``);
+    * ``"per-sample dominance"`` -- not collapsed on average, but more than
+      half of the samples lie beyond the threshold (exact binomial test);
+      ``direction`` says toward which modality, "mixed" when both;
+    * ``"balanced"`` -- TOST shows the mean within ``baseline +/- margin``
+      AND the per-sample imbalance is shown within the margin (with
+      ``reliance``), the only way balance is ever claimed;
+    * ``"imbalanced"`` -- the deciding test's p < alpha, but none of the above;
+    * ``"not testable"`` -- no test applies (n < 2, or zero variance without
+      the exact tests of ``reliance``);
+    * ``"not shown to differ"`` -- p >= alpha and no equivalence: absence of
       evidence of imbalance, *not* evidence of balance.
     """
 
@@ -276,6 +297,9 @@ class BalanceCall(_Loggable):
     margin: float
     alpha: float
     reason: str
+    direction: str = "none"  # side(s) of the samples beyond the threshold: image | text | mixed | none
+    per_sample_dominance: bool = False
+    within_margin: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -653,56 +677,82 @@ def summarize(
     )
 
 
-def collapse_verdict(summary: ShareSummary, threshold: float = 0.80, alpha: float = 0.05) -> Verdict:
-    """Collapse iff imbalance > threshold AND t-test p < alpha AND CI beyond threshold.
+def collapse_verdict(summary: ShareSummary, threshold: float = 0.80, alpha: float = 0.05,
+                     reliance: "Reliance | None" = None, p_holm: float | None = None) -> Verdict:
+    """Collapse iff imbalance > threshold AND the deciding test's p < alpha AND the interval lies beyond the threshold.
 
     ``summary`` must summarise image shares (image / (image + text)) against
-    baseline 0.5. Dominant modality is "image" if s̄ > 0.5 else "text"; the CI
-    condition is ``ci_low > threshold`` (image) or ``ci_high < 1 - threshold``
-    (text). A NaN p or CI (not testable) fails its condition, so degenerate
-    data is never called collapsed. Raises ValueError if ``summary.baseline``
-    is not 0.5 (its p-value would then not test balance).
+    baseline 0.5. Dominant modality is "image" if s̄ > 0.5 else "text"; the
+    interval condition is ``ci_low > threshold`` (image) or ``ci_high < 1 -
+    threshold`` (text), on the summary's CI (computed at 1 - alpha by the
+    callers that decide). A share that is the same on every sample has no
+    t-test; with ``reliance`` (``tasks.reliance``) it is decided by tests
+    valid at zero variance: the exact sign test against 0.5, and the exact
+    Clopper–Pearson (1 - alpha) lower bound of the fraction of samples beyond
+    the threshold on the dominant side above one half. Without ``reliance``
+    such data stays not testable (never collapsed). ``p_holm``: the
+    Holm-corrected p of this test in its family; when given it decides
+    ``significant``. Raises ValueError if ``summary.baseline`` is not 0.5.
     """
     if summary.baseline != 0.5:
         raise ValueError(
             f"collapse_verdict needs a summary tested against 0.5, got baseline {summary.baseline}"
         )
+    level = 1.0 - alpha
     s = summary.mean
+    holm_p = NAN if p_holm is None else float(p_holm)
     if not math.isfinite(s):
         return Verdict(
             share=NAN, imbalance=NAN, dominant="none", threshold=float(threshold),
             alpha=float(alpha), p=summary.t_p, ci_low=summary.ci_low,
             ci_high=summary.ci_high, imbalance_exceeds=False, significant=False,
-            ci_beyond=False, collapsed=False, reason="no data: not collapsed",
+            ci_beyond=False, collapsed=False, reason="no data: not collapsed", test="none", p_holm=holm_p,
+            ci_level=level,
         )
     imbalance = max(s, 1.0 - s)
     dominant = "image" if s > 0.5 else "text"
     exceeds = imbalance > threshold
-    p = summary.t_p
-    significant = bool(math.isfinite(p) and p < alpha)
-    if dominant == "image":
-        beyond = bool(math.isfinite(summary.ci_low) and summary.ci_low > threshold)
-        ci_text = f"CI low {summary.ci_low:.4g} > {threshold:g}"
+    exact = not math.isfinite(summary.t_p) and reliance is not None and reliance.zero_variance
+    if exact:
+        p, test = reliance.sign_p, SIGN_TEST
+        bound = reliance.frac_image_ci_low if dominant == "image" else reliance.frac_text_ci_low
+        beyond = bool(math.isfinite(bound) and bound > 0.5)
+        ci_low, ci_high = (reliance.frac_image_ci_low, reliance.frac_image_ci_high) if dominant == "image" else (
+            reliance.frac_text_ci_low, reliance.frac_text_ci_high)
+        source = f"Clopper-Pearson interval of the fraction of samples beyond the threshold toward {dominant}"
+        ci_text = f"exact lower bound {bound:.4g} of the fraction of samples beyond the threshold > 0.5"
+        short = f"Clopper-Pearson, {level:g}"
     else:
-        beyond = bool(math.isfinite(summary.ci_high) and summary.ci_high < 1.0 - threshold)
-        ci_text = f"CI high {summary.ci_high:.4g} < {1.0 - threshold:g}"
+        p, test = summary.t_p, (T_TEST if math.isfinite(summary.t_p) else "none")
+        ci_low, ci_high, source = summary.ci_low, summary.ci_high, f"{summary.ci_method} CI of the mean"
+        short = summary.ci_method
+        if dominant == "image":
+            beyond = bool(math.isfinite(ci_low) and ci_low > threshold)
+            ci_text = f"CI low {ci_low:.4g} > {threshold:g}"
+        else:
+            beyond = bool(math.isfinite(ci_high) and ci_high < 1.0 - threshold)
+            ci_text = f"CI high {ci_high:.4g} < {1.0 - threshold:g}"
+    decide_p = holm_p if p_holm is not None else p
+    significant = bool(math.isfinite(decide_p) and decide_p < alpha)
     collapsed = exceeds and significant and beyond
 
     def mark(ok: bool) -> str:
         return "held" if ok else "failed"
 
-    p_text = f"p {p:.3g} < {alpha:g}" if math.isfinite(p) else "p not testable (NaN)"
+    which = "Holm p" if p_holm is not None else "p"
+    p_text = (f"{test}: {which} {decide_p:.3g} < {alpha:g}" if math.isfinite(decide_p)
+              else "not testable (no test applies)")
     reason = (
         f"{'collapsed' if collapsed else 'not collapsed'} toward {dominant}: "
         f"imbalance {imbalance:.4g} > {threshold:g} {mark(exceeds)}; "
-        f"{p_text} {mark(significant)}; "
-        f"{ci_text} ({summary.ci_method}) {mark(beyond)}"
+        f"{p_text} {mark(significant) if math.isfinite(decide_p) else ''}".rstrip() + "; "
+        f"{ci_text} ({short}) {mark(beyond)}"
     )
     return Verdict(
         share=s, imbalance=imbalance, dominant=dominant, threshold=float(threshold),
-        alpha=float(alpha), p=p, ci_low=summary.ci_low, ci_high=summary.ci_high,
+        alpha=float(alpha), p=p, ci_low=ci_low, ci_high=ci_high,
         imbalance_exceeds=exceeds, significant=significant, ci_beyond=beyond,
-        collapsed=collapsed, reason=reason,
+        collapsed=collapsed, reason=reason, test=test, p_holm=holm_p, ci_level=level, ci_source=source,
     )
 
 
@@ -853,13 +903,17 @@ def balance_call(
     equivalence: TostResult,
     verdict: Verdict | None = None,
     alpha: float = 0.05,
+    reliance: "Reliance | None" = None,
 ) -> BalanceCall:
-    """Combine the collapse verdict, the t-test and TOST into one label.
+    """Combine the collapse verdict, the per-sample reliance, the test and TOST into one label.
 
     See ``BalanceCall`` for the labels. ``verdict`` is optional because
-    collapse is defined only for shares against 0.5. A mean that differs
+    collapse is defined only for shares against 0.5; it supplies the deciding
+    test (Holm-corrected where it has a family). A mean that differs
     significantly from the baseline yet lies provably within the margin is
     "balanced" (the difference is real but negligible); the reason says so.
+    At zero variance TOST has no t statistic: with ``reliance`` two exact
+    one-sided sign tests stand in for it.
     """
     if equivalence.baseline != summary.baseline:
         raise ValueError(
@@ -868,33 +922,55 @@ def balance_call(
         )
     m, b = summary.mean, summary.baseline
     dominant = "none" if not math.isfinite(m) or m == b else ("image" if m > b else "text")
-    p = summary.t_p
+    if verdict is not None and verdict.test != "none":
+        p = verdict.p_holm if math.isfinite(verdict.p_holm) else verdict.p
+        test_name = verdict.test + (" (Holm)" if math.isfinite(verdict.p_holm) else "")
+    else:
+        p, test_name = summary.t_p, "t-test"
     differs = bool(math.isfinite(p) and p < alpha)
-    equivalent = bool(equivalence.equivalent)
+    eq_p = equivalence.p
+    eq_name = f"TOST p {{}} {{}} {equivalence.alpha:g} (margin +/-{equivalence.margin:g})"
+    if not math.isfinite(eq_p) and reliance is not None and reliance.zero_variance:
+        eq_p = reliance.equivalence_sign_p
+        eq_name = f"exact TOST by sign tests p {{}} {{}} {equivalence.alpha:g} (margin +/-{equivalence.margin:g})"
+    equivalent = bool(math.isfinite(eq_p) and eq_p < equivalence.alpha)
+    within = reliance.within_margin if reliance is not None else True
+    direction = reliance.direction if reliance is not None else "none"
+    dominance = bool(reliance is not None and reliance.dominant_samples)
     collapsed = bool(verdict is not None and verdict.collapsed)
-    within = f"{equivalence.low:g}..{equivalence.high:g}"
-    tost_text = (
-        f"TOST p {equivalence.p:.3g} {'<' if equivalent else '>='} {equivalence.alpha:g} (margin +/-{equivalence.margin:g})"
-        if math.isfinite(equivalence.p) else "TOST not testable"
-    )
-    p_text = f"t-test p {p:.3g} vs {b:g}" if math.isfinite(p) else "t-test not testable"
+    span = f"{equivalence.low:g}..{equivalence.high:g}"
+    tost_text = eq_name.format(f"{eq_p:.3g}", "<" if equivalent else ">=") if math.isfinite(eq_p) else "TOST not testable"
+    p_text = f"{test_name} p {p:.3g} vs {b:g}" if math.isfinite(p) else "not testable"
     if collapsed:
         label, why = "collapsed", verdict.reason  # type: ignore[union-attr]
-    elif equivalent:
+    elif dominance:
+        label = "per-sample dominance"
+        why = (f"not collapsed on average, but a fraction {reliance.frac_beyond:.3g} of the samples lies beyond the "  # type: ignore[union-attr]
+               f"threshold (exact binomial p {reliance.dominance_p:.3g} < {alpha:g}; direction {direction}): "  # type: ignore[union-attr]
+               "the model relies on one modality per sample")
+    elif equivalent and within:
         label = "balanced"
-        why = f"mean {m:.4g} shown within {within}: {tost_text}"
+        why = f"mean {m:.4g} shown within {span}: {tost_text}"
+        if reliance is not None:
+            why += f"; per-sample imbalance shown below {0.5 + reliance.margin:g} ({reliance.within_test}, p {reliance.within_p:.3g})"
         if differs:
             why += f"; {p_text} < {alpha:g}: a real but negligible difference"
     elif differs:
         label = "imbalanced"
         why = f"{p_text} < {alpha:g} toward {dominant}; not collapsed; {tost_text}"
+        if equivalent and not within:
+            why += "; the mean is within the margin but the per-sample imbalance is not"
     elif not math.isfinite(p):
         label = "not testable"
         why = f"{p_text} ({summary.note or 'no data'}); nothing is claimed"
     else:
         label = "not shown to differ"
-        why = f"{p_text} >= {alpha:g} but {tost_text}: not shown to differ, which is not evidence of balance"
+        why = f"{p_text} >= {alpha:g} but {tost_text}"
+        if equivalent and not within:
+            why += " while the per-sample imbalance is not shown within the margin"
+        why += ": not shown to differ, which is not evidence of balance"
     return BalanceCall(
         label=label, dominant=dominant, collapsed=collapsed, differs=differs,
         equivalent=equivalent, margin=float(equivalence.margin), alpha=float(alpha), reason=why,
+        direction=direction, per_sample_dominance=dominance, within_margin=bool(within and reliance is not None),
     )

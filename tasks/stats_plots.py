@@ -16,6 +16,7 @@ __all__ = ["forest_plot", "forest_figure", "LABEL_COLOURS"]
 LABEL_COLOURS = {
     "collapsed": "tab:red",
     "imbalanced": "tab:orange",
+    "per-sample dominance": "tab:purple",
     "balanced": "tab:green",
     "not shown to differ": "tab:gray",
     "not testable": "lightgray",

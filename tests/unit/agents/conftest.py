@@ -15,7 +15,9 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 
 from tasks import evidence, stats
-from tasks.gates import evaluate_gates
+from tasks import controls
+from tasks.gates import CALIBRATION, RANDOM_INIT, SUBJECT, ModelVerdict, decide
+from tasks.reliance import reliance
 from tasks.mission import Mission, load_mission
 
 DEFAULT_MISSION = Path(__file__).resolve().parents[3] / "missions" / "week1.yaml"
@@ -92,7 +94,8 @@ def log_cycle(mission: Mission, *, statuses: dict[str, tuple[str, str]] | None =
         elif action.stage == "diagnostics":
             _diagnostics(exp, run, [m.name for m in mission.models if m.name not in blocked])
         elif action.stage == "statistics":
-            _statistics(run, mission, [m.name for m in mission.models if m.name not in blocked], random_init, cycle)
+            _statistics(run, mission, [m.name for m in mission.models if m.name not in blocked], random_init, cycle,
+                        tuple(m.name for m in mission.models if m.name in blocked and not m.calibration))
         run.finish("FAILED" if status == "Failed" else "FINISHED")
     cycle.finish()
     return cycle.run_id
@@ -129,22 +132,38 @@ def _diagnostics(exp: str, run: evidence.RunLog, names: list[str]) -> None:
 
 
 def _statistics(run: evidence.RunLog, mission: Mission, names: list[str], random_init: tuple[str, ...],
-                cycle: evidence.RunLog) -> None:
-    """The statistics stage's logging, with the real summary and verdict functions."""
+                cycle: evidence.RunLog, blocked: tuple[str, ...] = ()) -> None:
+    """The statistics stage's logging, with the real summary, reliance, Holm, verdict and decision functions."""
     gates = mission.gates
-    metrics, params, verdicts = {}, {}, {}
-    for seed, name in enumerate(names):
-        summary = stats.summarize(_shares(SHARES.get(name, 0.5), seed=seed), baseline=gates.baseline, n_resamples=999, seed=0)
-        verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
+    metrics, params, verdicts = {}, {}, []
+    entries = {m.name: m for m in mission.models}
+    role = {n: CALIBRATION if entries[n].calibration else RANDOM_INIT if n in random_init else SUBJECT for n in names}
+    data = {n: _shares(SHARES.get(n, 0.5), seed=seed) for seed, n in enumerate(names)}
+    summaries = {n: stats.summarize(x, baseline=gates.baseline, n_resamples=999, seed=0) for n, x in data.items()}
+    rel = {n: reliance(x, gates.imbalance_threshold, gates.equivalence_margin, gates.alpha, n_resamples=999) for n, x in data.items()}
+    raw = {n: stats.collapse_verdict(summaries[n], gates.imbalance_threshold, gates.alpha, rel[n]) for n in names}
+    family = stats.holm({n: raw[n].p for n in names if role[n] == SUBJECT}, alpha=gates.alpha)
+    p_holm = dict(zip(family.names, family.adjusted))
+    for name in names:
+        summary = summaries[name]
+        verdict = stats.collapse_verdict(summary, gates.imbalance_threshold, gates.alpha, rel[name], p_holm.get(name))
+        call = stats.balance_call(summary, stats.tost(data[name], margin=gates.equivalence_margin), verdict, gates.alpha, rel[name])
         metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
         params |= summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/")
-        if name not in random_init:
-            verdicts[name] = verdict.collapsed
-    result = evaluate_gates(verdicts, gates)
+        params |= {f"{name}/role": role[name], f"{name}/architecture": entries[name].adapter, f"{name}/call": call.label}
+        passed = None
+        if role[name] == CALIBRATION:
+            planted = controls.planted_direction(entries[name].adapter, entries[name].source)
+            passed = controls.control_passed(planted, controls.measured_direction(verdict.collapsed, verdict.dominant,
+                                                                                  call.label, call.direction))
+            metrics[f"{name}/control/passed"] = passed
+        verdicts.append(ModelVerdict(name, role[name], verdict.collapsed, entries[name].adapter, passed))
+    result = decide(verdicts, gates, blocked)
     _write(run.run_id, metrics=metrics | {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed},
            params=params,
            tags={"fa.decision": result.decision, "fa.rule": result.rule, "fa.collapsed": ",".join(result.collapsed) or "none",
-                 "fa.tested": ",".join(result.tested) or "none", "fa.excluded": ",".join(random_init) or "none"})
+                 "fa.tested": ",".join(result.tested) or "none", "fa.excluded": ",".join(result.controls) or "none",
+                 "fa.blocked": ",".join(result.blocked) or "none"})
     cycle.tags({"fa.decision": result.decision})
 
 

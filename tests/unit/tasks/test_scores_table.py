@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
 from tasks import stats
+from tasks.reliance import reliance
 from tasks.scores_table import (
     REQUIRED_COLUMNS,
     Analysis,
@@ -192,7 +193,13 @@ def test_analyze_per_model_equals_direct_calls(analysis):
         x = (SHARES if r.metric == "shapley" else OTHER)[r.model]
         ref = stats.summarize(x, baseline=0.5, n_resamples=999, seed=3)
         assert r.summary == ref
-        assert r.verdict == stats.collapse_verdict(ref, threshold=0.8, alpha=0.05)
+        # every model is a subject by default: the collapse p is Holm-corrected across the metric's models
+        rel = reliance(x, threshold=0.8, margin=0.05, alpha=0.05, n_resamples=999, seed=3)
+        family = {m: stats.summarize(v, n_resamples=999, seed=3).t_p
+                  for m, v in (SHARES if r.metric == "shapley" else OTHER).items()}
+        p_holm = dict(zip(family, multipletests(list(family.values()), method="holm")[1]))[r.model]
+        assert r.reliance == rel and r.subject
+        assert r.verdict == stats.collapse_verdict(ref, threshold=0.8, alpha=0.05, reliance=rel, p_holm=p_holm)
         assert r.equivalence == stats.tost(x, baseline=0.5, margin=0.05, alpha=0.05)
     labels = {(r.model, r.metric): r.call.label for r in analysis.per_model}
     assert labels[("text-heavy", "shapley")] == "collapsed"
@@ -269,7 +276,9 @@ def test_json_nan_becomes_null_and_degenerate_models_do_not_crash():
     result = analyze(table, n_resamples=99)
     doc = json.loads(json.dumps(result.to_json_dict(), allow_nan=False))
     a = doc["per_model"][0]
-    assert a["summary"]["t_p"] is None and a["call"]["label"] == "not testable"
+    # zero variance (0.7, 0.7): no t-test, but the exact sign test decides (n = 2 cannot reach alpha)
+    assert a["summary"]["t_p"] is None and a["verdict"]["test"] == stats.SIGN_TEST
+    assert a["verdict"]["p"] == pytest.approx(0.5) and a["call"]["label"] == "not shown to differ"
     ac = next(p for p in doc["pairwise"] if (p["model_a"], p["model_b"]) == ("a", "c"))
     assert ac["comparison"]["n"] == 0 and ac["label"] == "not testable" and ac["p_holm"] is None
 
