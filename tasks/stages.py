@@ -117,9 +117,16 @@ def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]
     with action_run(cycle, action) as run:
         models = [_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
         loaded = [m for m in models if m.ok]
-        traced = [evidence.read_run(m.run_id, with_children=False) for m in loaded]
+        # Criteria about external models count external models only: calibration and RANDOM-INIT models are controls;
+        # "traced in every layer" applies to the models that have the trace capability.
+        calibration = {e.name for e in entries if e.calibration}
+        external = [m for m in loaded if m.key not in calibration and not m.data["random_init"]]
+        runs = {m.key: evidence.read_run(m.run_id, with_children=False) for m in external}
+        traced = [r for r in runs.values() if "trace" in r.tags.get("fa.capabilities", "").split(",")]
         run.metrics({
             "models_requested": len(models), "models_loaded": len(loaded), "models_blocked": len(models) - len(loaded),
+            "external_models_requested": sum(1 for e in entries if not e.calibration),
+            "external_models_loaded": len(external), "external_models_traceable": len(traced),
             "layers_traced_min": min((float(r.m("layers_traced").value) for r in traced), default=0),
             "trace_coverage_min": min((float(r.m("trace_coverage").value) for r in traced), default=0),
         })

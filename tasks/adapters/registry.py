@@ -22,6 +22,7 @@ BUILTIN = {
     "qwen2.5-vl": "tasks.adapters.qwen2_vl:Qwen25VLAdapter",
     "internvl": "tasks.adapters.internvl:InternVLAdapter",
     "cogvlm2": "tasks.adapters.cogvlm2:CogVLM2Adapter",
+    "planted": "tasks.adapters.planted:PlantedAdapter",  # closed-form planted truths: check the verdicts
 }
 
 

@@ -26,12 +26,12 @@ DEFAULT_MISSION = Path(__file__).resolve().parents[3] / "missions" / "week1.yaml
 SHARES = {"zoo-text-dominant": 0.02, "zoo-balanced": 0.5, "zoo-vision-dominant": 0.97}
 # Values that pass every acceptance criterion of missions/week1.yaml.
 PASSING = {
-    "T1": {"models_loaded": 3, "trace_coverage_min": 1, "layers_traced_min": 2, "models_requested": 4, "models_blocked": 1},
+    "T1": {"models_loaded": 3, "external_models_loaded": 1, "trace_coverage_min": 1, "layers_traced_min": 2, "models_requested": 4, "models_blocked": 1},
     "T2": {"packages_missing": 0, "test_inference_pairs": 4, "disk_free_gb": 50.5},
     "T3": {"models_analysed": 3, "bootstrap_resamples": 9999, "alpha": 0.05},
     "T4": {"models_diagnosed": 3, "samples_scored_min": 32, "plots_per_model_min": 3, "dataset_samples": 32},
     "T5": {"bib_entries": 21, "unresolved_citations": 0},
-    "T6": {"models_loaded": 1},
+    "T6": {"models_loaded": 1, "external_models_loaded": 1},
     "T7": {"placeholders_filled": 4, "uncited_numbers": 0},
 }
 
