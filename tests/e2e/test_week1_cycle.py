@@ -30,7 +30,7 @@ def _stats_run(result) -> evidence.RunEvidence:
 def test_cycle_completes_with_a_summary_message(two_cycles):
     state, _ = two_cycles
     assert state.is_completed()
-    assert re.fullmatch(r"6 actions completed, 1 blocked, 0 failed; decision GO; handoff VERIFIED", state.message), state.message
+    assert re.fullmatch(r"5 actions completed, 1 blocked, 1 failed; decision NEED_MORE_DATA; handoff VERIFIED", state.message), state.message
 
 
 def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
@@ -42,7 +42,8 @@ def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
     assert stats.params["zoo-text-dominant/verdict/dominant"] == "text"
     assert stats.m(f"zoo-vision-dominant/verdict/collapsed").value == 1
     assert stats.m(f"zoo-balanced/verdict/collapsed").value == 0
-    assert stats.tags["fa.decision"] == "GO"
+    # the zoo is a control: its planted collapse is found, but no external model was tested
+    assert stats.tags["fa.decision"] == "NEED_MORE_DATA" and stats.tags["fa.tested"] == "none"
 
 
 def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithmetic(two_cycles):
@@ -52,9 +53,9 @@ def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithme
     # its alternative was tried in this cycle (T6) and Blocked too: the planner drops it and says why
     assert "## Next cycle (planned from this cycle's evidence)" in handoff
     assert "Model `openclip-vit-b-32` was Blocked in run" in handoff and "no untried alternative is left" in handoff
-    assert re.search(r"Models tested: 3 \[[0-9a-f]{32}:gates/models_tested\]", handoff)
-    assert re.search(r"Models with collapse: 2 \[[0-9a-f]{32}:gates/models_collapsed\]", handoff)
-    assert "## Recommendation: GO" in handoff
+    assert re.search(r"External models tested: 0 \[[0-9a-f]{32}:gates/models_tested\]", handoff)
+    assert re.search(r"Models with collapse: 0 \[[0-9a-f]{32}:gates/models_collapsed\]", handoff)
+    assert "## Recommendation: NEED_MORE_DATA" in handoff and handoff.count("**pass**") == 3  # the Controls section
 
 
 def test_every_number_in_every_markdown_report_resolves_in_mlflow(two_cycles):
@@ -71,7 +72,7 @@ def test_every_number_in_every_markdown_report_resolves_in_mlflow(two_cycles):
 
 def test_a_tampered_number_is_caught(two_cycles, tmp_path):
     handoff = Path(two_cycles[0].result()["handoff"]).read_text()
-    tampered = re.sub(r"Models tested: 3 ", "Models tested: 4 ", handoff)
+    tampered = re.sub(r"External models tested: 0 ", "External models tested: 4 ", handoff)
     assert tampered != handoff
     path = tmp_path / "tampered.md"
     path.write_text(tampered + "\nAn uncited claim: 42 models collapsed.\n")
@@ -113,7 +114,7 @@ def test_report_show_prints_the_latest_handoff(two_cycles):
 
     result = CliRunner().invoke(app, ["report", "show"])
     assert result.exit_code == 0
-    assert two_cycles[1].result()["cycle_id"] in result.output and "## Recommendation: GO" in result.output
+    assert two_cycles[1].result()["cycle_id"] in result.output and "## Recommendation: NEED_MORE_DATA" in result.output
 
 
 def test_random_init_results_are_labelled_and_never_counted_by_the_gates(prefect_api, tmp_path):
@@ -140,7 +141,7 @@ def test_random_init_results_are_labelled_and_never_counted_by_the_gates(prefect
 
     result = week1_cycle(mission_path=str(path), samples=32, allow_random_init=True, return_state=True).result()
     stats = _stats_run(result)
-    assert stats.tags["fa.excluded"] == "tiny-clip" and stats.tags["fa.tested"] == "zoo-balanced"
+    assert stats.tags["fa.excluded"] == "tiny-clip,zoo-balanced" and stats.tags["fa.tested"] == "none"  # controls
     assert stats.m("tiny-clip/modality_shapley_v/n").value == 32  # analysed, just not counted
     handoff = Path(result["handoff"]).read_text()
     assert "**RANDOM-INIT**" in handoff and "| `tiny-clip` RANDOM-INIT |" in handoff
@@ -165,6 +166,6 @@ def test_next_cycle_is_planned_from_the_previous_ones_evidence(two_cycles):
     assert run.tags["fa.cycle_number"] == "2" and run.tags["fa.previous_cycle_run"] == first["run_id"]
     planned = yaml.safe_load(Path(run.params["mission_path"]).read_text())
     assert [m["name"] for m in planned["models"]] == ["zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant"]
-    assert result["decision"] == "GO"  # re-evaluated on the new cycle's own statistics
+    assert result["decision"] == "NEED_MORE_DATA"  # decided on the new cycle's own statistics: still no external model
     history = {c.cycle_id: c for c in list_cycles("week1-attention-collapse")}
-    assert history[result["cycle_id"]].number == 2 and history[result["cycle_id"]].decision == "GO"
+    assert history[result["cycle_id"]].number == 2 and history[result["cycle_id"]].decision == "NEED_MORE_DATA"
