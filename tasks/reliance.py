@@ -90,7 +90,8 @@ def reliance(values, threshold: float = 0.80, margin: float = 0.05, alpha: float
     n_beyond = n_image + n_text
     lo, hi, _ = bootstrap_mean_ci(imb, confidence=confidence, n_resamples=n_resamples, seed=seed) if n else (NAN, NAN, "")
     off_half = x[x != 0.5]
-    sign_p = _binom_p(int((off_half > 0.5).sum()), int(off_half.size), "two-sided") if n else NAN
+    # every share exactly 0.5: no sample says anything against balance, p = 1
+    sign_p = (_binom_p(int((off_half > 0.5).sum()), int(off_half.size), "two-sided") if off_half.size else 1.0) if n else NAN
     bound = 0.5 + margin
     if n < 2:
         within_p, within_test = NAN, "not computed (n < 2)"

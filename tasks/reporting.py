@@ -213,7 +213,7 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
-            view.call_cited = stats_run.p(f"{entry.name}/call")
+            view.call_cited = stats_run.m(f"{entry.name}/call/{view.call.replace('-', '_').replace(' ', '_')}")
             view.role = stats_run.params.get(f"{entry.name}/role", "")
             view.stat_text["call_reason"] = stats_run.params.get(f"{entry.name}/call_reason", "")
             view.stat_text["direction"] = stats_run.params.get(f"{entry.name}/direction", "")

@@ -34,7 +34,7 @@ from tasks.diagnostics import plots
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.batching import run_batched
-from tasks import controls
+from tasks import controls, metric_agreement
 from tasks import gates as gates_mod
 from tasks.reliance_plot import reliance_histogram
 from tasks.scores_table import analyze
@@ -290,7 +290,8 @@ def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
 
 # Per-sample metric means logged for each model (NaN where a metric does not apply to the architecture).
 MEAN_METRICS = ("modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se", "attn_visual_share", "mcs_entropy",
-                "rollout_visual_share", "relevance_visual_share", "attn_efficiency_ratio")
+                "rollout_visual_share", "relevance_visual_share", "attn_efficiency_ratio", "attn_other_share",
+                "attn_sink_mass", "attn_visual_share_sink_aware", "mm_shap_signed_v")
 
 
 def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, result: DiagnosticResult, cached: bool) -> None:
@@ -342,6 +343,14 @@ def scores_table(results: dict[str, DiagnosticResult]) -> pd.DataFrame:
         columns=["model", "sample_id", "metric", "value"])
 
 
+CALLS = ("collapsed", "per-sample dominance", "balanced", "imbalanced", "not testable", "not shown to differ")
+
+
+def call_key(label: str) -> str:
+    """The metric key of a call: ``per-sample dominance`` → ``per_sample_dominance``."""
+    return label.replace("-", "_").replace(" ", "_")
+
+
 def roles(mission, names, random_init: tuple[str, ...] = ()) -> dict[str, str]:
     """Each analysed model's role: an external subject, or a control (calibration zoo, RANDOM-INIT)."""
     calibration = {m.name for m in mission.models + mission.alternatives if m.calibration}
@@ -386,6 +395,8 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
                        | r.reliance.as_params(f"{name}/reliance/")
                        | {f"{name}/call": r.call.label, f"{name}/call_reason": r.call.reason, f"{name}/direction": r.call.direction,
                           f"{name}/role": role[name], f"{name}/architecture": entry.adapter if entry else "unknown"})
+            # each verdict word a report shows is a logged number it can cite: 1 for the call made, 0 for the others
+            metrics |= {f"{name}/call/{call_key(label)}": int(r.call.label == label) for label in CALLS}
             passed = None
             if role[name] == gates_mod.CALIBRATION:
                 planted = controls.planted_direction(entry.adapter, entry.source) if entry else None
@@ -401,6 +412,13 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
                 metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
         metrics |= _layer_models(results, params)
         metrics |= _calibration_evidence(metric, params)
+        for name, res in results.items():  # MM-SHAP beside the verdict metric
+            ps = res.per_sample
+            if "mm_shap_signed_v" in ps and ps["mm_shap_signed_v"].notna().any() and metric in ps:
+                agreement = metric_agreement.compare(ps[metric], ps["mm_shap_v"], ps["mm_shap_sum_image"],
+                                                     ps["mm_shap_sum_text"], ps["mm_shap_signed_v"], gates.imbalance_threshold)
+                metrics |= agreement.as_dict(f"{name}/signed/")
+                params |= agreement.as_params(f"{name}/signed/")
         external = [m.name for m in cycle.mission.models if not m.calibration]
         blocked = [n for n in external if n not in results]
         result = gates_mod.decide(verdicts, gates, blocked)

@@ -71,6 +71,11 @@ class AttentionSummary:
     n_image_tokens: int
     n_text_tokens: int
     spans: TokenSpans | None = None
+    # The third bucket and the sink-aware share (tasks.diagnostics.attention.reduce_attention), [batch, layers]:
+    # mass on special tokens (CLS/BOS/EOS, registers), mass on the top-k sink keys, image share without the sinks.
+    other_share: torch.Tensor | None = None
+    sink_mass: torch.Tensor | None = None
+    visual_share_sink_aware: torch.Tensor | None = None
     # Other per-layer statistics an architecture has, [batch, layers] each,
     # e.g. {"gate": tanh(alpha)} for Flamingo-style gated cross-attention.
     # Capability "rollout": extras["rollout_visual_share"] holds attention

@@ -522,8 +522,8 @@ class AttentionHooks:
             m = self.masks(layer, probs).to(probs.device)
             stats = reduce_attention(probs, m.query_rows, m.image_cols, m.text_cols, m.image_rows, m.text_rows)
             if cross:
-                stats["visual_share"] = torch.full_like(stats["visual_share"], float("nan"))
-                stats["text_share"] = torch.full_like(stats["text_share"], float("nan"))
+                for key in ("visual_share", "text_share", "other_share", "sink_mass", "visual_share_sink_aware"):
+                    stats[key] = torch.full_like(stats[key], float("nan"))
             self.rows[layer] = {k: v.detach().float().cpu() for k, v in stats.items()}
             if self.keep_maps:
                 self.maps[layer] = probs[: self.keep_maps].detach().float().mean(1).cpu()

@@ -9,6 +9,10 @@ import math
 
 import torch
 
+#: Key positions per layer treated as attention sinks: the k keys that hold the most mass of the measured rows
+#: (visual attention sinks, 2025: a few tokens take most of the attention whatever the input).
+SINK_K = 2
+
 
 def reduce_attention(
     probs: torch.Tensor,
@@ -17,6 +21,7 @@ def reduce_attention(
     text_cols: torch.Tensor,
     image_rows: torch.Tensor,
     text_rows: torch.Tensor,
+    sink_k: int = SINK_K,
 ) -> dict[str, torch.Tensor]:
     """Summarise one layer's attention probabilities.
 
@@ -26,8 +31,12 @@ def reduce_attention(
     CLS/query tokens), ``image_cols``/``text_cols`` the key modalities,
     ``image_rows``/``text_rows`` the rows whose entropy is averaged.
     Returns [B] tensors: visual_share, text_share (row mass onto each key
-    modality, averaged over the measured rows), entropy_visual, entropy_text
-    (row entropy normalised by log K, so different sequence lengths compare).
+    modality, averaged over the measured rows), other_share (the third bucket:
+    mass on keys that are neither, CLS/BOS/EOS, registers; never folded into
+    either modality), sink_mass (mass on the ``sink_k`` keys holding the most
+    mass in this layer) and visual_share_sink_aware (image mass ÷ the mass
+    left once those keys are excluded), entropy_visual, entropy_text (row
+    entropy normalised by log K, so different sequence lengths compare).
     """
     p = probs.detach().float()
     b, _, q, k = p.shape
@@ -38,15 +47,26 @@ def reduce_attention(
     mass = head_mean.sum(-1).clamp_min(1e-12)
     visual_share = _masked_mean(to_image / mass, rows_q)
     text_share = _masked_mean(to_text / mass, rows_q)
+    other_share = _masked_mean((mass - to_image - to_text).clamp_min(0) / mass, rows_q)
+    # sinks: per sample, the keys with the most mean mass over the measured rows
+    col_mass = torch.einsum("bqk,bq->bk", head_mean, rows_q) / rows_q.sum(-1, keepdim=True).clamp_min(1)
+    sink = torch.zeros_like(col_mass).scatter_(1, col_mass.topk(min(sink_k, k), dim=-1).indices, 1.0)
+    to_sink = torch.einsum("bqk,bk->bq", head_mean, sink)
+    sink_mass = _masked_mean(to_sink / mass, rows_q)
+    to_image_kept = torch.einsum("bqk,bk->bq", head_mean, img_k * (1 - sink))
+    visual_sink_aware = _masked_mean(to_image_kept / (mass - to_sink).clamp_min(1e-12), rows_q)
     if not bool(img_k.any()):  # no image keys in this layer: allocation is undefined, not zero
-        visual_share = torch.full((b,), float("nan"))
-        text_share = torch.full((b,), float("nan"))
+        visual_share, text_share, other_share, sink_mass, visual_sink_aware = (
+            torch.full((b,), float("nan")) for _ in range(5))
     ent = -(p * p.clamp_min(1e-12).log()).sum(-1).mean(1)  # [B, Q], heads averaged
     if k > 1:
         ent = ent / math.log(k)
     return {
         "visual_share": visual_share,
         "text_share": text_share,
+        "other_share": other_share,
+        "sink_mass": sink_mass,
+        "visual_share_sink_aware": visual_sink_aware,
         "entropy_visual": _masked_mean(ent, _per_sample(image_rows, b)),
         "entropy_text": _masked_mean(ent, _per_sample(text_rows, b)),
     }

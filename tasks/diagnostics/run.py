@@ -6,7 +6,7 @@ stay NaN, so tables of all models share one schema:
 | column | needs |
 |---|---|
 | v_*, phi_*, modality_shapley_v, ablation_visual_share | score + mask (4 passes) |
-| mm_shap_v, mm_shap_se, mm_shap_evals, mm_shap_permutations | score + mask_tokens (+ separable: cheaper) |
+| mm_shap_v, mm_shap_se, mm_shap_evals, mm_shap_permutations, mm_shap_sum_image/_text, mm_shap_signed_v | score + mask_tokens (+ separable: cheaper) |
 | attn_visual_share, mcs_entropy, attn_*_efficiency, attn_efficiency_ratio | trace (layer means) |
 | rollout_visual_share | rollout (trace extras; the last layer's value) |
 | relevance_visual_share | relevance |
@@ -43,15 +43,17 @@ MM_SHAP_PERMUTATIONS_RANDOM_INIT = 0
 PER_SAMPLE_COLUMNS = (
     "sample_id", "v_full", "v_image_only", "v_text_only", "v_empty", "phi_image", "phi_text",
     "modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se", "mm_shap_evals",
-    "mm_shap_permutations", "attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
-    "attn_efficiency_ratio", "rollout_visual_share", "relevance_visual_share",
+    "mm_shap_permutations", "mm_shap_sum_image", "mm_shap_sum_text", "mm_shap_signed_v", "attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
+    "attn_efficiency_ratio", "attn_other_share", "attn_sink_mass", "attn_visual_share_sink_aware",
+    "rollout_visual_share", "relevance_visual_share",
 )
 PER_LAYER_COLUMNS = (
-    "sample_id", "layer", "layer_index", "attn_visual_share", "attn_text_share", "entropy_visual", "entropy_text",
+    "sample_id", "layer", "layer_index", "attn_visual_share", "attn_text_share", "attn_other_share", "attn_sink_mass",
+    "attn_visual_share_sink_aware", "entropy_visual", "entropy_text",
     "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency", "attn_efficiency_ratio", "rollout_visual_share",
 )
 _LAYER_MEANS = ("attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
-                "attn_efficiency_ratio")
+                "attn_efficiency_ratio", "attn_other_share", "attn_sink_mass", "attn_visual_share_sink_aware")
 
 
 @dataclass
@@ -129,7 +131,7 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
     per_sample = pd.concat(rows, ignore_index=True)
     per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=list(PER_LAYER_COLUMNS))
     if len(per_layer):
-        per_sample = per_sample.join(per_layer.groupby("sample_id", sort=False)[list(_LAYER_MEANS)].mean(),
+        per_sample = per_sample.join(per_layer.groupby("sample_id", sort=False)[[c for c in _LAYER_MEANS if c in per_layer]].mean(),
                                      on="sample_id")
         # rollout's value is that of the last layer where it is defined (towers before the fusion have none)
         rolled = per_layer.dropna(subset=["rollout_visual_share"])
@@ -167,8 +169,15 @@ def _contributions(model: LoadedModel, inputs) -> pd.DataFrame:
 
 def _mm_shap(model, images, captions, ids, permutations: int, target_se: float | None, seed: int) -> dict:
     result = mm_shap(model, images, captions, ids, permutations=permutations, target_se=target_se, seed=seed)
+    # Signed sums beside V-SHAP: players whose values cancel inflate a modality's sum of |φ| but not its signed sum.
+    sum_image = np.array([float(p.sum()) if p.numel() else np.nan for p in result.phi_image])
+    sum_text = np.array([float(p.sum()) if p.numel() else np.nan for p in result.phi_text])
+    total = np.abs(sum_image) + np.abs(sum_text)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        signed = np.where(total > 1e-12, np.abs(sum_image) / total, np.nan)
     return {"mm_shap_v": result.v.numpy(), "mm_shap_se": result.se.numpy(), "mm_shap_evals": result.evals.numpy(),
-            "mm_shap_permutations": result.permutations.numpy()}
+            "mm_shap_permutations": result.permutations.numpy(), "mm_shap_sum_image": sum_image,
+            "mm_shap_sum_text": sum_text, "mm_shap_signed_v": signed}
 
 
 def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict]:
@@ -182,6 +191,8 @@ def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame
         "entropy_visual": summary.entropy_visual, "entropy_text": summary.entropy_text,
         "mcs_entropy": mcs_entropy(summary.entropy_visual, summary.entropy_text),
         **attention_efficiency(summary.visual_share, summary.text_share, summary.n_image_tokens, n_text),
+        **{f"attn_{k}": getattr(summary, k) for k in ("other_share", "sink_mass", "visual_share_sink_aware")
+           if getattr(summary, k) is not None},
         "rollout_visual_share": torch.full((b, n_layers), float("nan")),
         **summary.extras,  # per-layer statistics of the architecture, rollout among them
     }
@@ -191,6 +202,7 @@ def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame
         "layer_index": list(range(n_layers)) * b,
         **{name: values.reshape(-1).float().cpu().numpy() for name, values in columns.items()},
     })
+    table = table.reindex(columns=_ordered(table.columns, PER_LAYER_COLUMNS))
     kept = {sid: {layer: m[i].float().cpu().numpy() for layer, m in summary.maps.items()}
             for i, sid in enumerate(inputs.sample_ids[:keep_maps])} if summary.maps else {}
     return table, kept

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from tasks.diagnostics.attention import attention_efficiency, mcs_entropy, reduce_attention
@@ -61,3 +62,22 @@ def test_efficiency_is_undefined_without_tokens_or_cross_modal_attention():
     assert torch.isnan(out["attn_visual_efficiency"][0]) and torch.isnan(out["attn_efficiency_ratio"]).all()
     out = attention_efficiency(torch.tensor([0.5]), torch.tensor([0.5]), 0, 3)
     assert torch.isnan(out["attn_visual_efficiency"]).all()
+
+
+def test_third_bucket_and_sink_aware_share_known_answer():
+    """Keys: 0 = CLS (special), 1-2 = image, 3 = text. One query row, one head, one sample.
+
+    Row mass 0.5 on CLS, 0.3 / 0.1 on the image keys, 0.1 on the text key: the image share divides by the
+    whole row (0.4), the third bucket holds 0.5, and without the two sink keys (CLS and the first image
+    key) the image keeps 0.1 of the remaining 0.2.
+    """
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.1]).view(1, 1, 1, 4).expand(1, 1, 4, 4).clone()
+    rows = torch.tensor([False, False, False, True])
+    image, text = torch.tensor([False, True, True, False]), torch.tensor([False, False, False, True])
+    out = reduce_attention(probs, rows, image, text, image, text, sink_k=2)
+    assert out["visual_share"].item() == pytest.approx(0.4)
+    assert out["text_share"].item() == pytest.approx(0.1)
+    assert out["other_share"].item() == pytest.approx(0.5)
+    assert out["sink_mass"].item() == pytest.approx(0.8)
+    assert out["visual_share_sink_aware"].item() == pytest.approx(0.5)
+    assert (out["visual_share"] + out["text_share"] + out["other_share"]).item() == pytest.approx(1.0)
