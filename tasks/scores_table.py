@@ -451,6 +451,7 @@ def analyze(
     n_resamples: int = 9999,
     seed: int = 0,
     subjects: Sequence[str] | None = None,
+    pairwise: bool = True,
 ) -> Analysis:
     """Run the whole statistical framework on a scores table.
 
@@ -462,7 +463,8 @@ def analyze(
     ``stats.tost`` within ``baseline +/- margin`` and ``stats.balance_call``.
     ``subjects``: the models whose collapse tests form the Holm family (the
     external models a decision counts); default every model. The others are
-    controls: verdict at their own p, never in the family. Per metric and pair of models, on the
+    controls: verdict at their own p, never in the family. ``pairwise=False``
+    skips the pairwise comparisons (per-model results only). Per metric and pair of models, on the
     sample_ids both have: ``stats.paired_comparison``; then Holm across all
     pairwise comparisons of the table. Models and metrics keep their order of
     first appearance. ``scores`` is validated first (``ScoresTableError``).
@@ -498,7 +500,7 @@ def analyze(
             call = stats.balance_call(summary, equivalence, verdict, alpha=alpha, reliance=rel)
             per_model.append(ModelMetricResult(model, metric, summary, verdict, equivalence, call, rel,
                                                model in in_family))
-        for a, b in itertools.combinations(by_model, 2):
+        for a, b in itertools.combinations(by_model, 2) if pairwise else ():
             sa, sb = by_model[a], by_model[b]
             common = sa.index.intersection(sb.index).sort_values()
             comparison = stats.paired_comparison(sa.loc[common].to_numpy(), sb.loc[common].to_numpy(),

@@ -31,6 +31,7 @@ from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics import plots
+from tasks.diagnostics.baselines import ALL as BASELINE_SHARES
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
 from tasks.batching import run_batched
@@ -412,6 +413,7 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
                 metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
         metrics |= _layer_models(results, params)
         metrics |= _calibration_evidence(metric, params)
+        metrics |= _baseline_robustness(results, subjects, gates, params)
         for name, res in results.items():  # MM-SHAP beside the verdict metric
             ps = res.per_sample
             if "mm_shap_signed_v" in ps and ps["mm_shap_signed_v"].notna().any() and metric in ps:
@@ -447,6 +449,41 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
             run.artifact(reliance_plot, "plots")
         outcome = Outcome(action.id, COMPLETED, run.run_id, data=result)
     return _finish(run, outcome)
+
+
+#: The masking baselines a verdict must survive (tasks.diagnostics.baselines), by their short name in the evidence.
+BASELINES = dict(zip(("default", "image_blur", "image_other", "text_empty", "text_other"), BASELINE_SHARES))
+
+
+def _baseline_robustness(results: dict[str, DiagnosticResult], subjects: list[str], gates, params: dict[str, str]) -> dict:
+    """The collapse verdict under every masking baseline: "robust" only when it is the same under all of them."""
+    frames = []
+    for name, res in results.items():
+        present = [c for c in BASELINE_SHARES if c in res.per_sample and res.per_sample[c].notna().any()]
+        frames.append(res.per_sample.melt(id_vars="sample_id", value_vars=present, var_name="metric")
+                      .dropna(subset=["value"]).assign(model=name))
+    if not frames or not sum(len(f) for f in frames):
+        return {}
+    table = pd.concat(frames, ignore_index=True)[["model", "sample_id", "metric", "value"]]
+    analysis = analyze(table, baseline=gates.baseline, margin=gates.equivalence_margin, alpha=gates.alpha,
+                       threshold=gates.imbalance_threshold, n_resamples=9999, seed=0, subjects=subjects, pairwise=False)
+    found = {(r.model, r.metric): r for r in analysis.per_model}
+    out: dict[str, float] = {}
+    for name in results:
+        outcomes, means = {}, []
+        for short, column in BASELINES.items():
+            r = found.get((name, column))
+            if r is None:
+                continue
+            outcome = f"collapsed toward {r.verdict.dominant}" if r.verdict.collapsed else "not collapsed"
+            outcomes[short] = outcome
+            means.append(r.summary.mean)
+            out |= {f"{name}/robust/{short}/mean": r.summary.mean, f"{name}/robust/{short}/collapsed": r.verdict.collapsed}
+            params[f"{name}/robust/{short}/outcome"] = outcome
+        if outcomes:
+            out |= {f"{name}/robust/baselines": len(outcomes), f"{name}/robust/spread": max(means) - min(means),
+                    f"{name}/robust/robust": len(outcomes) == len(BASELINES) and len(set(outcomes.values())) == 1}
+    return out
 
 
 CALIBRATION_EXPERIMENT = "fusionaudit-calibration"

@@ -6,6 +6,7 @@ stay NaN, so tables of all models share one schema:
 | column | needs |
 |---|---|
 | v_*, phi_*, modality_shapley_v, ablation_visual_share | score + mask (4 passes) |
+| shapley_v_image_blur/_other, shapley_v_text_empty/_other (tasks.diagnostics.baselines) | score + mask (8 more passes) |
 | mm_shap_v, mm_shap_se, mm_shap_evals, mm_shap_permutations, mm_shap_sum_image/_text, mm_shap_signed_v | score + mask_tokens (+ separable: cheaper) |
 | attn_visual_share, mcs_entropy, attn_*_efficiency, attn_efficiency_ratio | trace (layer means) |
 | rollout_visual_share | rollout (trace extras; the last layer's value) |
@@ -26,6 +27,7 @@ import torch
 from tasks.adapters.base import LoadedModel
 from tasks.diagnostics.ablation import ablation_visual_share
 from tasks.diagnostics.attention import attention_efficiency, mcs_entropy
+from tasks.diagnostics.baselines import COLUMNS as BASELINE_COLUMNS, baseline_shares
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.shapley import modality_shapley
 
@@ -42,7 +44,7 @@ MM_SHAP_PERMUTATIONS_RANDOM_INIT = 0
 
 PER_SAMPLE_COLUMNS = (
     "sample_id", "v_full", "v_image_only", "v_text_only", "v_empty", "phi_image", "phi_text",
-    "modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se", "mm_shap_evals",
+    "modality_shapley_v", *BASELINE_COLUMNS, "ablation_visual_share", "mm_shap_v", "mm_shap_se", "mm_shap_evals",
     "mm_shap_permutations", "mm_shap_sum_image", "mm_shap_sum_text", "mm_shap_signed_v", "attn_visual_share", "mcs_entropy", "attn_visual_efficiency", "attn_text_efficiency",
     "attn_efficiency_ratio", "attn_other_share", "attn_sink_mass", "attn_visual_share_sink_aware",
     "rollout_visual_share", "relevance_visual_share",
@@ -116,6 +118,10 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
         images, captions, ids = [s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk]
         inputs = model.prepare(images, captions, ids)
         row = _contributions(model, inputs)
+        if "mask" in caps:  # the same share under other masking baselines (robustness of the verdict)
+            v = {c: torch.tensor(row[c].to_numpy()) for c in ("v_full", "v_image_only", "v_text_only")}
+            row = row.assign(**baseline_shares(model, images, captions, ids, v["v_full"], v["v_image_only"],
+                                               v["v_text_only"]))
         if "mask_tokens" in caps and mm_shap_permutations > 0:
             row = row.assign(**_mm_shap(model, images, captions, ids, mm_shap_permutations, mm_shap_target_se,
                                         seed + start))

@@ -1,0 +1,66 @@
+"""The two-player modality Shapley share under several masking baselines per modality.
+
+A modality's absence has no single right baseline, and every published tool
+fixes one (MM-SHAP, CC-SHAP-VLM, Perceptual Score). Here each modality is
+also removed in two other ways, the other modality keeping the adapter's
+default baseline:
+
+| column | image absent as | text absent as |
+|---|---|---|
+| modality_shapley_v (default, unchanged) | the adapter's mean image | the adapter's mask/pad tokens |
+| shapley_v_image_blur | a Gaussian blur of the image | mask/pad tokens |
+| shapley_v_image_other | another sample's image (the next in the batch) | mask/pad tokens |
+| shapley_v_text_empty | mean image | an empty caption |
+| shapley_v_text_other | mean image | another sample's caption (the next in the batch) |
+
+Content baselines go through ``model.prepare`` (so every adapter supports
+them without code of its own); the default ones through ``model.mask``.
+"Another sample" needs a batch of at least two: a batch of one gets NaN.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from tasks.diagnostics.shapley import modality_shapley
+
+IMAGE_BASELINES = {"mean": "modality_shapley_v", "blur": "shapley_v_image_blur", "other": "shapley_v_image_other"}
+TEXT_BASELINES = {"mask": "modality_shapley_v", "empty": "shapley_v_text_empty", "other": "shapley_v_text_other"}
+COLUMNS = ("shapley_v_image_blur", "shapley_v_image_other", "shapley_v_text_empty", "shapley_v_text_other")
+#: Every share a verdict is checked under: the default and the four alternatives.
+ALL = ("modality_shapley_v", *COLUMNS)
+
+
+def blurred(image: Image.Image) -> Image.Image:
+    """A Gaussian blur with a radius of 1/8 of the image's side: shapes survive as blobs, edges and texture do not."""
+    return image.filter(ImageFilter.GaussianBlur(radius=max(1.0, max(image.size) / 8)))
+
+
+def _shift(items: list) -> list:
+    return items[1:] + items[:1]
+
+
+def baseline_shares(model, images: list[Image.Image], captions: list[str], ids: list[str],
+                    v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor) -> dict[str, np.ndarray]:
+    """The share under each alternative baseline; ``v_*`` are the default passes (image only = text masked, ...)."""
+    n = len(ids)
+    out: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for key, swapped in (("blur", [blurred(im) for im in images]), ("other", _shift(list(images)))):
+            if key == "other" and n < 2:
+                out[IMAGE_BASELINES[key]] = np.full(n, np.nan)
+                continue
+            replaced = model.prepare(swapped, captions, ids)  # image absent as ``key``, text present
+            v_t = model.score(replaced)
+            v_0 = model.score(model.mask(replaced, image_keep=True, text_keep=False))
+            out[IMAGE_BASELINES[key]] = modality_shapley(v_full, v_image, v_t, v_0)["modality_shapley_v"].numpy()
+        for key, swapped in (("empty", [""] * n), ("other", _shift(list(captions)))):
+            if key == "other" and n < 2:
+                out[TEXT_BASELINES[key]] = np.full(n, np.nan)
+                continue
+            replaced = model.prepare(images, swapped, ids)  # text absent as ``key``, image present
+            v_i = model.score(replaced)
+            v_0 = model.score(model.mask(replaced, image_keep=False, text_keep=True))
+            out[TEXT_BASELINES[key]] = modality_shapley(v_full, v_i, v_text, v_0)["modality_shapley_v"].numpy()
+    return out
