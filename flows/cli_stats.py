@@ -50,7 +50,7 @@ def _ci(lo: float, hi: float) -> str:
 
 
 def _verdict(label: str, dominant: str) -> str:
-    return f"{label} ({dominant})" if label in ("collapsed", "imbalanced") and dominant != "none" else label
+    return f"{label} ({dominant})" if label in ("collapsed", "imbalanced", "per-sample dominance") and dominant != "none" else label
 
 
 @app.command("summarize")
@@ -86,9 +86,11 @@ def summarize(
                           _p(s.t_p), _p(s.wilcoxon_p), _num(s.cohen_d, ".2f"), _num(s.power, ".2f"),
                           _verdict(r.call.label, r.call.dominant))
     out.print(per_model)
-    out.print(f"verdicts: collapsed = imbalance > {threshold:g}, t-test p < {alpha:g} and CI95 beyond the threshold; "
-              f"balanced = TOST within {baseline:g} ± {margin:g}; "
-              "'not shown to differ' is not evidence of balance")
+    out.print(f"verdicts: collapsed = imbalance > {threshold:g}, the deciding test's p (t-test; exact sign test when the "
+              f"share is the same on every sample), Holm-corrected across the models of a metric, < {alpha:g}, and the "
+              f"CI at {1 - alpha:g} beyond the threshold; per-sample dominance = most samples beyond the threshold "
+              f"(exact binomial); balanced = TOST within {baseline:g} ± {margin:g} and per-sample imbalance within the "
+              "margin; 'not shown to differ' is not evidence of balance")
 
     if result.pairwise:
         pairs = Table(title="Pairwise (paired on common sample_ids; difference = A - B)")

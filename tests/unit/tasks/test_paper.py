@@ -139,9 +139,16 @@ def test_values_and_citations_are_the_facts():
 
 
 def test_wording_follows_the_decision():
-    go_tex, go_md = render_abstract(make_env(), facts("GO", 2))
+    # a pattern across architectures only with enough distinct external architectures counted by the gates
+    enough = {"n_architectures": Cited(3, RUN_A, "gates/architectures_counted"),
+              "min_architectures": Cited(3, RUN_A, "gates/min_models_tested")}
+    go_tex, go_md = render_abstract(make_env(), facts("GO", 2) | enough)
     assert FIELD_WIDE in go_md and FIELD_WIDE in go_tex
     assert "not confined to a single architecture" in go_md
+    for few in ({}, enough | {"n_architectures": Cited(1, RUN_A, "gates/architectures_counted")}):
+        tex, md = render_abstract(make_env(), facts("GO", 2) | few)
+        assert FIELD_WIDE not in md + tex and "not confined" not in md + tex
+        assert "present among the external models we tested" in md
     assert "the features of one modality dominate" in go_md  # text and image collapse: no single modality
 
     for decision, collapsed in [("PIVOT", 1), ("PIVOT", 0), ("NEED_MORE_DATA", 1), ("NEED_MORE_DATA", 0)]:
