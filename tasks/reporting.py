@@ -82,6 +82,12 @@ class ModelView:
         return bool(c and c.value == 1)
 
     @property
+    def p_decided(self) -> Cited | None:
+        """The p that decided the verdict: Holm-corrected for a subject, the model's own for a control."""
+        holm = self.stats.get("p_holm")
+        return holm if holm is not None and holm.value == holm.value else self.stats.get("p")
+
+    @property
     def is_control(self) -> bool:
         return self.role in ("calibration", "random-init")
 
