@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks import evidence
-from tasks.actions import FAILED
 from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import FAILED, RunEvidence
 from tasks.mission import PRIORITY_ORDER, Action, Mission
 
 NOT_RUN = "Not run"

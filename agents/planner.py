@@ -26,9 +26,8 @@ from datetime import datetime, timedelta
 
 from agents.quality_officer import check_criteria, final_status
 from tasks import stats
-from tasks.actions import BLOCKED, COMPLETED, FAILED
 from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence
 from tasks.gates import GateResult, evaluate_gates
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 

@@ -24,7 +24,7 @@ from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, diagnose
-from tasks.paths import reports_root
+from tasks.runtime.paths import reports_root
 from tasks.reporting import make_env
 
 EXPERIMENT = "fusionaudit-calibration"

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agents.planner import NextPlan, plan_next
-from agents.quality_officer import CriterionCheck, check_criteria, final_status
+from tasks.acceptance import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
 from tasks.mission import PRIORITY_ORDER, Mission
@@ -92,8 +91,12 @@ class ActionView:
         return self.run.m(key) if self.run else None
 
 
-def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None) -> dict:
-    """Everything the templates may show, taken from the cycle's run tree."""
+def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None, next_plan=None) -> dict:
+    """Everything the templates may show, taken from the cycle's run tree.
+
+    ``next_plan`` is the planner's plan for the next cycle (``agents.planner.plan_next`` on the same tree), made
+    by the caller: reporting sits below the agents and never imports them.
+    """
     checks = check_criteria(mission, cycle)
     actions = []
     for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
@@ -116,7 +119,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "tested": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.tested", "").split(",")],
         "excluded": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.excluded", "").split(",")],
         "blocked_models": [m for m in models if m.status == "Blocked"],
-        "next_plan": _next_plan(mission, cycle),
+        "next_plan": next_plan,
         "diag_run": _action_run(mission, cycle, "diagnostics"),
         "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
         "stats_run": stats_run,
@@ -156,14 +159,6 @@ def _skipped(diag: RunEvidence | None) -> list[dict]:
     from tasks.evidence import read_table
 
     return read_table(diag.run_id, "dataset_skipped.csv").to_dict("records")
-
-
-def _next_plan(mission: Mission, cycle: RunEvidence) -> NextPlan | None:
-    """What the planner will do next cycle, from this cycle's evidence (None if the plan cannot be made)."""
-    try:
-        return plan_next(mission, cycle)
-    except ValueError:
-        return None
 
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:

@@ -45,7 +45,7 @@ from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 from tasks.diagnostics.relevance import RelevanceRow
 from tasks.diagnostics.rollout import Rollout, row_share
-from tasks.paths import cache_dir
+from tasks.runtime.paths import cache_dir
 
 ZOO_VERSION = "1"  # bump when the architecture, data or training changes meaning
 VARIANTS = ("text_dominant", "balanced", "vision_dominant")
