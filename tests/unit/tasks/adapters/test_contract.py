@@ -121,7 +121,7 @@ def test_an_uncached_hub_id_is_blocked_offline_fast(name, adapter, tmp_path, mon
     assert folder in err.value.searched
     assert f"hf download {hub_id}" in err.value.mitigation
     present, searched = adapter.locate(spec)
-    assert not present and folder in searched
+    assert not present and searched[0] == folder
 
 
 # ------------------------------------------------------------------ the smoke model
