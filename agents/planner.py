@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 
 from agents.quality_officer import check_criteria, final_status
 from tasks import stats
-from tasks.cited import Cited
 from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence
 from tasks.gates import GateResult, evaluate_gates
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
+from tasks.rendering import cite, code
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 
@@ -152,14 +152,6 @@ def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence
     return cycle.child("fa.action_id", action.id) if action else None
 
 
-def _code(text: object) -> str:
-    return "`" + str(text).replace("`", "'") + "`"
-
-
-def _cite(c: Cited) -> str:
-    return f"{c.formatted()} {c.citation}"
-
-
 # ------------------------------------------------------------------ gates
 
 
@@ -192,30 +184,30 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
             prefix = f"{name}/{gates.metric}/"
             summary = logged_summary(run, prefix)
             if summary is None or summary.baseline != 0.5:
-                changes.append(Change(f"Model {_code(name)} not counted by the gates: its {_code(gates.metric)} summary "
-                                      f"in run {_code(run.run_id)} was not tested against the balanced value.",
+                changes.append(Change(f"Model {code(name)} not counted by the gates: its {code(gates.metric)} summary "
+                                      f"in run {code(run.run_id)} was not tested against the balanced value.",
                                       (f"{run.run_id}:{prefix}baseline",)))
                 continue
             verdict = stats.collapse_verdict(summary, threshold=gates.imbalance_threshold, alpha=gates.alpha)
             verdicts[name] = verdict.collapsed
             cited = [run.m(prefix + k) for k in ("mean", "ci_low", "ci_high", "t_p")]
-            shown = ", ".join(f"{label} {_cite(c)}" for label, c in zip(("image share", "CI95 low", "CI95 high", "t-test p"), cited)
+            shown = ", ".join(f"{label} {cite(c)}" for label, c in zip(("image share", "CI95 low", "CI95 high", "t-test p"), cited)
                               if c is not None)
-            changes.append(Change(f"Model {_code(name)}: {'collapse' if verdict.collapsed else 'no collapse shown'} under this "
-                                  f"mission's gates ({shown}; {_code(verdict.reason)}).",
+            changes.append(Change(f"Model {code(name)}: {'collapse' if verdict.collapsed else 'no collapse shown'} under this "
+                                  f"mission's gates ({shown}; {code(verdict.reason)}).",
                                   tuple(c.citation[1:-1] for c in cited if c is not None)))
     result = evaluate_gates(verdicts, gates)
-    where = f"run {_code(run.run_id)}" if run else "no statistics run"
+    where = f"run {code(run.run_id)}" if run else "no statistics run"
     logged = run.tags.get("fa.decision") if run else None
     # the mission's gate values are the brief's text, not measurements: shown in a code span
     rule = (f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}, "
             f"imbalance_threshold={gates.imbalance_threshold:g}, alpha={gates.alpha:g}")
-    tested = ", ".join(map(_code, result.tested)) or "none"
-    collapsed = ", ".join(map(_code, result.collapsed)) or "none"
+    tested = ", ".join(map(code, result.tested)) or "none"
+    collapsed = ", ".join(map(code, result.collapsed)) or "none"
     text = (f"Decision **{result.decision}** re-evaluated from the per-model statistics of {where}: {result.rule} "
-            f"(tested: {tested}; collapsed: {collapsed}; gates {_code(rule)}).")
+            f"(tested: {tested}; collapsed: {collapsed}; gates {code(rule)}).")
     if logged and logged != result.decision:
-        text += f" The previous cycle logged {_code(logged)}: the mission's gates changed since."
+        text += f" The previous cycle logged {code(logged)}: the mission's gates changed since."
     changes.insert(0, Change(text, (f"{run.run_id}:tags/fa.decision",) if run else (f"{previous.run_id}:tags/fa.cycle_id",)))
     return result
 
@@ -251,26 +243,26 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
         picked, skipped = [], []
         for alt in entry.alternatives:
             if alt in blocked:
-                skipped.append(f"{_code(alt)} (Blocked in run {_code(blocked[alt].run_id)})")
+                skipped.append(f"{code(alt)} (Blocked in run {code(blocked[alt].run_id)})")
             elif alt in ran_before or any(m.name == alt for m in chosen) or alt in picked:
-                skipped.append(f"{_code(alt)} (already in the plan)")
+                skipped.append(f"{code(alt)} (already in the plan)")
             else:
                 picked.append(alt)
         subs[entry.name] = picked
         chosen += [by_name[a] for a in picked]
-        cause = f"Model {_code(entry.name)} was Blocked in run {_code(run.run_id)} ({_code(reason)})"
+        cause = f"Model {code(entry.name)} was Blocked in run {code(run.run_id)} ({code(reason)})"
         tail = f"; skipped: {', '.join(skipped)}" if skipped else ""
         if picked:
-            changes.append(Change(f"{cause}: replaced by {', '.join(map(_code, picked))} from the mission's alternatives{tail}.",
+            changes.append(Change(f"{cause}: replaced by {', '.join(map(code, picked))} from the mission's alternatives{tail}.",
                                   (f"{run.run_id}:tags/fa.status",)))
         else:
             changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
-                                  f"({_code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
+                                  f"({code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
                                   (f"{run.run_id}:tags/fa.status",)))
     if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
         chosen = list(mission.models)
         changes.append(Change("No model is left after removing the Blocked ones: the next cycle keeps "
-                              f"{', '.join(_code(m.name) for m in chosen)} so the blockers stay visible.",
+                              f"{', '.join(code(m.name) for m in chosen)} so the blockers stay visible.",
                               tuple(f"{blocked[m.name].run_id}:tags/fa.status" for m in chosen if m.name in blocked)))
     names = {m.name for m in chosen}
     chosen = [_drop_alternatives(m, names, mission) for m in chosen]
@@ -315,21 +307,21 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
         ref = f"{run.run_id}:tags/fa.status"
         if status == FAILED and count < ESCALATE_AFTER:
             retried[action.id] = error
-            changes.append(Change(f"Action {_code(action.id)} Failed in cycle {_code(cycle_id)} (run {_code(run.run_id)}: "
+            changes.append(Change(f"Action {code(action.id)} Failed in cycle {code(cycle_id)} (run {code(run.run_id)}: "
                                   f"{error}): retried once in the next cycle, escalated if it fails again.", (ref,)))
         elif count >= ESCALATE_AFTER:
             escalated.append(Escalation(action.id, action.owner, error, count, ref))
-            changes.append(Change(f"Action {_code(action.id)} {'Failed' if status == FAILED else 'stays escalated, ' + status} "
-                                  f"in consecutive cycles up to {_code(cycle_id)} (run {_code(run.run_id)}: {error}): escalated "
-                                  f"to the planning team with owner {_code(action.owner)}, not retried automatically.", (ref,)))
+            changes.append(Change(f"Action {code(action.id)} {'Failed' if status == FAILED else 'stays escalated, ' + status} "
+                                  f"in consecutive cycles up to {code(cycle_id)} (run {code(run.run_id)}: {error}): escalated "
+                                  f"to the planning team with owner {code(action.owner)}, not retried automatically.", (ref,)))
     return failures, retried, escalated
 
 
 def _error(run: RunEvidence, checks) -> str:
     """The logged reason, or the criteria the action missed with their observed values."""
     reason = run.tags.get("fa.reason", "")
-    missed = [f"criterion {_code(c.description)} not met: {_code(c.metric)} = "
-              f"{_cite(c.evidence) if c.evidence else 'not logged'}, required {_code(f'{c.op} {c.required:g}')}"
+    missed = [f"criterion {code(c.description)} not met: {code(c.metric)} = "
+              f"{cite(c.evidence) if c.evidence else 'not logged'}, required {code(f'{c.op} {c.required:g}')}"
               for c in checks if not c.passed]
-    parts = ([_code(reason)] if reason else []) + missed
-    return "; ".join(parts) or _code(run.tags.get("fa.status", "no reason logged"))
+    parts = ([code(reason)] if reason else []) + missed
+    return "; ".join(parts) or code(run.tags.get("fa.status", "no reason logged"))

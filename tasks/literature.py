@@ -27,11 +27,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
+
+from tasks.rendering import code, make_env, tex_escape
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_BIB = REPO_ROOT / "literature" / "references.bib"
-TEMPLATE_DIR = REPO_ROOT / "templates"
 
 #: The related-work categories of the paper outline, in section order.
 CATEGORIES: tuple[str, ...] = (
@@ -412,17 +413,6 @@ def latex_to_text(text: str) -> str:
     return " ".join(s.split())
 
 
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-    "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
-}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text → LaTeX that typesets it literally (model ids, headings)."""
-    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
-
-
 def md_literal(text: str) -> str:
     """Plain text for Markdown with every token that holds a digit in a code span.
 
@@ -465,13 +455,13 @@ def _cited_work(entry: Entry, category: str) -> CitedWork:
     annote = entry.get("annote").strip().rstrip(".")
     tex_sentence = annote if annote else f"\\emph{{{entry.get('title') or entry.key}}}"
     md_sentence = md_literal(latex_to_text(annote)) if annote else f"*{md_literal(entry.title)}*"
-    md_cite = f"[{_code(entry.author_year())}](#{entry.key})"
+    md_cite = f"[{code(entry.author_year())}](#{entry.key})"
     venue = md_literal(entry.venue())
-    reference = f'<a id="{entry.key}"></a>{_code(entry.author_year())}. *{md_literal(entry.title)}*.'
+    reference = f'<a id="{entry.key}"></a>{code(entry.author_year())}. *{md_literal(entry.title)}*.'
     if venue:
         reference += f" {venue}."
     if entry.get("doi"):
-        reference += f" {_code('doi:' + entry.get('doi'))}"
+        reference += f" {code('doi:' + entry.get('doi'))}"
     return CitedWork(
         key=entry.key,
         category=category,
@@ -479,10 +469,6 @@ def _cited_work(entry: Entry, category: str) -> CitedWork:
         md=f"{md_sentence} ({md_cite}).",
         reference_md=reference,
     )
-
-
-def _code(text: str) -> str:
-    return f"`{text.replace('`', chr(39))}`"
 
 
 def group_by_category(library: Mapping[str, Entry]) -> dict[str, list[str]]:
@@ -514,16 +500,6 @@ def related_work_sections(library: Library | Mapping[str, Entry],
     return sections
 
 
-def make_env(template_dir: Path | str | None = None) -> Environment:
-    """The Jinja environment the paper templates expect (strict, no autoescape)."""
-    return Environment(
-        loader=FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-
-
 def render_related_work(library: Library | Mapping[str, Entry],
                         keys_by_category: Mapping[str, Sequence[str]] | None = None,
                         env: Environment | None = None) -> tuple[str, str]:
@@ -532,7 +508,7 @@ def render_related_work(library: Library | Mapping[str, Entry],
     ``keys_by_category`` maps a section heading to citation keys, in the
     order to write them; ``None`` takes every library entry whose
     ``keywords`` name one of :data:`CATEGORIES`. ``env`` loads
-    ``paper/related_work.{tex,md}.j2`` (default: :func:`make_env`).
+    ``paper/related_work.{tex,md}.j2`` (default: :func:`tasks.rendering.make_env`).
     """
     env = env or make_env()
     sections = related_work_sections(library, keys_by_category)

@@ -1,4 +1,4 @@
-"""Jinja environment and the report context, built from MLflow evidence alone.
+"""The report context, built from MLflow evidence alone, and the reports rendered from it.
 
 Templates receive ``Cited`` values read back from the evidence store, never
 in-memory results, and print numbers only through the ``cite`` filter, so each
@@ -11,36 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from tasks.acceptance import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
 from tasks.mission import PRIORITY_ORDER, Mission
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-
-def cite(value: Cited | None, spec: str = "") -> str:
-    """``0.012 [run_id:key]``; a missing value prints as n/a (never a number without evidence)."""
-    if value is None:
-        return "n/a"
-    return f"{value.formatted(spec)} {value.citation}"
-
-
-def code(text: object) -> str:
-    """Identifiers, paths and free text from tags go in code spans (they are not measurements)."""
-    return "`" + str(text).replace("`", "'") + "`"
-
-
-def make_env() -> Environment:
-    from tasks.paper import cite_md, cite_tex
-
-    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(cite=cite, code=code, cite_md=cite_md, cite_tex=cite_tex)
-    return env
-
 
 # ------------------------------------------------------------------ the view
 

@@ -40,7 +40,7 @@ from tasks.scores_table import analyze
 from tasks.stats_layers import fit_layer_model
 from tasks.data.datasets import load_dataset
 from tasks.mission import Action, Dataset, Mission, ModelEntry
-from tasks.reporting import make_env
+from tasks.rendering import make_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=transient_only)
@@ -429,7 +429,6 @@ def _paper_sections(cycle: Cycle, out: Path) -> list:
     used = {m for m in ANALYSED_METRICS if any(f"{mv.name}/{m}/mean" in view["stats_run"].metrics for mv in view["models"])}
     used.add(cycle.mission.gates.metric)
     env = paper.with_paper_filters(make_env())
-    env.filters["tex"] = literature.tex_escape
     context = {**view, "s": view["stats_run"], "metrics_used": used, "fa_providecommand": paper.FA_PROVIDECOMMAND}
     findings = []
     for section in ("method", "results"):
