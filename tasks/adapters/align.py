@@ -42,6 +42,7 @@ SMOKE = Smoke(hub_id="kakaobrain/align-base", random_init_config=(
     ("vision_config.initializer_range", 0.5),
 ))
 
+
 class AlignAdapter(HFAdapter):
     """Opens ``AlignModel`` checkpoints (hub id such as "kakaobrain/align-base", or a local folder)."""
 

@@ -106,6 +106,7 @@ SMOKE = Smoke(hub_id="Salesforce/blip-itm-base-coco", random_init_config=(
     ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
 ))
 
+
 class BlipItmAdapter(HFAdapter):
     """Opens ``BlipForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 

@@ -120,6 +120,7 @@ SMOKE = Smoke(hub_id="Salesforce/blip2-itm-vit-g", random_init_config=(
     ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
 ))
 
+
 class Blip2ItmAdapter(HFAdapter):
     """Opens ``Blip2ForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 

@@ -131,6 +131,7 @@ SMOKE = Smoke(hub_id="openai/clip-vit-base-patch32", random_init_config=(
     ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
 ))
 
+
 class ClipAdapter(HFAdapter):
     """Opens ``CLIPModel`` checkpoints (hub id or local folder)."""
 

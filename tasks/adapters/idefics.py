@@ -197,6 +197,7 @@ SMOKE = Smoke(hub_id="HuggingFaceM4/idefics-9b-instruct", random_init_config=(
     ("alpha_initializer", "ones"),
 ))
 
+
 class IdeficsAdapter(HFGenerativeAdapter):
     """``idefics``: IdeficsForVisionText2Text (HuggingFaceM4/idefics-9b, idefics-9b-instruct)."""
 

@@ -116,6 +116,7 @@ SMOKE = Smoke(hub_id="dandelin/vilt-b32-finetuned-coco", random_init_config=(
     ("vocab_size", 64), ("max_position_embeddings", 16), ("image_size", 32), ("patch_size", 8),
 ))
 
+
 class ViltAdapter(HFAdapter):
     """Opens ``ViltForImageAndTextRetrieval`` checkpoints (hub id or local folder)."""
 
