@@ -90,7 +90,7 @@ def test_adapter_declares_name_family_capabilities_and_smoke(name, adapter):
     assert isinstance(adapter.smoke, Smoke)
 
 
-def test_missing_weights_are_blocked_with_the_places_looked_and_the_fix(name, adapter, tmp_path, monkeypatch):
+def test_missing_weights_are_blocked_with_the_places_looked_and_the_fix(name, adapter, tmp_path):
     if not adapter.smoke.weights:
         pytest.skip(f"{name} builds its own weights: nothing can be missing")
     absent = tmp_path / "no-weights-here"
