@@ -175,6 +175,7 @@ def test_separable_towers_give_the_score_of_the_masked_inputs(model, inputs):
     text[:, 0] = False
     split = model.similarity(model.encode_image(inputs, grid), model.encode_text(inputs, text))
     assert torch.allclose(split, model.score(model.mask_tokens(inputs, grid, text)), atol=1e-5)
+    assert not torch.allclose(split, model.score(inputs))
 
 
 def test_trace_summarises_every_layer_within_bounds(model, inputs):

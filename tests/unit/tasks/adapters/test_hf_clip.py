@@ -92,17 +92,6 @@ def test_mask_tokens_zeroes_cells_and_masks_players(model, inputs):
         model.mask_tokens(inputs, keep, text_keep[:, :3])
 
 
-def test_separable_matches_score_of_masked_inputs(model, inputs):
-    full = model.similarity(model.encode_image(inputs), model.encode_text(inputs))
-    assert torch.allclose(full, model.score(inputs), atol=1e-6)
-    keep = torch.tensor([[[True, False], [False, True]]] * 2)
-    text_keep = model.players(inputs).text_valid.clone()
-    text_keep[:, 1] = False
-    split = model.similarity(model.encode_image(inputs, keep), model.encode_text(inputs, text_keep))
-    assert torch.allclose(split, model.score(model.mask_tokens(inputs, keep, text_keep)), atol=1e-6)
-    assert not torch.allclose(split, full)
-
-
 def test_trace_reduces_each_tower_inside_hooks(model, inputs):
     captured: dict[str, torch.Tensor] = {}
     layers = [*model.model.vision_model.encoder.layers, *model.model.text_model.encoder.layers]
