@@ -32,6 +32,7 @@ def dispatch(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict
 
 
 def in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict[str, str]:
+    """Each model as a subflow in this process, one after the other."""
     finished = {}
     for entry in entries:
         state = diagnose_model_flow(cycle.to_params(), entry.name, parent, return_state=True)
