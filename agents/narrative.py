@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from agents.infra_monitor import redact
+from tasks.runtime.redaction import redact
 from agents.quality_officer import check_text
 from tasks.cited import Cited
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks import evidence
-from tasks.actions import FAILED
 from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import FAILED, RunEvidence
 from tasks.mission import PRIORITY_ORDER, Action, Mission
+from tasks.rendering import cite, code
 
 NOT_RUN = "Not run"
 # Infrastructure figures every run carries; reported as duration/memory, not as the action's key metrics.
@@ -111,7 +111,8 @@ class ActionReport:
 
 
 def _cite(c: Cited) -> str:
-    return f"{c.formatted()} {c.citation}" if not isinstance(c.value, str) else f"`{c.value}`"
+    """A number with its evidence; a logged string (a tag, a param) as code: it is not a measurement."""
+    return code(c.value) if isinstance(c.value, str) else cite(c)
 
 
 def _safe(text: str) -> str:

@@ -28,11 +28,11 @@ from datetime import datetime, timedelta
 
 from agents.quality_officer import check_criteria, final_status
 from tasks import stats
-from tasks.actions import BLOCKED, COMPLETED, FAILED
-from tasks.cited import Cited
-from tasks.evidence import RunEvidence
-from tasks.gates import SUBJECT, GateResult, ModelVerdict, decide
+from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence
+from tasks.gates import GateResult
+from tasks.logged_decision import logged_decision
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
+from tasks.rendering import cite, code
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 
@@ -155,14 +155,6 @@ def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence
     return cycle.child("fa.action_id", action.id) if action else None
 
 
-def _code(text: object) -> str:
-    return "`" + str(text).replace("`", "'") + "`"
-
-
-def _cite(c: Cited) -> str:
-    return f"{c.formatted()} {c.citation}"
-
-
 # ------------------------------------------------------------------ gates
 
 
@@ -182,32 +174,6 @@ def logged_summary(run: RunEvidence, prefix: str) -> stats.ShareSummary | None:
     return stats.ShareSummary(**values)
 
 
-def logged_verdicts(mission: Mission, stats_run: RunEvidence) -> list[ModelVerdict]:
-    """The per-model verdicts the statistics stage logged (role, Holm-corrected collapse, control result)."""
-    metric = mission.gates.metric
-    names = sorted({k.split("/", 1)[0] for k in stats_run.metrics if k.endswith(f"/{metric}/n")})
-    out = []
-    for name in names:
-        collapsed, passed = stats_run.m(f"{name}/verdict/collapsed"), stats_run.m(f"{name}/control/passed")
-        out.append(ModelVerdict(name, stats_run.params.get(f"{name}/role", SUBJECT), bool(collapsed and collapsed.value == 1),
-                                stats_run.params.get(f"{name}/architecture", name),
-                                None if passed is None else bool(passed.value == 1)))
-    return out
-
-
-def logged_decision(mission: Mission, cycle: RunEvidence) -> GateResult:
-    """The one decision (``tasks.gates.decide``) on the verdicts the cycle's statistics stage logged.
-
-    The stage, this planner and every report call ``decide`` on the same verdicts, so they agree; a cycle
-    whose statistics did not run has no verdicts and needs more data.
-    """
-    run = _action_run(mission, cycle, "statistics")
-    if run is None:
-        return decide([], mission.gates)
-    blocked = [n for n in run.tags.get("fa.blocked", "none").split(",") if n != "none"]
-    return decide(logged_verdicts(mission, run), mission.gates, blocked)
-
-
 def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) -> GateResult:
     gates = mission.gates
     run = _action_run(mission, previous, "statistics")
@@ -217,21 +183,21 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
             prefix = f"{name}/{gates.metric}/"
             cited = [c for c in (run.m(prefix + "mean"), run.m(f"{name}/verdict/p_holm"), run.m(f"{name}/verdict/collapsed"))
                      if c is not None]
-            shown = ", ".join(f"{label} {_cite(c)}" for label, c in zip(("image share", "Holm p", "collapsed"), cited))
-            changes.append(Change(f"Model {_code(name)}: {'collapse' if name in result.collapsed else 'no collapse shown'} "
-                                  f"({shown}; {_code(run.params.get(f'{name}/verdict/reason', ''))}).",
+            shown = ", ".join(f"{label} {cite(c)}" for label, c in zip(("image share", "Holm p", "collapsed"), cited))
+            changes.append(Change(f"Model {code(name)}: {'collapse' if name in result.collapsed else 'no collapse shown'} "
+                                  f"({shown}; {code(run.params.get(f'{name}/verdict/reason', ''))}).",
                                   tuple(c.citation[1:-1] for c in cited)))
-    where = f"run {_code(run.run_id)}" if run else "no statistics run"
+    where = f"run {code(run.run_id)}" if run else "no statistics run"
     # the mission's gate values are the brief's text, not measurements: shown in a code span
     rule = f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}"
-    tested = ", ".join(map(_code, result.tested)) or "none"
-    collapsed = ", ".join(map(_code, result.collapsed)) or "none"
-    controls = ", ".join(map(_code, result.controls)) or "none"
+    tested = ", ".join(map(code, result.tested)) or "none"
+    collapsed = ", ".join(map(code, result.collapsed)) or "none"
+    controls = ", ".join(map(code, result.controls)) or "none"
     text = (f"Decision **{result.decision}** from the per-model verdicts logged in {where}: {result.rule} "
             f"(external models tested: {tested}; collapsed: {collapsed}; controls, never counted: {controls}; "
-            f"gates {_code(rule)}).")
+            f"gates {code(rule)}).")
     if not result.trustworthy:
-        text += f" Not trustworthy: the verdict metric failed its controls ({', '.join(map(_code, result.controls_failed))})."
+        text += f" Not trustworthy: the verdict metric failed its controls ({', '.join(map(code, result.controls_failed))})."
     changes.insert(0, Change(text, (f"{run.run_id}:tags/fa.decision",) if run else (f"{previous.run_id}:tags/fa.cycle_id",)))
     return result
 
@@ -267,26 +233,26 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
         picked, skipped = [], []
         for alt in entry.alternatives:
             if alt in blocked:
-                skipped.append(f"{_code(alt)} (Blocked in run {_code(blocked[alt].run_id)})")
+                skipped.append(f"{code(alt)} (Blocked in run {code(blocked[alt].run_id)})")
             elif alt in ran_before or any(m.name == alt for m in chosen) or alt in picked:
-                skipped.append(f"{_code(alt)} (already in the plan)")
+                skipped.append(f"{code(alt)} (already in the plan)")
             else:
                 picked.append(alt)
         subs[entry.name] = picked
         chosen += [by_name[a] for a in picked]
-        cause = f"Model {_code(entry.name)} was Blocked in run {_code(run.run_id)} ({_code(reason)})"
+        cause = f"Model {code(entry.name)} was Blocked in run {code(run.run_id)} ({code(reason)})"
         tail = f"; skipped: {', '.join(skipped)}" if skipped else ""
         if picked:
-            changes.append(Change(f"{cause}: replaced by {', '.join(map(_code, picked))} from the mission's alternatives{tail}.",
+            changes.append(Change(f"{cause}: replaced by {', '.join(map(code, picked))} from the mission's alternatives{tail}.",
                                   (f"{run.run_id}:tags/fa.status",)))
         else:
             changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
-                                  f"({_code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
+                                  f"({code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
                                   (f"{run.run_id}:tags/fa.status",)))
     if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
         chosen = list(mission.models)
         changes.append(Change("No model is left after removing the Blocked ones: the next cycle keeps "
-                              f"{', '.join(_code(m.name) for m in chosen)} so the blockers stay visible.",
+                              f"{', '.join(code(m.name) for m in chosen)} so the blockers stay visible.",
                               tuple(f"{blocked[m.name].run_id}:tags/fa.status" for m in chosen if m.name in blocked)))
     names = {m.name for m in chosen}
     chosen = [_drop_alternatives(m, names, mission) for m in chosen]
@@ -331,21 +297,21 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
         ref = f"{run.run_id}:tags/fa.status"
         if status == FAILED and count < ESCALATE_AFTER:
             retried[action.id] = error
-            changes.append(Change(f"Action {_code(action.id)} Failed in cycle {_code(cycle_id)} (run {_code(run.run_id)}: "
+            changes.append(Change(f"Action {code(action.id)} Failed in cycle {code(cycle_id)} (run {code(run.run_id)}: "
                                   f"{error}): retried once in the next cycle, escalated if it fails again.", (ref,)))
         elif count >= ESCALATE_AFTER:
             escalated.append(Escalation(action.id, action.owner, error, count, ref))
-            changes.append(Change(f"Action {_code(action.id)} {'Failed' if status == FAILED else 'stays escalated, ' + status} "
-                                  f"in consecutive cycles up to {_code(cycle_id)} (run {_code(run.run_id)}: {error}): escalated "
-                                  f"to the planning team with owner {_code(action.owner)}, not retried automatically.", (ref,)))
+            changes.append(Change(f"Action {code(action.id)} {'Failed' if status == FAILED else 'stays escalated, ' + status} "
+                                  f"in consecutive cycles up to {code(cycle_id)} (run {code(run.run_id)}: {error}): escalated "
+                                  f"to the planning team with owner {code(action.owner)}, not retried automatically.", (ref,)))
     return failures, retried, escalated
 
 
 def _error(run: RunEvidence, checks) -> str:
     """The logged reason, or the criteria the action missed with their observed values."""
     reason = run.tags.get("fa.reason", "")
-    missed = [f"criterion {_code(c.description)} not met: {_code(c.metric)} = "
-              f"{_cite(c.evidence) if c.evidence else 'not logged'}, required {_code(f'{c.op} {c.required:g}')}"
+    missed = [f"criterion {code(c.description)} not met: {code(c.metric)} = "
+              f"{cite(c.evidence) if c.evidence else 'not logged'}, required {code(f'{c.op} {c.required:g}')}"
               for c in checks if not c.passed]
-    parts = ([_code(reason)] if reason else []) + missed
-    return "; ".join(parts) or _code(run.tags.get("fa.status", "no reason logged"))
+    parts = ([code(reason)] if reason else []) + missed
+    return "; ".join(parts) or code(run.tags.get("fa.status", "no reason logged"))

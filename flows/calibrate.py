@@ -24,8 +24,8 @@ from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, diagnose
-from tasks.paths import reports_root
-from tasks.reporting import make_env
+from tasks.runtime.paths import reports_root
+from tasks.rendering import make_env
 
 EXPERIMENT = "fusionaudit-calibration"
 # Not the zoo's training (1000) or check (1001) data, nor the tests' (7): samples no model has seen.

@@ -28,7 +28,7 @@ err = Console(stderr=True, soft_wrap=True)
 def _fail(exc: BaseException, debug: bool) -> None:
     from jinja2 import TemplateError
 
-    from tasks.preflight import describe_os_error, describe_template_error
+    from tasks.runtime.preflight import describe_os_error, describe_template_error
 
     if debug:
         raise exc
@@ -54,7 +54,7 @@ def cycle_run(
     from flows.cycle import next_cycle
     from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
     from tasks.evidence import tracking_uri
-    from tasks.preflight import run_preflight
+    from tasks.runtime.preflight import run_preflight
     from tasks.mission import MissionError
 
     path = str(mission or DEFAULT_MISSION)
@@ -108,7 +108,7 @@ def _check_fan_out() -> None:
     from prefect.deployments import run_deployment  # noqa: F401 - fail here if prefect is broken
     from prefect.client.orchestration import get_client
 
-    from tasks.stages import DIAGNOSE_DEPLOYMENT
+    from flows.diagnose import DIAGNOSE_DEPLOYMENT
 
     if not os.environ.get("PREFECT_API_URL"):
         raise RuntimeError("--fan-out needs a Prefect server: set PREFECT_API_URL and run `fusionaudit deploy` (see docs/prefect-server.md)")
@@ -184,7 +184,7 @@ def report_show(
     which: str = typer.Option("handoff", help="handoff | summary"),
 ) -> None:
     """Print a cycle's handoff (or cycle summary)."""
-    from tasks.paths import reports_root
+    from tasks.runtime.paths import reports_root
 
     root = reports_root() / mission
     cycles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []

@@ -18,7 +18,7 @@ from flows.week1 import DEFAULT_MISSION, week1_cycle
 from tasks import evidence
 from tasks.cycles import find_cycle
 from tasks.mission import load_mission
-from tasks.paths import reports_root
+from tasks.runtime.paths import reports_root
 
 
 @task(name="plan-next-cycle", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)

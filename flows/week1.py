@@ -15,11 +15,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from agents.planner import pending_actions
+from flows.diagnose import dispatch
 from tasks import evidence, reporting
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
-from tasks.paths import reports_root
+from tasks.runtime.paths import reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
@@ -118,7 +119,7 @@ def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | No
     execute(cycle, "environment", done, check_environment)
     adapters = execute(cycle, "adapters", done, adapters_stage, mission.models)
     opened = tuple(e for e in mission.models if any(m.key == e.name and m.ok for m in (adapters.data or [])))
-    diagnostics = execute(cycle, "diagnostics", done, diagnostics_stage, opened)
+    diagnostics = execute(cycle, "diagnostics", done, diagnostics_stage, opened, dispatch)
     random_init = tuple(m.key for m in (adapters.data or []) if m.ok and m.data["random_init"])
     statistics = execute(cycle, "statistics", done, statistics_stage, diagnostics.data if diagnostics else {}, random_init)
     execute(cycle, "alternative_models", done, adapters_stage, mission.alternatives)

@@ -15,12 +15,11 @@ from typing import Any
 
 from prefect.states import Completed, State
 
-from agents.infra_monitor import measure
 from tasks import evidence
 from tasks.adapters.base import WeightsUnavailable
+from tasks.evidence import BLOCKED, COMPLETED, FAILED
 from tasks.mission import Action, Mission
-
-COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
+from tasks.runtime.resources import measure
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tasks.cited import Cited, format_number
-from tasks.paths import home
+from tasks.runtime.paths import home
 
 PARENT_TAG = "mlflow.parentRunId"
+# The outcomes an action or a model run ends with (its ``fa.status`` tag); Blocked is an outcome, not a failure.
+COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
 
 

@@ -2,7 +2,7 @@
 
 ``decide`` is the only place the decision is made: the statistics stage calls
 it on the verdicts it computed, the planner and every report call it on the
-verdicts the stage logged (``agents.planner.logged_decision``), so they
+verdicts the stage logged (``tasks.logged_decision``), so they
 cannot disagree. Only external subjects count: calibration-zoo models and
 RANDOM-INIT models are controls (DESIGN.md, "Verdicts"); they show that the
 method works and are never evidence about the world. A calibration model

@@ -14,10 +14,10 @@ names the key and the .bib files searched.
 The Markdown twin keeps bibliographic numbers (years, page ranges) inside code
 spans, so ``fusionaudit verify`` never mistakes them for uncited evidence.
 
-Pure functions; no Prefect, no MLflow. The BibTeX parser is deliberately
-small: entries ``@type{key, field = {...} | "..." | number | macro # ...}``
-with nested braces, ``@string`` macros, ``@comment``/``@preamble`` skipped,
-``(...)`` as well as ``{...}`` delimiters, text between entries ignored.
+Pure functions; no Prefect, no MLflow. bibtexparser reads the files (nested
+braces, ``@string`` macros, ``@comment``/``@preamble``, ``(...)`` delimiters,
+text between entries); the month macros and ``#`` concatenation are resolved
+here, as BibTeX does.
 """
 from __future__ import annotations
 
@@ -27,11 +27,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+import bibtexparser
+from bibtexparser.model import DuplicateBlockKeyBlock
+from jinja2 import Environment
+
+from tasks.rendering import code, make_env, tex_escape
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_BIB = REPO_ROOT / "literature" / "references.bib"
-TEMPLATE_DIR = REPO_ROOT / "templates"
 
 #: The related-work categories of the paper outline, in section order.
 CATEGORIES: tuple[str, ...] = (
@@ -174,153 +177,81 @@ class Library(dict[str, Entry]):
 
 # --------------------------------------------------------------------------- parsing
 
-_AT = re.compile(r"@[ \t]*([A-Za-z][\w-]*)[ \t\r\n]*([{(])")
-_FIELD_NAME = re.compile(r"[A-Za-z_][\w\-:.+/]*")
-_NUMBER = re.compile(r"\d+")
+_NAME = re.compile(r"[A-Za-z_][\w\-:.+/]*")
 _KEY_BAD = re.compile(r"[\s{}(),=\"#%'~\\]")
 _MONTHS = {m[:3].lower(): m for m in (
     "January February March April May June July August September October November December".split())}
 
 
 def parse_bibtex(text: str, source: Path | str | None = None) -> list[Entry]:
-    """Entries of a BibTeX text, in file order (duplicates included)."""
-    return _Parser(text, Path(source) if source is not None else None).parse()
+    """Entries of a BibTeX text, in file order (duplicates included).
 
+    bibtexparser splits the text into blocks (entries, ``@string``, ``@comment``,
+    ``@preamble``, free text); field values come back raw and :func:`_value`
+    reads them the BibTeX way.
+    """
+    where = Path(source) if source is not None else None
 
-class _Parser:
-    def __init__(self, text: str, source: Path | None):
-        self.text, self.source, self.macros = text, source, dict(_MONTHS)
+    def error(line: int, message: str) -> BibParseError:  # bibtexparser counts lines from 0
+        return BibParseError(f"{where or '<bibtex>'}:{line + 1}: {message}")
 
-    def error(self, pos: int, message: str) -> BibParseError:
-        line = self.text.count("\n", 0, pos) + 1
-        return BibParseError(f"{self.source or '<bibtex>'}:{line}: {message}")
-
-    def parse(self) -> list[Entry]:
-        entries, pos = [], 0
-        while (m := _AT.search(self.text, pos)) is not None:
-            kind, opener = m.group(1).lower(), m.group(2)
-            closer = "}" if opener == "{" else ")"
-            if kind in ("comment", "preamble"):
-                pos = self.skip_balanced(m.end(), opener, closer, m.start())
-            elif kind == "string":
-                pos = self.parse_string(m.end(), closer)
-            else:
-                entry, pos = self.parse_entry(kind, m.start(), m.end(), closer)
-                entries.append(entry)
-        return entries
-
-    def skip_balanced(self, pos: int, opener: str, closer: str, start: int) -> int:
-        depth, i, text = 1, pos, self.text
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == opener:
-                depth += 1
-            elif c == closer:
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            i += 1
-        raise self.error(start, f"unbalanced {opener!r}")
-
-    def ws(self, i: int) -> int:
-        while i < len(self.text) and self.text[i].isspace():
-            i += 1
-        return i
-
-    def parse_string(self, i: int, closer: str) -> int:
-        i = self.ws(i)
-        m = _FIELD_NAME.match(self.text, i)
-        if not m:
-            raise self.error(i, "@string without a name")
-        i = self.ws(m.end())
-        if self.text[i:i + 1] != "=":
-            raise self.error(i, "expected '=' in @string")
-        value, i = self.parse_value(self.ws(i + 1))
-        i = self.ws(i)
-        if self.text[i:i + 1] != closer:
-            raise self.error(i, f"expected {closer!r} to close @string")
-        self.macros[m.group().lower()] = value
-        return i + 1
-
-    def parse_entry(self, kind: str, start: int, i: int, closer: str) -> tuple[Entry, int]:
-        text = self.text
-        comma = text.find(",", i)
-        end = text.find(closer, i)
-        if end < 0 and comma < 0:
-            raise self.error(start, f"@{kind} entry is not closed")
-        bare = end >= 0 and (comma < 0 or end < comma)  # "@misc{key}": a key and no fields
-        key = text[i:end if bare else comma].strip()
-        if not key or _KEY_BAD.search(key):
-            raise self.error(start, f"@{kind} entry with a missing or bad citation key {key!r}")
+    blocks = bibtexparser.parse_string(text, parse_stack=[])  # raw values: no middleware rewrites them
+    for failed in blocks.failed_blocks:
+        if not isinstance(failed, DuplicateBlockKeyBlock):
+            raise error(failed.start_line, f"malformed block ({failed.error}): {failed.raw.strip()[:40]!r}")
+    macros = dict(_MONTHS)
+    for string in blocks.strings:
+        macros[string.key.lower()] = _value(string.value, macros, lambda m, s=string: error(s.start_line, m))
+    found = blocks.entries + [b.ignore_error_block for b in blocks.failed_blocks]  # a repeated key is kept too
+    entries = []
+    for raw in sorted(found, key=lambda e: e.start_line):
+        if not raw.key or _KEY_BAD.search(raw.key):
+            raise error(raw.start_line, f"@{raw.entry_type} entry with a missing or bad citation key {raw.key!r}")
         fields: dict[str, str] = {}
-        i = end if bare else comma + 1
-        while True:
-            i = self.ws(i)
-            if i >= len(text):
-                raise self.error(start, f"entry {key!r} is not closed")
-            if text[i] == closer:
-                i += 1
-                break
-            m = _FIELD_NAME.match(text, i)
-            if not m:
-                raise self.error(i, f"expected a field name in entry {key!r}, found {text[i:i + 20]!r}")
-            name = m.group().lower()
-            i = self.ws(m.end())
-            if text[i:i + 1] != "=":
-                raise self.error(i, f"expected '=' after field {name!r} in entry {key!r}")
-            value, i = self.parse_value(self.ws(i + 1))
-            fields.setdefault(name, value)  # BibTeX keeps the first of a repeated field
-            i = self.ws(i)
-            if text[i:i + 1] == ",":
-                i += 1
-            elif text[i:i + 1] != closer:
-                raise self.error(i, f"expected ',' or {closer!r} after field {name!r} in entry {key!r}")
-        line = text.count("\n", 0, start) + 1
-        return Entry(key=key, type=kind, fields=fields, source=self.source, line=line), i
+        for f in raw.fields:
+            where_f = lambda m, f=f: error(raw.start_line, f"field {f.key!r} of entry {raw.key!r}: {m}")  # noqa: E731
+            fields.setdefault(f.key.lower(), _value(f.value, macros, where_f))  # BibTeX keeps the first
+        entries.append(Entry(key=raw.key, type=raw.entry_type.lower(), fields=fields, source=where,
+                             line=raw.start_line + 1))
+    return entries
 
-    def parse_value(self, i: int) -> tuple[str, int]:
-        parts: list[str] = []
-        while True:
-            i = self.ws(i)
-            c = self.text[i:i + 1]
-            if c == "{":
-                end = self.skip_balanced(i + 1, "{", "}", i)
-                parts.append(self.text[i + 1:end - 1])
-                i = end
-            elif c == '"':
-                part, i = self.quoted(i)
-                parts.append(part)
-            elif (m := _NUMBER.match(self.text, i)) is not None:
-                parts.append(m.group())
-                i = m.end()
-            elif (m := _FIELD_NAME.match(self.text, i)) is not None:
-                parts.append(self.macros.get(m.group().lower(), m.group()))
-                i = m.end()
-            else:
-                raise self.error(i, f"expected a value, found {self.text[i:i + 20]!r}")
-            j = self.ws(i)
-            if self.text[j:j + 1] != "#":
-                return " ".join("".join(parts).split()), i
-            i = j + 1
 
-    def quoted(self, start: int) -> tuple[str, int]:
-        depth, i, text = 0, start + 1, self.text
-        while i < len(text):
-            c = text[i]
-            if c == "\\":
-                i += 2
-                continue
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            elif c == '"' and depth == 0:
-                return text[start + 1:i], i + 1
-            i += 1
-        raise self.error(start, 'unterminated "..." value')
+def _value(raw: str, macros: Mapping[str, str], error) -> str:
+    """A raw field value: ``{...}``, ``"..."``, numbers and macros joined by ``#``, whitespace collapsed."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, c in enumerate(raw + "#"):
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        elif c == '"' and depth == 0:
+            quoted = not quoted
+        elif c == "#" and depth == 0 and not quoted:
+            parts.append(raw[start:i].strip())
+            start = i + 1
+    text = []
+    for part in parts:
+        if part[:1] in "{\"" and len(part) > 1 and _one_group(part):
+            text.append(part[1:-1])
+        elif part.isdigit():
+            text.append(part)
+        elif _NAME.fullmatch(part):
+            text.append(macros.get(part.lower(), part))
+        else:
+            raise error(f"expected {{...}}, \"...\", a number or a macro, found {part[:20]!r}")
+    return " ".join("".join(text).split())
+
+
+def _one_group(part: str) -> bool:
+    """``part`` is one ``{...}`` or ``"..."`` group: its opening delimiter closes at its last character."""
+    if part[0] == '"':
+        return part[-1] == '"'
+    depth = 0
+    for i, c in enumerate(part):
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        if depth == 0:
+            return i == len(part) - 1
+    return False
 
 
 def load_library(paths: Sequence[Path | str] | None = None) -> Library:
@@ -412,17 +343,6 @@ def latex_to_text(text: str) -> str:
     return " ".join(s.split())
 
 
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
-    "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
-}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text → LaTeX that typesets it literally (model ids, headings)."""
-    return "".join(_TEX_SPECIALS.get(c, c) for c in str(text))
-
-
 def md_literal(text: str) -> str:
     """Plain text for Markdown with every token that holds a digit in a code span.
 
@@ -465,13 +385,13 @@ def _cited_work(entry: Entry, category: str) -> CitedWork:
     annote = entry.get("annote").strip().rstrip(".")
     tex_sentence = annote if annote else f"\\emph{{{entry.get('title') or entry.key}}}"
     md_sentence = md_literal(latex_to_text(annote)) if annote else f"*{md_literal(entry.title)}*"
-    md_cite = f"[{_code(entry.author_year())}](#{entry.key})"
+    md_cite = f"[{code(entry.author_year())}](#{entry.key})"
     venue = md_literal(entry.venue())
-    reference = f'<a id="{entry.key}"></a>{_code(entry.author_year())}. *{md_literal(entry.title)}*.'
+    reference = f'<a id="{entry.key}"></a>{code(entry.author_year())}. *{md_literal(entry.title)}*.'
     if venue:
         reference += f" {venue}."
     if entry.get("doi"):
-        reference += f" {_code('doi:' + entry.get('doi'))}"
+        reference += f" {code('doi:' + entry.get('doi'))}"
     return CitedWork(
         key=entry.key,
         category=category,
@@ -479,10 +399,6 @@ def _cited_work(entry: Entry, category: str) -> CitedWork:
         md=f"{md_sentence} ({md_cite}).",
         reference_md=reference,
     )
-
-
-def _code(text: str) -> str:
-    return f"`{text.replace('`', chr(39))}`"
 
 
 def group_by_category(library: Mapping[str, Entry]) -> dict[str, list[str]]:
@@ -514,16 +430,6 @@ def related_work_sections(library: Library | Mapping[str, Entry],
     return sections
 
 
-def make_env(template_dir: Path | str | None = None) -> Environment:
-    """The Jinja environment the paper templates expect (strict, no autoescape)."""
-    return Environment(
-        loader=FileSystemLoader(str(template_dir or TEMPLATE_DIR)),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-
-
 def render_related_work(library: Library | Mapping[str, Entry],
                         keys_by_category: Mapping[str, Sequence[str]] | None = None,
                         env: Environment | None = None) -> tuple[str, str]:
@@ -532,7 +438,7 @@ def render_related_work(library: Library | Mapping[str, Entry],
     ``keys_by_category`` maps a section heading to citation keys, in the
     order to write them; ``None`` takes every library entry whose
     ``keywords`` name one of :data:`CATEGORIES`. ``env`` loads
-    ``paper/related_work.{tex,md}.j2`` (default: :func:`make_env`).
+    ``paper/related_work.{tex,md}.j2`` (default: :func:`tasks.rendering.make_env`).
     """
     env = env or make_env()
     sections = related_work_sections(library, keys_by_category)

@@ -39,7 +39,7 @@ from typing import Any
 from jinja2 import Environment, StrictUndefined, Undefined
 
 from tasks.cited import Cited
-from tasks.literature import make_env, tex_escape
+from tasks.rendering import code, make_env, tex_escape
 
 DECISIONS: tuple[str, ...] = ("GO", "PIVOT", "NEED_MORE_DATA")
 ABSTRACT_TEX = "paper/abstract.tex.j2"
@@ -116,11 +116,7 @@ class CollapsedModel:
 
     @property
     def name_md(self) -> str:
-        return _md_code(self.name)
-
-
-def _md_code(text: str) -> str:
-    return "`" + str(text).replace("`", "'") + "`"
+        return code(self.name)
 
 
 def _join(items: Sequence[str]) -> str:
@@ -216,9 +212,9 @@ def abstract_context(facts: Mapping[str, Any]) -> dict[str, Any]:
         "p_value": p_value,
         "cohens_d": cohens_d,
         "strongest_tex": f"\\texttt{{{tex_escape(strongest)}}}" if strongest else None,
-        "strongest_md": _md_code(strongest) if strongest else None,
+        "strongest_md": code(strongest) if strongest else None,
         "models_tested_tex": _join([f"\\texttt{{{tex_escape(m)}}}" for m in models_tested]),
-        "models_tested_md": _join([_md_code(m) for m in models_tested]),
+        "models_tested_md": _join([code(m) for m in models_tested]),
         "fa_newcommand": FA_NEWCOMMAND,
         "fa_providecommand": FA_PROVIDECOMMAND,
     }

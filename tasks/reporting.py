@@ -1,4 +1,4 @@
-"""Jinja environment and the report context, built from MLflow evidence alone.
+"""The report context, built from MLflow evidence alone, and the reports rendered from it.
 
 Templates receive ``Cited`` values read back from the evidence store, never
 in-memory results, and print numbers only through the ``cite`` filter, so each
@@ -11,37 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
-from agents.planner import NextPlan, logged_decision, plan_next
-from agents.quality_officer import CriterionCheck, check_criteria, final_status
+from tasks.acceptance import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
+from tasks.logged_decision import logged_decision
 from tasks.evidence import RunEvidence
 from tasks.mission import PRIORITY_ORDER, Mission
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-
-def cite(value: Cited | None, spec: str = "") -> str:
-    """``0.012 [run_id:key]``; a missing value prints as n/a (never a number without evidence)."""
-    if value is None:
-        return "n/a"
-    return f"{value.formatted(spec)} {value.citation}"
-
-
-def code(text: object) -> str:
-    """Identifiers, paths and free text from tags go in code spans (they are not measurements)."""
-    return "`" + str(text).replace("`", "'") + "`"
-
-
-def make_env() -> Environment:
-    from tasks.paper import cite_md, cite_tex
-
-    env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(cite=cite, code=code, cite_md=cite_md, cite_tex=cite_tex)
-    return env
-
 
 # ------------------------------------------------------------------ the view
 
@@ -114,8 +90,12 @@ class ActionView:
         return self.run.m(key) if self.run else None
 
 
-def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None) -> dict:
-    """Everything the templates may show, taken from the cycle's run tree."""
+def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None, next_plan=None) -> dict:
+    """Everything the templates may show, taken from the cycle's run tree.
+
+    ``next_plan`` is the planner's plan for the next cycle (``agents.planner.plan_next`` on the same tree), made
+    by the caller: reporting sits below the agents and never imports them.
+    """
     checks = check_criteria(mission, cycle)
     actions = []
     for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
@@ -141,7 +121,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "controls": [m for m in models if m.name in gate.controls],
         "gate": gate,
         "blocked_models": [m for m in models if m.status == "Blocked"],
-        "next_plan": _next_plan(mission, cycle),
+        "next_plan": next_plan,
         "diag_run": _action_run(mission, cycle, "diagnostics"),
         "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
         "stats_run": stats_run,
@@ -181,14 +161,6 @@ def _skipped(diag: RunEvidence | None) -> list[dict]:
     from tasks.evidence import read_table
 
     return read_table(diag.run_id, "dataset_skipped.csv").to_dict("records")
-
-
-def _next_plan(mission: Mission, cycle: RunEvidence) -> NextPlan | None:
-    """What the planner will do next cycle, from this cycle's evidence (None if the plan cannot be made)."""
-    try:
-        return plan_next(mission, cycle)
-    except ValueError:
-        return None
 
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:

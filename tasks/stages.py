@@ -10,7 +10,6 @@ import hashlib
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +21,9 @@ from prefect.tasks import exponential_backoff
 from prefect.transactions import CommitMode, transaction
 
 from agents import narrative
-from agents.infra_monitor import environment_snapshot
+from agents.planner import NextPlan, plan_next
 from agents.quality_officer import assess, check_criteria, check_text, final_status
-from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
+from tasks import evidence, literature, paper, reporting, stats, stats_plots
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
                            transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
@@ -34,15 +33,17 @@ from tasks.diagnostics import plots
 from tasks.diagnostics.baselines import ALL as BASELINE_SHARES
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
-from tasks.batching import run_batched
 from tasks import controls, metric_agreement
 from tasks import gates as gates_mod
 from tasks.reliance_plot import reliance_histogram
+from tasks.runtime import environment
+from tasks.runtime.batching import run_batched
+from tasks.runtime.environment import environment_snapshot
 from tasks.scores_table import analyze
 from tasks.stats_layers import fit_layer_model
 from tasks.data.datasets import load_dataset
-from tasks.mission import Action, Dataset, ModelEntry
-from tasks.reporting import make_env
+from tasks.mission import Action, Dataset, Mission, ModelEntry
+from tasks.rendering import make_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2), retry_condition_fn=transient_only)
@@ -171,17 +172,16 @@ def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> D
                             [str(e) for e in events])
 
 
-DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
-
-
 @task(name="diagnostics", cache_policy=NO_CACHE)
-def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
+def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...], dispatch) -> Outcome:
     """Per-sample contributions and per-layer attention for every opened model, logged per model.
 
-    Each model is a ``diagnose-model`` flow run: a subflow here, or with
-    ``cycle.fan_out`` a run of that deployment on whichever worker (GPU
-    machine) picks it up. Either way the result comes back through the
-    evidence store, so both paths report the same logged numbers.
+    ``dispatch(cycle, parent_run_id, entries) -> {model: model run id}`` runs
+    each model as a ``diagnose-model`` flow run (``flows.diagnose.dispatch``:
+    a subflow, or with ``cycle.fan_out`` a run of that deployment on whichever
+    worker picks it up); the flow passes it in, so this stage never imports a
+    flow. Either way the result comes back through the evidence store, so both
+    paths report the same logged numbers.
     """
     ds = cycle.mission.dataset
     with action_run(cycle, action) as run:
@@ -191,7 +191,7 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
                     "fan_out": cycle.fan_out, "dataset_root": data.root or "built-in"})
         run.metrics({"dataset_samples_skipped": len(data.skipped)})
         run.table(data.skipped, "dataset_skipped.csv")
-        finished = _fan_out(cycle, run.run_id, entries) if cycle.fan_out else _in_process(cycle, run.run_id, entries)
+        finished = dispatch(cycle, run.run_id, entries)
         results: dict[str, DiagnosticResult] = {}
         for entry in entries:
             model_run = finished.get(entry.name)
@@ -215,56 +215,8 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
     return _finish(run, outcome)
 
 
-def _in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> dict[str, str]:
-    from flows.diagnose import diagnose_model_flow  # the flow module imports this one
-
-    finished = {}
-    for entry in entries:
-        state = diagnose_model_flow(cycle.to_params(), entry.name, parent, return_state=True)
-        if state.is_completed():
-            finished[entry.name] = state.result()
-        else:
-            _model_failed(cycle, parent, entry, state.result(raise_on_failure=False))
-    return finished
-
-
-def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s: float = 2.0) -> dict[str, str]:
-    """Submit every model as a deployment run at once, then wait: workers run them in parallel.
-
-    The runs' results come back through the evidence store (the model's child
-    run under ``parent``), not through Prefect result storage, which a worker
-    on another machine does not share.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
-    pending = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
-                                                                        "parent_run_id": parent},
-                                      timeout=0, flow_run_name=f"diagnose {e.name} ({cycle.cycle_id})").id
-               for e in entries}
-    ended = {}
-    with get_client(sync_client=True) as client:
-        while pending:
-            for name, run_id in list(pending.items()):
-                flow_run = client.read_flow_run(run_id)
-                if flow_run.state and flow_run.state.is_final():
-                    ended[name] = flow_run
-                    del pending[name]
-            if pending:
-                time.sleep(poll_s)
-    finished = {}
-    for entry in entries:
-        flow_run = ended[entry.name]
-        model_run = evidence.find_child(cycle.experiment_id, parent, {"fa.kind": "model", "fa.model": entry.name})
-        if flow_run.state.is_completed() and model_run and model_run.tags.get("fa.status") == COMPLETED:
-            finished[entry.name] = model_run.run_id
-        else:
-            _model_failed(cycle, parent, entry, RuntimeError(
-                f"diagnose-model run {flow_run.name!r} ended {flow_run.state.name}: {flow_run.state.message or 'no message'}"))
-    return finished
-
-
-def _model_failed(cycle: Cycle, parent: str, entry: ModelEntry, cause: object) -> None:
+def model_failed(cycle: Cycle, parent: str, entry: ModelEntry, cause: object) -> None:
+    """Record a model whose diagnose-model run did not complete as Failed under the diagnostics action."""
     run = open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
     record(run, Outcome(entry.name, FAILED, run.run_id, reason=f"{type(cause).__name__}: {cause}",
                         mitigation="see the diagnose-model flow run's logs; a re-run reuses every finished model"))
@@ -569,7 +521,6 @@ def _paper_sections(cycle: Cycle, out: Path) -> list:
     used = {m for m in ANALYSED_METRICS if any(f"{mv.name}/{m}/mean" in view["stats_run"].metrics for mv in view["models"])}
     used.add(cycle.mission.gates.metric)
     env = paper.with_paper_filters(make_env())
-    env.filters["tex"] = literature.tex_escape
     context = {**view, "s": view["stats_run"], "metrics_used": used, "fa_providecommand": paper.FA_PROVIDECOMMAND}
     findings = []
     for section in ("method", "results"):
@@ -664,11 +615,20 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
     return result
 
 
+def _next_plan(mission: Mission, cycle: evidence.RunEvidence) -> NextPlan | None:
+    """What the planner will do next cycle, from this cycle's evidence (None if the plan cannot be made)."""
+    try:
+        return plan_next(mission, cycle)
+    except ValueError:
+        return None
+
+
 @task(name="reports", cache_policy=NO_CACHE)
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
-    view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    tree = evidence.read_run(cycle.run_id)
+    view = reporting.cycle_view(cycle.mission, tree, next_plan=_next_plan(cycle.mission, tree))
     first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
@@ -676,7 +636,8 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     quality.metrics({"citations_checked": checked, "findings": len(first)})
     quality.tags({"fa.verdict": verdict})
     tree = evidence.read_run(cycle.run_id)
-    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"))
+    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"),
+                                next_plan=_next_plan(cycle.mission, tree))
     view["narrative"] = _narrative(view, quality)
     paths = reporting.render_reports(env, view, cycle.report_dir)
     final = assess(paths)

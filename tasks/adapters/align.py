@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import AlignConfig, AlignModel, EfficientNetImageProcessor
 
+from tasks.adapters.base import Smoke
 from tasks.adapters.hf_clip import DUAL_CAPABILITIES, DUAL_ENCODER, DualEncoderModel
 from tasks.adapters.hf_common import HFAdapter, bert_fallback_tokenizer, checkpoint_processors
 
@@ -30,12 +31,25 @@ def align_image_processor(size: int) -> EfficientNetImageProcessor:
                                       include_top=False)
 
 
+SMOKE = Smoke(hub_id="kakaobrain/align-base", random_init_config=(
+    ("projection_dim", 32),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("vision_config.image_size", 32), ("vision_config.width_coefficient", 0.1),
+    ("vision_config.depth_coefficient", 0.1), ("vision_config.hidden_dim", 32),
+    # untrained batch norms: at the default 0.02 the CNN's activations vanish (~1e-30) and the
+    # model's own forward turns them into NaN; 0.5 keeps them O(1e3)
+    ("vision_config.initializer_range", 0.5),
+))
+
+
 class AlignAdapter(HFAdapter):
     """Opens ``AlignModel`` checkpoints (hub id such as "kakaobrain/align-base", or a local folder)."""
 
     name = "align"
     family = DUAL_ENCODER
     capabilities = DUAL_CAPABILITIES
+    smoke = SMOKE
     model_cls, config_cls = AlignModel, AlignConfig
 
     def load(self, spec) -> AlignLoadedModel:

@@ -6,6 +6,7 @@ supports them, and ``capabilities`` says which.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,6 +45,31 @@ class ModelSpec:
     @property
     def random_config(self) -> dict:
         return dict(self.random_init_config)
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """A tiny model of an adapter's architecture that builds in seconds on a CPU (the adapter's ``smoke``).
+
+    The registry-wide contract test (tests/unit/tasks/adapters/test_contract.py) opens every
+    adapter's smoke model and checks load, score, mask and, where declared, trace; an adapter's
+    own tests then need to cover only its specifics.
+    """
+
+    random_init_config: tuple[tuple[str, object], ...] = ()  # config overrides of the real class (see ModelSpec)
+    source: str = ""               # "" builds the real class with random weights
+    arch: str | None = None
+    hub_id: str | None = None      # a real hub id of the architecture: offline and not cached, loading it is Blocked
+    weights: bool = True           # False: nothing to download (the zoo trains in-process), so nothing is Blocked
+    loads: bool = True             # False: random weights cannot stand in, the contract checks only the Blocked path
+    setup: Callable[[], None] | None = None  # makes the spec loadable first (e.g. registers a tiny open_clip config)
+
+    def spec(self, adapter: str, source: str | None = None, allow_random_init: bool = True) -> ModelSpec:
+        if self.setup is not None:
+            self.setup()
+        return ModelSpec(name=f"smoke-{adapter}", adapter=adapter, source=self.source if source is None else source,
+                         arch=self.arch, allow_random_init=allow_random_init,
+                         random_init_config=self.random_init_config)
 
 
 @dataclass(frozen=True)
@@ -167,6 +193,7 @@ class Adapter(Protocol):
     name: str
     family: str                    # e.g. "dual encoder", "single-stream fusion", "LLM with image tokens"
     capabilities: frozenset[str]   # what its models support, known without loading them
+    smoke: Smoke                   # its tiny model, opened by the registry-wide contract test
 
     def load(self, spec: ModelSpec) -> LoadedModel:
         """Raises WeightsUnavailable when the weights are not on this machine."""

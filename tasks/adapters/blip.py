@@ -28,7 +28,7 @@ import re
 import torch
 from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
 
-from tasks.adapters.base import AttentionSummary, Inputs
+from tasks.adapters.base import AttentionSummary, Inputs, Smoke
 from tasks.adapters.hf_common import (
     AttentionHooks,
     HFAdapter,
@@ -97,12 +97,23 @@ class BlipItmModel(ImageTextModel):
         return hooks.summary
 
 
+SMOKE = Smoke(hub_id="Salesforce/blip-itm-base-coco", random_init_config=(
+    ("projection_dim", 16), ("image_text_hidden_size", 16),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("text_config.bos_token_id", 1), ("text_config.sep_token_id", 2),
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+))
+
+
 class BlipItmAdapter(HFAdapter):
     """Opens ``BlipForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "blip-itm"
     family = FAMILY
     capabilities = CAPABILITIES
+    smoke = SMOKE
     model_cls, config_cls = BlipForImageTextRetrieval, BlipConfig
     # The ViT's initializer_range of 1e-10 suits checkpoint loading only: drawn at that scale, a
     # random ViT gives every image the same features, and the model would ignore images.

@@ -26,7 +26,7 @@ import re
 import torch
 from transformers import Blip2Config, Blip2ForImageTextRetrieval, BlipImageProcessor
 
-from tasks.adapters.base import AttentionSummary, Inputs, TokenSpans
+from tasks.adapters.base import AttentionSummary, Inputs, Smoke, TokenSpans
 from tasks.adapters.blip import itm_margin
 from tasks.adapters.hf_common import (
     AttentionHooks,
@@ -110,12 +110,24 @@ class Blip2ItmModel(ImageTextModel):
         return hooks.summary
 
 
+SMOKE = Smoke(hub_id="Salesforce/blip2-itm-vit-g", random_init_config=(
+    ("num_query_tokens", 4), ("image_text_hidden_size", 16),
+    ("qformer_config.hidden_size", 32), ("qformer_config.intermediate_size", 37),
+    ("qformer_config.num_hidden_layers", 2), ("qformer_config.num_attention_heads", 4),
+    ("qformer_config.vocab_size", 64), ("qformer_config.max_position_embeddings", 16),
+    ("qformer_config.cross_attention_frequency", 2),
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+))
+
+
 class Blip2ItmAdapter(HFAdapter):
     """Opens ``Blip2ForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "blip2-itm"
     family = FAMILY
     capabilities = CAPABILITIES
+    smoke = SMOKE
     model_cls, config_cls = Blip2ForImageTextRetrieval, Blip2Config
     # ITM runs the caption through the Q-Former (its default config has no text layers), and the
     # ViT's initializer_range of 1e-10 would give every random image the same features.

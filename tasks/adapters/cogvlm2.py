@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tasks.adapters.base import Inputs, ModelSpec, Players, WeightsUnavailable
+from tasks.adapters.base import Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.hf_common import (
     default_device,
     fetch_command,
@@ -77,6 +77,7 @@ class CogVLM2Adapter:
     name = "cogvlm2"
     family = "LLM with visual-expert layers (remote code)"
     capabilities = frozenset({"score", "mask", "mask_tokens"})
+    smoke = Smoke(source=DEFAULT_REPO, loads=False)  # remote code: no random stand-in, only a trusted local copy
 
     def __init__(self, device: str | None = None):
         self.device = device or default_device()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-from tasks.adapters.base import AttentionSummary, Inputs
+from tasks.adapters.base import AttentionSummary, Inputs, Smoke
 from tasks.adapters.hf_common import (
     AttentionHooks,
     HFAdapter,
@@ -122,12 +122,23 @@ def clip_fallback_tokenizer(text_config):
                               max_length=text_config.max_position_embeddings)
 
 
+SMOKE = Smoke(hub_id="openai/clip-vit-base-patch32", random_init_config=(
+    ("projection_dim", 16),
+    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
+    ("text_config.bos_token_id", 62), ("text_config.eos_token_id", 63), ("text_config.pad_token_id", 63),
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+))
+
+
 class ClipAdapter(HFAdapter):
     """Opens ``CLIPModel`` checkpoints (hub id or local folder)."""
 
     name = "clip"
     family = DUAL_ENCODER
     capabilities = DUAL_CAPABILITIES
+    smoke = SMOKE
     model_cls, config_cls = CLIPModel, CLIPConfig
 
     def load(self, spec) -> HFClipModel:

@@ -45,7 +45,7 @@ from transformers import (
     IdeficsProcessor,
 )
 
-from tasks.adapters.base import AttentionSummary, Inputs
+from tasks.adapters.base import AttentionSummary, Inputs, Smoke
 from tasks.adapters.hf_common import AttentionHooks, LayerMasks
 from tasks.adapters.llava import (
     QUESTION,
@@ -187,10 +187,22 @@ class IdeficsModel(GenerativeVLM):
         return hook
 
 
+SMOKE = Smoke(hub_id="HuggingFaceM4/idefics-9b-instruct", random_init_config=(
+    ("vision_config.embed_dim", 32), ("vision_config.intermediate_size", 64), ("vision_config.num_hidden_layers", 2),
+    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+    ("hidden_size", 64), ("intermediate_size", 128), ("num_hidden_layers", 2), ("num_attention_heads", 4),
+    ("vocab_size", 128),
+    # real IDEFICS starts its gates at 0 (the image is shut out until training opens them); random-init runs
+    # open them so the image reaches the score ("normal" with float gates fails inside transformers 5.23)
+    ("alpha_initializer", "ones"),
+))
+
+
 class IdeficsAdapter(HFGenerativeAdapter):
     """``idefics``: IdeficsForVisionText2Text (HuggingFaceM4/idefics-9b, idefics-9b-instruct)."""
 
     name = "idefics"
+    smoke = SMOKE
     family = IdeficsModel.family
     model_cls, config_cls, loaded_cls = IdeficsForVisionText2Text, IdeficsConfig, IdeficsModel
 

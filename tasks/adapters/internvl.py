@@ -22,7 +22,7 @@ from transformers import (
     InternVLVideoProcessor,
 )
 
-from tasks.adapters.base import Inputs
+from tasks.adapters.base import Inputs, Smoke
 from tasks.adapters.llava import (
     QUESTION,
     GenerativeVLM,
@@ -57,6 +57,14 @@ class InternVLAdapter(HFGenerativeAdapter):
     """``internvl``: InternVLForConditionalGeneration."""
 
     name = "internvl"
+    smoke = Smoke(hub_id="OpenGVLab/InternVL3-1B-hf", random_init_config=(
+        ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 64),
+        ("vision_config.num_hidden_layers", 2), ("vision_config.num_attention_heads", 4),
+        ("vision_config.image_size", (32, 32)), ("vision_config.patch_size", (8, 8)),  # 4×4 patches → 2×2 tokens a tile
+        ("text_config.hidden_size", 64), ("text_config.intermediate_size", 128), ("text_config.num_hidden_layers", 2),
+        ("text_config.num_attention_heads", 4), ("text_config.num_key_value_heads", 2), ("text_config.vocab_size", 128),
+        ("text_config.layer_types", None), ("text_config.bos_token_id", None), ("text_config.eos_token_id", None),
+    ))
     model_cls, config_cls, loaded_cls = InternVLForConditionalGeneration, InternVLConfig, InternVLModel
     prompt_format = INTERNVL_FORMAT
 

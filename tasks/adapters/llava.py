@@ -67,6 +67,7 @@ from tasks.adapters.base import (
     Inputs,
     ModelSpec,
     Players,
+    Smoke,
     TokenSpans,
     WeightsUnavailable,
 )
@@ -469,10 +470,21 @@ def _llava_processor(model, processor_cls, image_processor, fmt: str):
                          num_additional_image_tokens=1)  # CLIP's CLS
 
 
+# The tiny LLaVA both smoke models build: a 2-layer CLIP tower (4×4 patches = 16 image tokens), a 2-layer LM.
+SMOKE_CONFIG = (
+    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 64),
+    ("vision_config.num_hidden_layers", 2), ("vision_config.num_attention_heads", 4),
+    ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
+    ("text_config.hidden_size", 64), ("text_config.intermediate_size", 128), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 4), ("text_config.num_key_value_heads", 2), ("text_config.vocab_size", 128),
+)
+
+
 class LlavaAdapter(HFGenerativeAdapter):
     """``llava``: LlavaForConditionalGeneration (llava-hf/llava-1.5-7b-hf and kin)."""
 
     name = "llava"
+    smoke = Smoke(hub_id="llava-hf/llava-1.5-7b-hf", random_init_config=SMOKE_CONFIG)
     model_cls, config_cls, loaded_cls = LlavaForConditionalGeneration, LlavaConfig, LlavaModel
     prompt_format = LLAVA_FORMAT
 
@@ -493,6 +505,7 @@ class LlavaNextAdapter(HFGenerativeAdapter):
     """``llava-next``: LlavaNextForConditionalGeneration (llava-hf/llava-v1.6-*)."""
 
     name = "llava-next"
+    smoke = Smoke(hub_id="llava-hf/llava-v1.6-mistral-7b-hf", random_init_config=SMOKE_CONFIG)
     model_cls, config_cls, loaded_cls = LlavaNextForConditionalGeneration, LlavaNextConfig, LlavaNextModel
     prompt_format = LLAVA_NEXT_FORMAT
 

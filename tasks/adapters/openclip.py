@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -43,7 +45,7 @@ from open_clip.pretrained import _get_safe_alternatives  # the order open_clip t
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, WeightsUnavailable
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.hf_common import _reachable, hub_cache_dir, hub_offline  # one notion of the hub cache
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
@@ -80,12 +82,33 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# The smoke model: open_clip's own CLIP class at a tiny size, registered under this name on first use.
+SMOKE_ARCH = "fusionaudit-tiny-ViT"
+SMOKE_CONFIG = {
+    "embed_dim": 32,
+    # 32 px / 16 px patches: 4 patches + CLS = 5 image tokens, 4 heads of 16
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
+    # the vocabulary must hold CLIP's BPE ids (SOT 49406, EOT 49407)
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+
+def register_smoke_arch() -> str:
+    """Make ``SMOKE_ARCH`` an open_clip model name (open_clip reads model configs from folders of JSON files)."""
+    if SMOKE_ARCH not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="open_clip_smoke_"))
+        (folder / f"{SMOKE_ARCH}.json").write_text(json.dumps(SMOKE_CONFIG), encoding="utf-8")
+        open_clip.add_model_config(folder)
+    return SMOKE_ARCH
+
+
 class OpenClipAdapter:
     """Opens open_clip models; ``cache_dir`` overrides the hub cache (or ~/.cache/clip for URL weights)."""
 
     name = "openclip"
     family = "dual encoder"
     capabilities = frozenset({"score", "separable", "mask", "mask_tokens", "trace", "maps"})
+    smoke = Smoke(arch=SMOKE_ARCH, setup=register_smoke_arch)
 
     def __init__(self, device: str | None = None, cache_dir: str | None = None):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

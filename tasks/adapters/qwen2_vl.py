@@ -26,7 +26,7 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from tasks.adapters.base import Inputs
+from tasks.adapters.base import Inputs, Smoke
 from tasks.adapters.llava import (
     QUESTION,
     GenerativeVLM,
@@ -71,10 +71,25 @@ class Qwen2VLModel(GenerativeVLM):
         return {"pixel_values": out}
 
 
+# Tiny smoke models: one 2-layer LM and a 2-block vision tower per generation (4-px patches).
+SMOKE_TEXT = (
+    ("text_config.hidden_size", 128), ("text_config.intermediate_size", 128), ("text_config.num_hidden_layers", 2),
+    ("text_config.num_attention_heads", 1), ("text_config.num_key_value_heads", 1), ("text_config.vocab_size", 128),
+    ("text_config.layer_types", None), ("text_config.bos_token_id", None), ("text_config.eos_token_id", None),
+)
+SMOKE_QWEN2_VISION = (("vision_config.depth", 2), ("vision_config.embed_dim", 32), ("vision_config.hidden_size", 128),
+                      ("vision_config.num_heads", 4), ("vision_config.patch_size", 4))
+SMOKE_QWEN25_VISION = (("vision_config.depth", 2), ("vision_config.hidden_size", 32),
+                       ("vision_config.intermediate_size", 64), ("vision_config.out_hidden_size", 128),
+                       ("vision_config.num_heads", 4), ("vision_config.patch_size", 4), ("vision_config.window_size", 16),
+                       ("vision_config.fullatt_block_indexes", (1,)))
+
+
 class Qwen2VLAdapter(HFGenerativeAdapter):
     """``qwen2-vl``: Qwen2VLForConditionalGeneration (Qwen/Qwen2-VL-2B-Instruct and kin)."""
 
     name = "qwen2-vl"
+    smoke = Smoke(hub_id="Qwen/Qwen2-VL-2B-Instruct", random_init_config=SMOKE_TEXT + SMOKE_QWEN2_VISION)
     model_cls, config_cls, loaded_cls = Qwen2VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLModel
     processor_cls = Qwen2VLProcessor
     prompt_format = QWEN_FORMAT
@@ -98,5 +113,6 @@ class Qwen25VLAdapter(Qwen2VLAdapter):
     """``qwen2.5-vl``: Qwen2_5_VLForConditionalGeneration (Qwen/Qwen2.5-VL-3B-Instruct and kin)."""
 
     name = "qwen2.5-vl"
+    smoke = Smoke(hub_id="Qwen/Qwen2.5-VL-3B-Instruct", random_init_config=SMOKE_TEXT + SMOKE_QWEN25_VISION)
     model_cls, config_cls = Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig
     processor_cls = Qwen2_5_VLProcessor

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from transformers import ViltConfig, ViltForImageAndTextRetrieval, ViltImageProcessor
 
-from tasks.adapters.base import AttentionSummary, Inputs, TokenSpans
+from tasks.adapters.base import AttentionSummary, Inputs, Smoke, TokenSpans
 from tasks.adapters.hf_common import (
     AttentionHooks,
     HFAdapter,
@@ -111,12 +111,19 @@ class ViltLoadedModel(ImageTextModel):
         return hooks.summary
 
 
+SMOKE = Smoke(hub_id="dandelin/vilt-b32-finetuned-coco", random_init_config=(
+    ("hidden_size", 32), ("intermediate_size", 37), ("num_hidden_layers", 2), ("num_attention_heads", 4),
+    ("vocab_size", 64), ("max_position_embeddings", 16), ("image_size", 32), ("patch_size", 8),
+))
+
+
 class ViltAdapter(HFAdapter):
     """Opens ``ViltForImageAndTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "vilt"
     family = FAMILY
     capabilities = CAPABILITIES
+    smoke = SMOKE
     model_cls, config_cls = ViltForImageAndTextRetrieval, ViltConfig
 
     def load(self, spec) -> ViltLoadedModel:

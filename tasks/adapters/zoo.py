@@ -39,13 +39,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, TokenSpans
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, TokenSpans
 from tasks.data.synthetic import MASK_ID, PAD_ID, VOCAB, Sample, make_synthetic, tokenize
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 from tasks.diagnostics.relevance import RelevanceRow
 from tasks.diagnostics.rollout import Rollout, row_share
-from tasks.paths import cache_dir
+from tasks.runtime.paths import cache_dir
 
 ZOO_VERSION = "1"  # bump when the architecture, data or training changes meaning
 VARIANTS = ("text_dominant", "balanced", "vision_dominant")
@@ -496,6 +496,7 @@ class ZooAdapter:
     name = "zoo"
     family = "single-stream fusion (calibration zoo)"
     capabilities = frozenset({"score", "mask", "trace", "mask_tokens", "rollout", "relevance", "maps"})
+    smoke = Smoke(source="balanced", weights=False)  # trained in seconds on first use, then cached
 
     def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
         """Zoo weights are trained here, in seconds, on first use: always available; cached under the home folder."""

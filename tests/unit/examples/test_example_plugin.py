@@ -2,15 +2,12 @@
 
 The package is really built and installed (uv, else pip) into a temporary
 target folder that is put on sys.path only inside ``plugin_on_path``, so the
-rest of the session never sees it.
+rest of the session never sees it (tests/conftest.py). The adapter contract
+itself (load, score, mask, trace) is checked by tests/unit/tasks/adapters/test_contract.py.
 """
 import importlib
-import importlib.util
 import math
-import shutil
-import subprocess
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,46 +21,15 @@ PLUGIN_SRC = Path(__file__).resolve().parents[3] / "examples" / "fusionaudit-exa
 MODULE = "fusionaudit_example_plugin"
 
 
-def _install_command(source: Path, target: Path) -> list[str]:
-    # --no-build-isolation: build with this environment's setuptools, so no index is needed.
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-    if uv := shutil.which("uv"):
-        return [uv, "pip", "install", "--offline", "--no-deps", *isolation, "--python", sys.executable,
-                "--target", str(target), str(source)]
-    if importlib.util.find_spec("pip"):
-        return [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", *isolation,
-                "--target", str(target), str(source)]
-    pytest.skip("neither uv (on PATH) nor pip (in this Python) is available to install the example plugin")
-
-
 @pytest.fixture(scope="module")
-def target(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("plugin")
-    source = work / "src"
-    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
-    shutil.copytree(PLUGIN_SRC, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    done = subprocess.run(_install_command(source, work / "site"), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return work / "site"
-
-
-@contextmanager
-def plugin_on_path(site: Path):
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()  # importlib.metadata caches each path entry's listing
-    try:
-        yield importlib.import_module(MODULE)
-    finally:
-        sys.path.remove(str(site))
-        for name in [m for m in sys.modules if m == MODULE or m.startswith(MODULE + ".")]:
-            del sys.modules[name]
-        importlib.invalidate_caches()
+def target(install_example) -> Path:
+    return install_example(PLUGIN_SRC)
 
 
 @pytest.fixture
-def plugin(target):
-    with plugin_on_path(target) as module:
-        yield module
+def plugin(target, plugin_on_path):
+    with plugin_on_path(target):
+        yield importlib.import_module(MODULE)
 
 
 @pytest.fixture
@@ -152,7 +118,7 @@ def test_missing_checkpoint_is_located_and_blocks(plugin, tmp_path):
         adapter.load(_spec(absent, allow_random_init=True, random_init_config=(("depth", 1),)))
 
 
-def test_plugin_is_gone_after_cleanup(target):
+def test_plugin_is_gone_after_cleanup(target, plugin_on_path):
     with plugin_on_path(target):
         assert "inhouse-v2" in available()
     assert "inhouse-v2" not in available()

@@ -13,13 +13,13 @@ from tasks.literature import (
     UnknownCitation,
     latex_to_text,
     load_library,
-    make_env,
     md_literal,
     parse_bibtex,
     render_related_work,
     split_top_level,
     tex_escape,
 )
+from tasks.rendering import make_env
 
 TRICKY = r"""
 Free text between entries is a comment in BibTeX, even with an @ sign in it.

@@ -7,7 +7,7 @@ import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
 from tasks.cited import Cited
-from tasks.literature import TEMPLATE_DIR, make_env
+from tasks.rendering import TEMPLATES, make_env
 from tasks.paper import (
     FA_NEWCOMMAND,
     CollapsedModel,
@@ -179,8 +179,9 @@ def test_wording_follows_the_decision():
 
 
 def test_render_without_caller_filters_and_default_env():
-    bare_env = Environment(loader=make_env(TEMPLATE_DIR).loader, undefined=StrictUndefined,
-                           keep_trailing_newline=True)
+    # no filters, the one environment's whitespace rules (tasks/rendering.py)
+    bare_env = Environment(loader=make_env(TEMPLATES).loader, undefined=StrictUndefined,
+                           keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     assert render_abstract(bare_env, facts("GO", 2)) == render_abstract(None, facts("GO", 2))
     assert "cite_tex" not in bare_env.filters
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from agents.planner import plan_next
-from tasks import evidence, reporting
+from tasks import evidence, rendering, reporting
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.mission import load_mission
@@ -56,7 +56,7 @@ def test_borderline_holm_case_stage_planner_and_handoff_agree(borderline):
     stage = stats_run.tags["fa.decision"]
     planner = plan_next(cycle.mission, tree).decision.decision
     view = reporting.cycle_view(cycle.mission, tree)
-    handoff = reporting.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
+    handoff = rendering.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
     shown = re.search(r"^## Recommendation: (\w+)$", handoff, re.M).group(1)
     assert stage == planner == view["decision"] == shown == "PIVOT"
     assert "gates changed" not in handoff
@@ -88,7 +88,7 @@ def test_no_external_model_is_need_more_data_with_the_zoo_passing(tmp_path):
     assert [stats_run.m(f"{n}/control/passed").value for n in zoo] == [1, 1, 1]
     assert stats_run.params["zoo-vision-dominant/call"] == "collapsed"
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
-    handoff = reporting.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
+    handoff = rendering.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
     assert "## Controls (never counted by the gates)" in handoff and handoff.count("**pass**") == 3
     assert re.search(r"\*\*NEED_MORE_DATA\*\*: 0 \[[0-9a-f]{32}:gates/models_tested\] external model\(s\) tested", handoff)
     assert re.search(r"1 \[[0-9a-f]{32}:gates/models_blocked\] external model\(s\) Blocked", handoff)

@@ -15,7 +15,7 @@ from PIL import Image
 from fusionaudit_example_plugin.model import (
     MASK_ID, PAD_ID, InHouseV2, V2Config, build_model, load_checkpoint, patchify, tokenize,
 )
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, TokenSpans, WeightsUnavailable
+from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Smoke, TokenSpans, WeightsUnavailable
 from tasks.diagnostics.attention import reduce_attention
 
 CAPABILITIES = frozenset({"score", "mask", "trace"})
@@ -88,6 +88,8 @@ class InHouseV2Adapter:
     name = "inhouse-v2"
     family = FAMILY
     capabilities = CAPABILITIES
+    # fusionaudit's contract test opens this: no checkpoint at "", so seeded random weights of one layer
+    smoke = Smoke(random_init_config=(("layers", 1),))
 
     def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
         path = Path(spec.source).expanduser()

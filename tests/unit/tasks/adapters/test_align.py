@@ -2,26 +2,16 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
 from PIL import Image
 from transformers import AlignModel
 
-from tasks.adapters.align import AlignAdapter, AlignLoadedModel
-from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.align import SMOKE, AlignAdapter, AlignLoadedModel
+from tasks.adapters.base import ModelSpec
 
-TINY = (
-    ("projection_dim", 32),
-    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
-    ("vision_config.image_size", 32), ("vision_config.width_coefficient", 0.1),
-    ("vision_config.depth_coefficient", 0.1), ("vision_config.hidden_dim", 32),
-    # untrained batch norms: at the default 0.02 the CNN's activations vanish (~1e-30) and the
-    # model's own forward turns them into NaN; 0.5 keeps them O(1e3)
-    ("vision_config.initializer_range", 0.5),
-)
+TINY = SMOKE.random_init_config
 CAPTIONS = ["a red square on the left", "a blue circle"]
 
 
@@ -43,9 +33,9 @@ def inputs(model):
 
 
 def test_random_init_builds_the_real_class(model):
-    assert isinstance(model, LoadedModel) and isinstance(model.model, AlignModel)
-    assert model.random_init and model.family == AlignAdapter.family == "dual encoder"
-    assert model.capabilities == AlignAdapter.capabilities >= {"score", "mask", "mask_tokens", "separable", "trace"}
+    assert isinstance(model.model, AlignModel)
+    assert model.random_init and AlignAdapter.family == "dual encoder"
+    assert AlignAdapter.capabilities >= {"score", "mask", "mask_tokens", "separable", "trace"}
     assert model.model.config.vision_config.hidden_dim == 32
     assert model.model.config.text_config._attn_implementation == "eager"
 
@@ -71,12 +61,6 @@ def test_masking_changes_the_score_and_keeps_specials(model, inputs):
     assert (masked[players] == model.tokenizer.mask_token_id).all() and torch.equal(masked[~players], ids[~players])
     assert not torch.allclose(model.score(no_text), base)
     assert not torch.allclose(model.score(model.mask(inputs, image_keep=False, text_keep=True)), base)
-    keep = torch.tensor([[[True, False], [False, True]]] * 2)
-    text_keep = players.clone()
-    text_keep[:, 1] = False
-    split = model.similarity(model.encode_image(inputs, keep), model.encode_text(inputs, text_keep))
-    assert torch.allclose(split, model.score(model.mask_tokens(inputs, keep, text_keep)), atol=1e-6)
-    assert not torch.allclose(split, base)
 
 
 def test_trace_has_text_layers_only(model, inputs):
@@ -98,18 +82,6 @@ def test_trace_has_text_layers_only(model, inputs):
     probs = captured[0]
     ent = (-(probs * probs.clamp_min(1e-12).log()).sum(-1) / math.log(8)).mean(1)
     assert torch.allclose(summary.entropy_text[:, 0], torch.stack([ent[0].mean(), ent[1, :5].mean()]), atol=1e-5)
-
-
-def test_offline_missing_hub_id_is_blocked(monkeypatch, tmp_path):
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.monotonic()
-    with pytest.raises(WeightsUnavailable) as err:
-        AlignAdapter(device="cpu").load(_spec("kakaobrain/align-base", random=False))
-    assert time.monotonic() - start < 5
-    assert str(tmp_path / "hf" / "hub" / "models--kakaobrain--align-base") in err.value.searched
-    assert "hf download kakaobrain/align-base" in str(err.value)
 
 
 def test_allow_random_init_falls_back_when_the_hub_id_is_missing(monkeypatch, tmp_path):

@@ -27,16 +27,9 @@ from tasks.adapters.hf_common import (
     random_config,
     resolve_pretrained,
 )
-from tasks.adapters.registry import get_adapter
+from tasks.adapters.hf_clip import SMOKE
 
-TINY_CLIP = (
-    ("projection_dim", 16),
-    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
-    ("text_config.bos_token_id", 62), ("text_config.eos_token_id", 63), ("text_config.pad_token_id", 63),
-    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
-    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
-)
+TINY_CLIP = SMOKE.random_init_config
 
 
 def _spec(source: str = "", random: bool = False, overrides=TINY_CLIP, revision=None) -> ModelSpec:
@@ -342,11 +335,3 @@ def test_neutral_token_without_a_mask_token_is_never_special():
     assert tok.mask_token_id is None and neutral_token_id(tok) not in special
     bert = fallback_tokenizer(["red"], BERT_SPECIALS)
     assert neutral_token_id(bert) == bert.mask_token_id
-
-
-@pytest.mark.parametrize("key", ["clip", "align", "blip-itm", "blip2-itm", "vilt"])
-def test_registry_opens_the_transformers_adapters(key):
-    adapter = get_adapter(key)
-    assert adapter.name == key and adapter.family and {"score", "mask", "mask_tokens", "trace"} <= adapter.capabilities
-    present, searched = adapter.locate(ModelSpec(name=key, adapter=key, source="org/absent"))
-    assert not present and searched[0].endswith("models--org--absent")

@@ -10,8 +10,9 @@ from transformers import (
     LlavaNextForConditionalGeneration,
 )
 
-from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.base import ModelSpec
 from tasks.adapters.llava import (
+    SMOKE_CONFIG,
     LlavaAdapter,
     LlavaNextAdapter,
     YesNoPrompt,
@@ -22,13 +23,7 @@ from tasks.adapters.llava import (
 )
 from tasks.data.synthetic import make_synthetic
 
-TINY = (
-    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 64),
-    ("vision_config.num_hidden_layers", 2), ("vision_config.num_attention_heads", 4),
-    ("vision_config.image_size", 32), ("vision_config.patch_size", 8),  # 4×4 patches = 16 image tokens
-    ("text_config.hidden_size", 64), ("text_config.intermediate_size", 128), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.num_key_value_heads", 2), ("text_config.vocab_size", 128),
-)
+TINY = SMOKE_CONFIG
 
 
 def _spec(adapter: str, source: str = "", random: bool = True) -> ModelSpec:
@@ -66,7 +61,6 @@ def inputs(model, samples):
 
 def test_random_init_builds_the_real_class_with_overrides(llava, llava_next):
     for loaded, cls in ((llava, LlavaForConditionalGeneration), (llava_next, LlavaNextForConditionalGeneration)):
-        assert isinstance(loaded, LoadedModel)
         assert type(loaded.model) is cls
         config = loaded.model.config
         assert config.text_config.num_hidden_layers == 2 and config.vision_config.hidden_size == 32
@@ -74,7 +68,6 @@ def test_random_init_builds_the_real_class_with_overrides(llava, llava_next):
         assert loaded.random_init and loaded.revision.startswith("random-init@seed0:")
         assert loaded.capabilities >= {"score", "mask", "mask_tokens", "trace"}
         assert loaded.family == "LLM with image tokens"
-    assert LlavaAdapter.capabilities == llava.capabilities and LlavaAdapter.name == "llava"
 
 
 def test_image_tokens_sit_where_the_model_scatters_features(model, inputs):
@@ -206,20 +199,6 @@ def test_trace_keeps_maps_only_on_request(llava, samples):
     s = inputs.tensors["input_ids"].shape[1]
     assert set(summary.maps) == {"lm.0", "lm.1"} and summary.maps["lm.0"].shape == (1, s, s)
     assert summary.spans == inputs.meta["spans"][0]  # same-size images, same caption length: one layout
-
-
-def test_offline_missing_hub_id_is_blocked_with_the_place_and_the_command(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = _spec("llava", source="llava-hf/llava-1.5-7b-hf", random=False)
-    with pytest.raises(WeightsUnavailable) as info:
-        LlavaAdapter(device="cpu").load(spec)
-    message = str(info.value)
-    assert str(tmp_path / "hf" / "hub" / "models--llava-hf--llava-1.5-7b-hf") in message
-    assert "hf download llava-hf/llava-1.5-7b-hf" in message
-    present, searched = LlavaAdapter().locate(spec)
-    assert not present and searched[0].endswith("models--llava-hf--llava-1.5-7b-hf")
 
 
 def test_a_saved_checkpoint_opens_with_its_own_processor(llava, samples, tmp_path):

@@ -6,7 +6,6 @@ temp file, and a hand-made hub cache exercise open_clip's real loading paths.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 
@@ -15,26 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.adapters.base import LoadedModel, ModelSpec, WeightsUnavailable
-from tasks.adapters.openclip import OpenClipAdapter, OpenClipModel
+from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.openclip import SMOKE_ARCH, OpenClipAdapter, OpenClipModel, register_smoke_arch
 
-TINY = "fusionaudit-tiny-ViT"
-TINY_CFG = {
-    "embed_dim": 32,
-    # 32 px / 16 px patches: 4 patches + CLS = 5 image tokens, 4 heads of 16
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
-    # the vocabulary must hold CLIP's BPE ids (SOT 49406, EOT 49407)
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
-}
+TINY = SMOKE_ARCH
 CAPTIONS = ["a red square", "two small blue circles on green grass"]
 
 
 @pytest.fixture(scope="module")
-def tiny_arch(tmp_path_factory) -> str:
-    config_dir = tmp_path_factory.mktemp("open_clip_configs")
-    (config_dir / f"{TINY}.json").write_text(json.dumps(TINY_CFG))
-    open_clip.add_model_config(config_dir)
-    return TINY
+def tiny_arch() -> str:
+    return register_smoke_arch()
 
 
 def _spec(arch: str, source: str = "", random: bool = False) -> ModelSpec:
@@ -55,11 +44,10 @@ def inputs(model):
 
 
 def test_random_init_builds_the_real_class(model):
-    assert isinstance(model, LoadedModel)
     assert isinstance(model.model, open_clip.CLIP)
     assert model.random_init and model.revision == "random-init"
     assert model.family == "dual encoder"
-    assert model.capabilities == {"score", "mask", "trace", "mask_tokens", "separable", "maps"}
+    assert OpenClipAdapter.capabilities == {"score", "mask", "trace", "mask_tokens", "separable", "maps"}
     assert len(model.visual_attn) == len(model.text_attn) == 2
     assert model.special_ids == {49406, 49407}  # not CLIP's unused eos_id=2, an ordinary BPE token
 

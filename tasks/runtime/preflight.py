@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.paths import home, reports_root
+from tasks.runtime.paths import home, reports_root
 
 DEFAULT_MIN_FREE_MB = 200
 TIMEOUT_S = 2.0  # per network check: connect + one GET, never retried

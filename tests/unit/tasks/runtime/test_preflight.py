@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks import preflight, reporting
-from tasks.preflight import PreflightError, check_disk, check_mlflow, check_prefect_api, describe_os_error, run_preflight
+from tasks import reporting
+from tasks.runtime import preflight
+from tasks.runtime.preflight import PreflightError, check_disk, check_mlflow, check_prefect_api, describe_os_error, run_preflight
 
 
 def _closed_port() -> int:

@@ -1,9 +1,13 @@
-"""Environment check: interpreter, torch/CUDA, CPU, memory, disk, and packages against the lock."""
+"""Environment check: interpreter, torch/CUDA, CPU, memory, disk, and packages against the lock.
+
+Nothing secret leaves this module: every string of the snapshot goes through ``redact``.
+"""
 from __future__ import annotations
 
 import platform
 import shutil
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -11,6 +15,10 @@ from pathlib import Path
 import psutil
 import torch
 from packaging.version import InvalidVersion, Version
+
+from tasks import evidence
+from tasks.runtime.paths import home
+from tasks.runtime.redaction import redact, redacted_env
 
 # The packages the cycle imports; each must be installed for the cycle to run.
 REQUIRED = ("prefect", "torch", "torchvision", "transformers", "open-clip-torch", "scipy", "statsmodels", "mlflow", "pandas", "jinja2", "matplotlib", "pydantic")
@@ -38,6 +46,16 @@ def snapshot(evidence_dir: Path) -> dict[str, float | str]:
         "disk_path": str(disk_at),
         "disk_free_gb": round(disk.free / 2**30, 2),
     }
+
+
+def environment_snapshot(path: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, float | str]:
+    """Python, torch, CUDA, GPU name and memory, CPU model and count, RAM, free disk at ``path`` (default: the
+    fusionaudit home), the evidence store and the relevant environment variables, every string passed through
+    ``redact`` so no secret reaches the evidence. Numbers become metrics, strings params (as ``snapshot``)."""
+    snap = snapshot(home() if path is None else Path(path))
+    snap["tracking_uri"] = evidence.tracking_uri()
+    snap |= {f"env/{k}": v for k, v in redacted_env(environ).items()}
+    return {k: redact(v, environ) if isinstance(v, str) else v for k, v in snap.items()}
 
 
 def cpu_model() -> str:

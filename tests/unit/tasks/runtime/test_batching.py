@@ -12,7 +12,7 @@ import errno
 import pytest
 import torch
 
-from tasks.batching import BatchEvent, is_out_of_memory, is_transient_io, run_batched
+from tasks.runtime.batching import BatchEvent, is_out_of_memory, is_transient_io, run_batched
 
 
 class OomAbove:
