@@ -68,6 +68,7 @@ class Change:
 
     text: str
     evidence: tuple[str, ...]
+    kind: str = "plan"      # "verdict": a per-model verdict re-read (the handoff shows those above, not here)
 
     def __str__(self) -> str:
         return self.text
@@ -204,7 +205,7 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
                               if c is not None)
             changes.append(Change(f"Model {_code(name)}: {'collapse' if verdict.collapsed else 'no collapse shown'} under this "
                                   f"mission's gates ({shown}; {_code(verdict.reason)}).",
-                                  tuple(c.citation[1:-1] for c in cited if c is not None)))
+                                  tuple(c.citation[1:-1] for c in cited if c is not None), kind="verdict"))
     result = evaluate_gates(verdicts, gates)
     where = f"run {_code(run.run_id)}" if run else "no statistics run"
     logged = run.tags.get("fa.decision") if run else None
@@ -266,7 +267,7 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
                                   (f"{run.run_id}:tags/fa.status",)))
         else:
             changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
-                                  f"({_code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
+                                  "(the handoff's 'How to provide weights') to bring it back.",
                                   (f"{run.run_id}:tags/fa.status",)))
     if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
         chosen = list(mission.models)

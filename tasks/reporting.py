@@ -17,6 +17,7 @@ from agents.planner import NextPlan, plan_next
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
+from tasks.headline import Headline, headline, is_control
 from tasks.mission import PRIORITY_ORDER, Mission
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -76,6 +77,19 @@ class ModelView:
 
 
 @dataclass
+class BlockerView:
+    """A model that could not be opened: one line of the handoff's Blockers section."""
+
+    name: str
+    action_id: str
+    reason: str
+    searched: str
+    fetch: str              # the command that fetches its weights ("" when the fix is not a download)
+    mitigation: str
+    run_id: str
+
+
+@dataclass
 class ActionView:
     id: str
     title: str
@@ -116,6 +130,8 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "tested": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.tested", "").split(",")],
         "excluded": [m for m in models if stats_run and m.name in stats_run.tags.get("fa.excluded", "").split(",")],
         "blocked_models": [m for m in models if m.status == "Blocked"],
+        "blockers": _blockers(mission, cycle),
+        "controls": [m for m in models if is_control(m) and m.stats],
         "next_plan": _next_plan(mission, cycle),
         "diag_run": _action_run(mission, cycle, "diagnostics"),
         "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
@@ -146,6 +162,32 @@ def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
         return []
     names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
     return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
+
+
+def _blockers(mission: Mission, cycle: RunEvidence) -> list[BlockerView]:
+    """Every Blocked model of the adapters and alternative-models actions, in mission order."""
+    out = []
+    for stage in ("adapters", "alternative_models"):
+        run = _action_run(mission, cycle, stage)
+        for child in (run.children if run else []):
+            if child.tags.get("fa.kind") == "model" and child.tags.get("fa.status") == "Blocked":
+                fetch = child.tags.get("fa.fetch", "none")
+                out.append(BlockerView(child.tags.get("fa.model", child.name), run.tags.get("fa.action_id", ""),
+                                       child.tags.get("fa.reason", ""), child.tags.get("fa.searched", "see the run's mitigation"),
+                                       "" if fetch == "none" else fetch, child.tags.get("fa.mitigation", ""), child.run_id))
+    order = {m.name: i for i, m in enumerate(mission.models + mission.alternatives)}
+    return sorted(out, key=lambda b: order.get(b.name, len(order)))
+
+
+def headline_of(view: dict) -> Headline:
+    """The first screen's strength, blocker and action, from a cycle view (logged by the reports stage)."""
+    s = view["stats_run"]
+    metric = view["metric"]
+    cal = s.m(f"calibration/{metric}/separates") if s else None
+    failed = [a.id for a in view["actions"] if a.status == "Failed"]
+    min_tested = int(s.m("gates/min_models_tested").value) if s and s.m("gates/min_models_tested") else \
+        view["mission"].gates.min_models_tested
+    return headline(view["models"], min_tested, None if cal is None else cal.value == 1, failed, stats_ran=s is not None)
 
 
 def _skipped(diag: RunEvidence | None) -> list[dict]:

@@ -92,6 +92,7 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
             model = load_model(spec)
         except WeightsUnavailable as exc:
             get_run_logger().warning("%s is Blocked: %s", entry.name, exc)
+            run.tags({"fa.searched": "; ".join(exc.searched) or "nowhere", "fa.fetch": exc.fetch or "none"})
             return blocked(record(run, Outcome(entry.name, BLOCKED, run.run_id, reason=exc.reason,
                                                mitigation=f"{exc.mitigation} (looked in: {'; '.join(exc.searched)})")))
         samples = make_synthetic(2, seed=7)
@@ -575,6 +576,10 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
+    # The first screen's strength, blocker and next action: derived from the evidence, logged, then cited.
+    head = reporting.headline_of(reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id)))
+    evidence.RunLog(cycle.run_id).metrics(head.metrics())
+    evidence.RunLog(cycle.run_id).tags(head.tags())
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
     first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
