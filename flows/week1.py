@@ -15,16 +15,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from agents.planner import pending_actions
-from tasks import evidence, reporting
+from tasks import evidence, progress, reporting
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
-from tasks.paths import reports_root
+from tasks.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
 
-DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "week1.yaml"
 
 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:
@@ -86,11 +85,22 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
                  escalated)
 
 
+def stage_label(action) -> str:
+    """What a stage is called in the terminal and the Prefect UI: ``T1 adapters``, ``T6 alternative models``."""
+    return f"{action.id} {action.stage.replace('_', ' ')}"
+
+
+def stage_count(mission: Mission) -> int:
+    """The mission's actions, then the quality review and the reports."""
+    return len(mission.actions) + 2
+
+
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
     """Run the mission's action for ``stage`` unless a dependency blocks it; a crash is a Failed outcome."""
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
+    progress.report("stage", stage_label(action), len(outcomes), stage_count(cycle.mission))
     outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
     if outcome is None:
         state = stage_task(cycle, action, *args, return_state=True)
@@ -125,8 +135,12 @@ def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | No
     execute(cycle, "literature", done, literature_stage, tuple(bib_files or ()))
     execute(cycle, "paper", done, paper_stage, statistics.run_id if statistics else "")
 
+    total = stage_count(mission)
+    progress.report("stage", "quality review", total - 2, total)
     counts = quality_review(cycle)
+    progress.report("stage", "reports", total - 1, total)
     reports = write_reports(cycle)
+    progress.report("stage", "done", total, total)
     evidence.RunLog(cycle.run_id).finish()
     message = (f"{counts['Completed']} actions completed, {counts[BLOCKED]} blocked, {counts[FAILED]} failed; "
                f"decision {reports['decision']}; handoff {reports['verdict']}")

@@ -24,7 +24,7 @@ from prefect.transactions import CommitMode, transaction
 from agents import narrative
 from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import assess, check_criteria, check_text, final_status
-from tasks import environment, evidence, literature, paper, reporting, stats, stats_plots
+from tasks import environment, evidence, literature, paper, progress, reporting, stats, stats_plots
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
                            transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
@@ -114,7 +114,11 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
 def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
     """Open every model of the action; the action completes if at least one model opens."""
     with action_run(cycle, action) as run:
-        models = [_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
+        models = []
+        for i, e in enumerate(entries):
+            progress.report("model", f"open {e.name}", i, len(entries))
+            models.append(_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)))
+        progress.report("model", "models opened", len(entries), len(entries))
         loaded = [m for m in models if m.ok]
         traced = [evidence.read_run(m.run_id, with_children=False) for m in loaded]
         run.metrics({
@@ -154,8 +158,16 @@ def diagnostics_cache_key(context, parameters) -> str:
 def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> DiagnosticResult:
     """On out of memory the batch is halved and retried (``run_batched``); the retries travel with the result."""
     model = load_model(spec)
-    parts, events = run_batched(lambda chunk: diagnose(model, chunk, batch_size=len(chunk)), load_dataset(dataset).samples,
-                                batch_size)
+    samples = load_dataset(dataset).samples
+    done = [0]
+
+    def one_batch(chunk):
+        result = diagnose(model, chunk, batch_size=len(chunk))
+        done[0] += len(chunk)
+        progress.report("batch", f"{spec.name}: samples", done[0], len(samples))
+        return result
+
+    parts, events = run_batched(one_batch, samples, batch_size)
     return DiagnosticResult(spec.name, pd.concat([p.per_sample for p in parts], ignore_index=True),
                             pd.concat([p.per_layer for p in parts], ignore_index=True),
                             pd.concat([p.skipped for p in parts], ignore_index=True), parts[0].attention_maps,
@@ -210,7 +222,8 @@ def _in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> d
     from flows.diagnose import diagnose_model_flow  # the flow module imports this one
 
     finished = {}
-    for entry in entries:
+    for i, entry in enumerate(entries):
+        progress.report("model", f"diagnose {entry.name}", i, len(entries))
         state = diagnose_model_flow(cycle.to_params(), entry.name, parent, return_state=True)
         if state.is_completed():
             finished[entry.name] = state.result()
@@ -556,8 +569,11 @@ def quality_review(cycle: Cycle) -> dict[str, int]:
 
 
 def _plain(value) -> float | None:
-    """A logged value for the UI's table artifact (the statistics run named in its description is the evidence)."""
-    return None if value is None else value.value
+    """A logged value, to three significant digits, for the UI's table artifact and the terminal's final table
+    (the statistics run named in the artifact's description holds the full value)."""
+    if value is None or not isinstance(value.value, (int, float)):
+        return None if value is None else value.value
+    return float(f"{value.value:.3g}")
 
 
 def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResult | None:
@@ -614,4 +630,4 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     create_table_artifact(rows, key=f"comparison-{cycle.mission.id}"[:60],
                           description=f"Cross-architecture comparison of cycle {cycle.cycle_id}; evidence: statistics run "
                                       f"{view['stats_run'].run_id if view['stats_run'] else 'n/a'}")
-    return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"]}
+    return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"], "models": rows}
