@@ -13,7 +13,7 @@ from tasks.actions import Cycle
 from tasks.stages import diagnose_and_log
 
 
-@flow(name="diagnose-model", log_prints=True)
+@flow(name="diagnose-model", flow_run_name="diagnose/{model}", log_prints=True)
 def diagnose_model_flow(cycle: dict, model: str, parent_run_id: str) -> str:
     """Diagnose ``model`` of the cycle (``Cycle.to_params()``) under the diagnostics run ``parent_run_id``."""
     c = Cycle.from_params(cycle)

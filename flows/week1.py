@@ -16,7 +16,8 @@ from prefect.states import Completed
 
 from agents.planner import pending_actions
 from tasks import evidence, progress, reporting
-from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
+from tasks.actions import (BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record,
+                           stage_label)
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
 from tasks.paths import DEFAULT_MISSION, reports_root
@@ -83,11 +84,6 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     run.artifact(as_run, "mission")
     return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out,
                  escalated)
-
-
-def stage_label(action) -> str:
-    """What a stage is called in the terminal and the Prefect UI: ``T1 adapters``, ``T6 alternative models``."""
-    return f"{action.id} {action.stage.replace('_', ' ')}"
 
 
 def stage_count(mission: Mission) -> int:

@@ -43,11 +43,18 @@ def ensure_experiment(name: str) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:  # made by an older version: open it on its runs too
+            for key, value in EXPERIMENT_TAGS.items():
+                c.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     artifacts = None
     if tracking_uri().startswith("sqlite:"):
         artifacts = (home() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=artifacts)
+    return c.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+
+
+# MLflow 3's UI opens an experiment by its kind: this one is a table of runs, not a GenAI traces overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclass
@@ -80,6 +87,14 @@ class RunLog:
             path = Path(tmp) / name
             df.to_csv(path, index=False)
             return self.artifact(path, "tables")
+
+    def mark_in_name(self, status: str) -> None:
+        """Append the status to the run's name (``open clip-vit-b-32 · Blocked``): MLflow's runs table shows it."""
+        c = client()
+        name = c.get_run(self.run_id).info.run_name or ""
+        base = name.split(" · ")[0]
+        if name != f"{base} · {status}":
+            c.set_tag(self.run_id, "mlflow.runName", f"{base} · {status}")
 
     def finish(self, status: str = "FINISHED") -> None:
         client().set_terminated(self.run_id, status)

@@ -6,7 +6,9 @@ number in a report carries the place it is logged.
 """
 from __future__ import annotations
 
+import base64
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -256,6 +258,25 @@ def render_reports(env: Environment, view: dict, report_dir: Path) -> list[Path]
             written.append(_write(report_dir / "results" / f"{model.name}_diagnostic_results.md",
                                   results.render(model=model, **view)))
     return written
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+
+
+def inline_images(markdown: str, base: Path) -> str:
+    """The report with its relative PNG links as data URIs: the Prefect artifact view has no file next to it."""
+    def embed(match: re.Match) -> str:
+        path = (base / match.group(2)).resolve()
+        if not path.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+    return _IMAGE.sub(embed, markdown)
+
+
+def first_screen(markdown: str) -> str:
+    """The handoff down to its first detail section: the planning team's one-screen summary."""
+    return markdown.split("\n## ", 1)[0].rstrip() + "\n"
 
 
 def write_pending_actions(plan: list[dict], report_dir: Path) -> Path:

@@ -25,8 +25,8 @@ from agents import narrative
 from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import assess, check_criteria, check_text, final_status
 from tasks import environment, evidence, literature, paper, progress, reporting, stats, stats_plots
-from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
-                           transient_only)
+from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, blocked, open_child,
+                           record, tracked, transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
@@ -53,7 +53,7 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
 
 # ------------------------------------------------------------------ T2 environment
 
-@task(name="environment-check", cache_policy=NO_CACHE, **RETRY)
+@task(name="environment-check", task_run_name=action_task_name, cache_policy=NO_CACHE, **RETRY)
 def check_environment(cycle: Cycle, action: Action) -> Outcome:
     with action_run(cycle, action) as run:
         snap = environment_snapshot()  # redacted: no token or URI password reaches the evidence
@@ -80,7 +80,7 @@ def _test_inference() -> int:
 
 # ------------------------------------------------------------------ T1 / T6 adapters
 
-@task(name="open-model", cache_policy=NO_CACHE, **RETRY)
+@task(name="open-model", task_run_name="open-model/{entry.name}", cache_policy=NO_CACHE, **RETRY)
 def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     """Load a model and trace two samples; Blocked when its weights are not on this machine."""
     run = open_child(cycle, parent_run, entry.name, {"fa.kind": "model", "fa.model": entry.name})
@@ -110,7 +110,7 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     return record(run, Outcome(entry.name, COMPLETED, run.run_id, data={"family": model.family, "random_init": model.random_init}))
 
 
-@task(name="adapters", cache_policy=NO_CACHE)
+@task(name="adapters", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
     """Open every model of the action; the action completes if at least one model opens."""
     with action_run(cycle, action) as run:
@@ -154,7 +154,7 @@ def diagnostics_cache_key(context, parameters) -> str:
     return "diagnose-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-@task(name="diagnose-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
+@task(name="diagnose-model", task_run_name="diagnose-model/{spec.name}", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
 def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> DiagnosticResult:
     """On out of memory the batch is halved and retried (``run_batched``); the retries travel with the result."""
     model = load_model(spec)
@@ -177,7 +177,7 @@ def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> D
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
 
 
-@task(name="diagnostics", cache_policy=NO_CACHE)
+@task(name="diagnostics", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
     """Per-sample contributions and per-layer attention for every opened model, logged per model.
 
@@ -244,7 +244,7 @@ def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s:
 
     pending = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
                                                                         "parent_run_id": parent},
-                                      timeout=0, flow_run_name=f"diagnose {e.name} ({cycle.cycle_id})").id
+                                      timeout=0, flow_run_name=f"diagnose/{e.name}").id
                for e in entries}
     ended = {}
     with get_client(sync_client=True) as client:
@@ -347,7 +347,7 @@ def scores_table(results: dict[str, DiagnosticResult]) -> pd.DataFrame:
         columns=["model", "sample_id", "metric", "value"])
 
 
-@task(name="statistics", cache_policy=NO_CACHE)
+@task(name="statistics", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
     """Per-model statistics, Holm-corrected collapse verdicts, pairwise comparisons, layer models, gates.
 
@@ -442,7 +442,7 @@ def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) 
 
 # ------------------------------------------------------------------ T5 literature, T7 paper
 
-@task(name="literature", cache_policy=NO_CACHE, **RETRY)
+@task(name="literature", task_run_name=action_task_name, cache_policy=NO_CACHE, **RETRY)
 def literature_stage(cycle: Cycle, action: Action, bib_files: tuple[str, ...] = ()) -> Outcome:
     with action_run(cycle, action) as run:
         paths = [PROJECT_ROOT / "literature" / "references.bib", *map(Path, bib_files)]
@@ -459,7 +459,7 @@ def literature_stage(cycle: Cycle, action: Action, bib_files: tuple[str, ...] = 
     return _finish(run, outcome)
 
 
-@task(name="paper", cache_policy=NO_CACHE)
+@task(name="paper", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
     """The abstract's placeholders filled from the statistics run as read back from MLflow."""
     with action_run(cycle, action) as run:
@@ -547,7 +547,7 @@ def _finish(run: evidence.RunLog, outcome: Outcome):
 
 # ------------------------------------------------------------------ quality review and reports
 
-@task(name="quality-review", cache_policy=NO_CACHE)
+@task(name="quality-review", task_run_name="quality review", cache_policy=NO_CACHE)
 def quality_review(cycle: Cycle) -> dict[str, int]:
     """Acceptance criteria of every action against its evidence; final statuses counted on the cycle run."""
     tree = evidence.read_run(cycle.run_id)
@@ -588,7 +588,7 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
     return result
 
 
-@task(name="reports", cache_policy=NO_CACHE)
+@task(name="reports", task_run_name="reports and handoff", cache_policy=NO_CACHE)
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
@@ -618,7 +618,11 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()
     handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
-    create_markdown_artifact(markdown=handoff.read_text(encoding="utf-8"), key=f"handoff-{cycle.mission.id}"[:60],
+    text = handoff.read_text(encoding="utf-8")
+    create_markdown_artifact(markdown=reporting.first_screen(text), key=f"summary-{cycle.mission.id}"[:60],
+                             description=f"Decision and what blocks a stronger answer, cycle {cycle.cycle_id} "
+                                         f"(full handoff: artifact handoff-{cycle.mission.id})")
+    create_markdown_artifact(markdown=reporting.inline_images(text, handoff.parent), key=f"handoff-{cycle.mission.id}"[:60],
                              description=f"Week-1 handoff of cycle {cycle.cycle_id}")
     summary = cycle.report_dir / "summaries" / "cycle_summary.md"
     create_markdown_artifact(markdown=summary.read_text(encoding="utf-8"), key=f"cycle-summary-{cycle.mission.id}"[:60],
