@@ -171,7 +171,7 @@ def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> D
     return DiagnosticResult(spec.name, pd.concat([p.per_sample for p in parts], ignore_index=True),
                             pd.concat([p.per_layer for p in parts], ignore_index=True),
                             pd.concat([p.skipped for p in parts], ignore_index=True), parts[0].attention_maps,
-                            [str(e) for e in events])
+                            [str(e) for e in events], map_spans=parts[0].map_spans)
 
 
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
@@ -307,6 +307,10 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
         "n_layers": result.n_layers,
     }
     metrics |= {f"{c}_mean": ps[c].mean() for c in MEAN_METRICS if c in ps and ps[c].notna().any()}
+    if {"attn_visual_share", "attn_text_share"} <= set(pl) and pl["attn_text_share"].notna().any():
+        # the three attention buckets: image, text, and the rest (special tokens, registers, sinks)
+        metrics |= {"attn_text_share_mean": pl["attn_text_share"].mean(),
+                    "attn_other_share_mean": (1 - pl["attn_visual_share"] - pl["attn_text_share"]).clip(lower=0).mean()}
     for idx, row in layer_means.iterrows():
         metrics.update({f"layer/{idx}/{k}": v for k, v in row.items() if pd.notna(v)})
     if len(pl) and pl["attn_visual_share"].notna().any():
@@ -314,7 +318,7 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
         run.params({"layer_finding": str(finding)})
     folder = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
     drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder,
-                           maps=getattr(result, "attention_maps", None))
+                           maps=getattr(result, "attention_maps", None), spans=getattr(result, "map_spans", None))
     metrics["plots"] = len(drawn)
     metrics["batch_retries"] = len(result.retries)
     if result.retries:
