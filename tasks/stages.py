@@ -7,6 +7,7 @@ logs every number, and returns an ``Outcome`` (or a *Blocked* state).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -25,8 +26,8 @@ from agents import narrative
 from agents.infra_monitor import environment_snapshot
 from agents.quality_officer import assess, check_criteria, check_text, final_status
 from tasks import environment, evidence, literature, paper, progress, reporting, stats, stats_plots
-from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, blocked, open_child,
-                           record, tracked, transient_only)
+from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, NotRetryable, Outcome, action_run, action_task_name, blocked,
+                           open_child, record, tracked, transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
@@ -232,30 +233,64 @@ def _in_process(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...]) -> d
     return finished
 
 
+class FanOutStalled(NotRetryable):
+    """The fanned-out diagnostics cannot start (the cycle holds the pool's only slot) or did not end in time."""
+
+
+FAN_OUT_STALL_S = 30.0      # no model run started for this long while the cycle holds a slot of their pool: a deadlock
+
+
+def fan_out_timeout_s() -> float:
+    """How long the cycle waits for its per-model runs at most (``FUSIONAUDIT_FAN_OUT_TIMEOUT_S``, default 6 h)."""
+    return float(os.environ.get("FUSIONAUDIT_FAN_OUT_TIMEOUT_S", 6 * 3600))
+
+
 def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s: float = 2.0) -> dict[str, str]:
     """Submit every model as a deployment run at once, then wait: workers run them in parallel.
 
     The runs' results come back through the evidence store (the model's child
     run under ``parent``), not through Prefect result storage, which a worker
-    on another machine does not share.
+    on another machine does not share. While waiting, the runs still pending
+    are logged; if none has started after ``FAN_OUT_STALL_S`` while this cycle
+    runs on a worker of the same pool (with ``--limit 1`` it holds the only
+    slot they could use), or the wait passes ``fan_out_timeout_s()``, the
+    pending runs are cancelled and the stage fails with the fix in its message.
     """
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
+    logger = get_run_logger()
     pending = {e.name: run_deployment(DIAGNOSE_DEPLOYMENT, parameters={"cycle": cycle.to_params(), "model": e.name,
                                                                         "parent_run_id": parent},
                                       timeout=0, flow_run_name=f"diagnose/{e.name}").id
                for e in entries}
     ended = {}
+    started_at, last_note, timeout = time.monotonic(), 0.0, fan_out_timeout_s()
     with get_client(sync_client=True) as client:
+        pool = _shared_pool(client)
         while pending:
-            for name, run_id in list(pending.items()):
-                flow_run = client.read_flow_run(run_id)
+            runs = {name: client.read_flow_run(run_id) for name, run_id in pending.items()}
+            for name, flow_run in runs.items():
                 if flow_run.state and flow_run.state.is_final():
                     ended[name] = flow_run
                     del pending[name]
-            if pending:
-                time.sleep(poll_s)
+                    progress.report("model", f"diagnosed {name}", len(ended), len(entries))
+            if not pending:
+                break
+            waited = time.monotonic() - started_at
+            waiting = [n for n in pending if runs[n].state and runs[n].state.type.value in ("SCHEDULED", "PENDING")]
+            if time.monotonic() - last_note > 15:
+                logger.info("waiting %.0f s for %d diagnose-model run(s): %s", waited, len(pending),
+                            ", ".join(f"{n} ({runs[n].state.name if runs[n].state else '?'})" for n in pending))
+                last_note = time.monotonic()
+            stalled = bool(pool) and not ended and len(waiting) == len(pending) and waited > FAN_OUT_STALL_S
+            if stalled or waited > timeout:
+                for run_id in pending.values():
+                    _cancel(client, run_id)
+                raise FanOutStalled(_stall_message(pool, pending, timeout) if stalled else
+                                    f"fan-out timeout: diagnose-model run(s) {', '.join(pending)} still pending after "
+                                    f"{timeout:.0f} s; start workers for their pool or raise FUSIONAUDIT_FAN_OUT_TIMEOUT_S")
+            time.sleep(poll_s)
     finished = {}
     for entry in entries:
         flow_run = ended[entry.name]
@@ -266,6 +301,34 @@ def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s:
             _model_failed(cycle, parent, entry, RuntimeError(
                 f"diagnose-model run {flow_run.name!r} ended {flow_run.state.name}: {flow_run.state.message or 'no message'}"))
     return finished
+
+
+def _stall_message(pool: str, pending: dict, timeout: float) -> str:
+    return (f"fan-out deadlock: this cycle runs on a worker of pool {pool!r} and none of its diagnose-model runs "
+            f"({', '.join(pending)}) started within {FAN_OUT_STALL_S:.0f} s: with one worker at --limit 1 the cycle holds "
+            f"the only slot. Fix: start a second worker (`prefect worker start --pool {pool} --limit 1`), run the cycle "
+            "from the CLI (`fusionaudit cycle run --fan-out`), or trigger it without fan_out")
+
+
+def _shared_pool(client) -> str | None:
+    """The work pool this cycle runs on, if the diagnose-model deployment uses it too (else None)."""
+    from prefect.runtime import flow_run
+
+    try:
+        mine = client.read_flow_run(flow_run.id).work_pool_name if flow_run.id else None
+        theirs = client.read_deployment_by_name(DIAGNOSE_DEPLOYMENT).work_pool_name
+    except Exception:  # noqa: BLE001 - no answer means no shared slot to worry about
+        return None
+    return mine if mine and mine == theirs else None
+
+
+def _cancel(client, run_id) -> None:
+    from prefect.states import Cancelled
+
+    try:
+        client.set_flow_run_state(run_id, Cancelled(message="the cycle that submitted it gave up waiting"), force=True)
+    except Exception:  # noqa: BLE001 - best effort: the run is cancelled in the UI otherwise
+        pass
 
 
 def _model_failed(cycle: Cycle, parent: str, entry: ModelEntry, cause: object) -> None:
@@ -592,12 +655,32 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
     return result
 
 
+def _chartable_statistics(view: dict) -> None:
+    """Each model's statistics copied onto its own diagnostics run (``stats/<metric>/<key>``), so MLflow's run
+    comparison charts them across models; the statistics run stays the evidence the reports cite."""
+    s = view["stats_run"]
+    if s is None:
+        return
+    for model in view["models"]:
+        if model.diag is None:
+            continue
+        prefix = f"{model.name}/"
+        values = {"stats/" + k.removeprefix(prefix): c.value for k, c in s.metrics.items()
+                  if k.startswith(prefix) and isinstance(c.value, (int, float))}
+        if values:
+            evidence.RunLog(model.diag.run_id).metrics(values)
+            evidence.RunLog(model.diag.run_id).tags({"fa.call": model.call or "n/a",
+                                                     "fa.verdict": "collapse" if model.collapsed else "no collapse shown"})
+
+
 @task(name="reports", task_run_name="reports and handoff", cache_policy=NO_CACHE)
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
     # The first screen's strength, blocker and next action: derived from the evidence, logged, then cited.
-    head = reporting.headline_of(reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id)))
+    before = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    head = reporting.headline_of(before)
+    _chartable_statistics(before)
     evidence.RunLog(cycle.run_id).metrics(head.metrics())
     evidence.RunLog(cycle.run_id).tags(head.tags())
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))

@@ -8,6 +8,7 @@ Prefect UI of the same server in headless Chromium.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -202,3 +203,37 @@ def test_prefect_ui_shows_cycle_subflows_and_handoff(stack, fanned_out_cycle):
             browser.close()
     assert (ARTIFACTS / "prefect-ui-subflows.png").stat().st_size > 10_000
     assert (ARTIFACTS / "prefect-ui-artifacts.png").stat().st_size > 10_000
+
+
+def _stop_worker(stack: Stack, name: str) -> None:
+    proc = next(p for p, log in zip(stack.procs, stack.logs) if log == name)
+    tree = _tree(proc.pid)
+    _signal_group(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=20)
+    for p in alive:
+        p.kill()
+
+
+def test_fan_out_from_the_only_worker_fails_within_a_minute_naming_the_fix(stack):
+    """docs/prefect-server.md with one worker at --limit 1: the cycle holds the only slot its model runs need."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _stop_worker(stack, "worker-b")  # last test of the module: the two-worker tests above have run
+    models = json.dumps(list(MODELS))
+    done = stack.run(str(BIN / "prefect"), "deployment", "run", "week1-cycle/week1-cycle", "--param", "fan_out=true",
+                     "--param", f"models={models}", "--param", "samples=16")
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    deadline = time.monotonic() + 600
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        while not (flow_run := client.read_flow_run(run_id)).state.is_final():
+            assert time.monotonic() < deadline, f"cycle {run_id} still {flow_run.state.name} after 600 s"
+            time.sleep(3)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow_run.state.is_completed(), flow_run.state  # the cycle itself ends, with the diagnostics Failed
+    diagnostics = next(t for t in tasks if t.name == "T4 diagnostics")
+    assert diagnostics.state.is_failed()
+    assert "prefect worker start --pool fusionaudit" in diagnostics.state.message, diagnostics.state.message
+    assert (diagnostics.end_time - diagnostics.start_time).total_seconds() < 60
+    assert not [r for r in _flow_runs(stack, "diagnose-model") if r.state and not r.state.is_final()], \
+        "the stalled model runs are cancelled, not left Late"
