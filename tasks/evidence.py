@@ -20,19 +20,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tasks.cited import Cited, format_number
-from tasks.paths import home
+from tasks.paths import home, tracking_uri  # noqa: F401 - tracking_uri is part of this module's API
 
 PARENT_TAG = "mlflow.parentRunId"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or SQLite in the project-local folder (MLflow's file store is retired)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    home().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def client() -> MlflowClient:
