@@ -65,6 +65,10 @@ def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: flo
                 ax.plot([end, end], [yi - 0.18, yi + 0.18], color=colour, lw=1.5)
         if math.isfinite(mean):
             ax.plot([mean], [yi], "|", color="black", ms=9, mew=1.5)  # a thin mark: it does not hide a narrow CI
+            # the numbers above the bar: a CI narrower than a pixel is still readable
+            text = f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else f"{mean:.3f}"
+            ax.annotate(text, (mean, yi), xytext=(0, 8), textcoords="offset points", fontsize=7,
+                        ha="left" if mean < 0.25 else "right" if mean > 0.75 else "center")
     finite = pd.concat([frame["ci_low"], frame["ci_high"], frame["mean"]]).astype(float)
     finite = finite[np.isfinite(finite)]
     ax.set_xlim(min(0.0, finite.min() if len(finite) else 0.0) - 0.02, max(1.0, finite.max() if len(finite) else 1.0) + 0.02)

@@ -108,7 +108,8 @@ def plot_attention_maps(maps: dict[str, dict[str, np.ndarray]], title: str, path
     samples = list(maps)
     layers = list(maps[samples[0]]) if samples else []
     fig, axes = plt.subplots(max(len(samples), 1), max(len(layers), 1), squeeze=False,
-                             figsize=(2.6 * max(len(layers), 1) + 1.2, 2.6 * max(len(samples), 1) + 0.6))
+                             figsize=(2.8 * max(len(layers), 1) + 1.4, 2.6 * max(len(samples), 1) + 0.6),
+                             gridspec_kw={"wspace": 0.35, "hspace": 0.45})
     top = max((float(np.nanmax(m)) for per in maps.values() for m in per.values() if m.size), default=1.0)
     image = None
     for r, sample in enumerate(samples):
@@ -117,6 +118,8 @@ def plot_attention_maps(maps: dict[str, dict[str, np.ndarray]], title: str, path
             image = axes[r][c].imshow(m, cmap="viridis", vmin=0, vmax=top, interpolation="nearest")
             axes[r][c].set_title(f"{sample} · {layer}", fontsize=7)
             _token_axis(axes[r][c], spans, *m.shape[-2:])
+            if c:  # one query label per row of panels: it would run into the panel on its left
+                axes[r][c].set_ylabel("")
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (head mean)")
     fig.suptitle(f"{title}: attention maps (query rows × key columns)", fontsize=9)
