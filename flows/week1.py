@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import yaml
 from prefect import flow, task
@@ -24,7 +23,6 @@ from tasks.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
-
 
 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:

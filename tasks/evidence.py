@@ -8,7 +8,6 @@ Everything goes through ``MlflowClient`` with explicit run ids, so no global
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 from collections.abc import Mapping
