@@ -287,7 +287,7 @@ def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s:
             if stalled or waited > timeout:
                 for run_id in pending.values():
                     _cancel(client, run_id)
-                raise FanOutStalled(_stall_message(pool, pending, timeout) if stalled else
+                raise FanOutStalled(_stall_message(pool, pending) if stalled else
                                     f"fan-out timeout: diagnose-model run(s) {', '.join(pending)} still pending after "
                                     f"{timeout:.0f} s; start workers for their pool or raise FUSIONAUDIT_FAN_OUT_TIMEOUT_S")
             time.sleep(poll_s)
@@ -303,7 +303,7 @@ def _fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s:
     return finished
 
 
-def _stall_message(pool: str, pending: dict, timeout: float) -> str:
+def _stall_message(pool: str, pending: dict) -> str:
     return (f"fan-out deadlock: this cycle runs on a worker of pool {pool!r} and none of its diagnose-model runs "
             f"({', '.join(pending)}) started within {FAN_OUT_STALL_S:.0f} s: with one worker at --limit 1 the cycle holds "
             f"the only slot. Fix: start a second worker (`prefect worker start --pool {pool} --limit 1`), run the cycle "
