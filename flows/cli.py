@@ -83,7 +83,8 @@ def cycle_run(
     bibs = [str(b) for b in bib]
     if next_ and model_list:
         _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
-    with live(console, "starting the flow", stage_count(prepared)):
+    first = "starting the flow" if os.environ.get("PREFECT_API_URL") else "starting Prefect's local API"
+    with live(console, first, stage_count(prepared)):
         if next_:
             state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples,
                                allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, return_state=True)
