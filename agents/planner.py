@@ -70,6 +70,7 @@ class Change:
 
     text: str
     evidence: tuple[str, ...]
+    kind: str = "plan"      # "verdict": a per-model verdict re-read (the handoff shows those above, not here)
 
     def __str__(self) -> str:
         return self.text
@@ -186,7 +187,7 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
             shown = ", ".join(f"{label} {cite(c)}" for label, c in zip(("image share", "Holm p", "collapsed"), cited))
             changes.append(Change(f"Model {code(name)}: {'collapse' if name in result.collapsed else 'no collapse shown'} "
                                   f"({shown}; {code(run.params.get(f'{name}/verdict/reason', ''))}).",
-                                  tuple(c.citation[1:-1] for c in cited)))
+                                  tuple(c.citation[1:-1] for c in cited), kind="verdict"))
     where = f"run {code(run.run_id)}" if run else "no statistics run"
     # the mission's gate values are the brief's text, not measurements: shown in a code span
     rule = f"min_models_tested={gates.min_models_tested}, min_models_collapsed={gates.min_models_collapsed}"
@@ -247,7 +248,7 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
                                   (f"{run.run_id}:tags/fa.status",)))
         else:
             changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
-                                  f"({code(run.tags.get('fa.mitigation', 'see the handoff'))}) to bring it back.",
+                                  "(the handoff's 'How to provide weights') to bring it back.",
                                   (f"{run.run_id}:tags/fa.status",)))
     if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
         chosen = list(mission.models)

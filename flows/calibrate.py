@@ -19,7 +19,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from agents.quality_officer import assess
-from tasks import calibration, evidence
+from tasks import calibration, evidence, progress
 from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
@@ -173,15 +173,23 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         parent.metrics({"threshold": threshold, "samples": samples, "n_seeds": len(seeds),
                         "text_cut": round(1 - threshold, 12)})
         frames, facts = [], {}
+        runs_total = len(seeds) * len(VARIANTS)
         for seed in seeds:
             for variant in VARIANTS:
+                progress.report("stage", "zoo diagnostics", len(frames), runs_total + 3)
+                progress.report("model", f"{variant}, seed {seed}", len(frames), runs_total)
                 frame, facts[variant, seed] = diagnose_zoo(variant, seed, samples, mm_shap_permutations)
                 frames.append(frame)
+        progress.report("stage", "metric calls", runs_total, runs_total + 3)
         per_sample = pd.concat(frames, ignore_index=True)
         calls = calibration.metric_calls(per_sample, threshold=threshold, n_resamples=n_resamples)
         scores = calibration.metric_scores(calls)
         agree = calibration.agreement(per_sample)
-        mc = [mm_shap_runs(v, seeds[0], permutations, mc_samples, mc_repeats) for v in VARIANTS]
+        progress.report("stage", "MM-SHAP Monte-Carlo error", runs_total + 1, runs_total + 3)
+        mc = []
+        for i, v in enumerate(VARIANTS):
+            progress.report("model", v, i, len(VARIANTS))
+            mc.append(mm_shap_runs(v, seeds[0], permutations, mc_samples, mc_repeats))
         runs, concentration = (pd.concat(parts, ignore_index=True) for parts in zip(*mc))
         errors = calibration.mc_error(runs)
 
@@ -201,6 +209,7 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         for png in sorted(plots.glob("*.png")):
             parent.artifact(png, "plots")
 
+        progress.report("stage", "report", runs_total + 2, runs_total + 3)
         view = _view(parent.run_id, seeds, permutations, threshold)
         report = report_dir / "calibration_report.md"
         report.write_text(make_env().get_template("results/calibration_report.md.j2").render(**view), encoding="utf-8")
@@ -209,6 +218,7 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         parent.artifact(report, "report")
         parent.tags({"fa.verdict": "VERIFIED" if verified else "NOT VERIFIED", "fa.report": str(report)})
         parent.finish()
+        progress.report("stage", "done", runs_total + 3, runs_total + 3)
     except BaseException:
         parent.finish("FAILED")
         raise

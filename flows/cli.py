@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flows import cli_calibrate, cli_stats
 
@@ -48,48 +50,67 @@ def cycle_run(
     fan_out: bool = typer.Option(False, "--fan-out", help="diagnose each model as a diagnose-model deployment run (needs a Prefect server and workers)"),
     next_: bool = typer.Option(False, "--next", help="plan this cycle from the mission's latest cycle (or --previous) and run it"),
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Prefect's and MLflow's log lines in the terminal"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
-    from flows.cycle import next_cycle
-    from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
-    from tasks.evidence import tracking_uri
-    from tasks.runtime.preflight import run_preflight
-    from tasks.mission import MissionError
+    from flows.cli_progress import live, quiet_logs, results_table
+
+    if not verbose:
+        quiet_logs()  # before Prefect is imported
+    with console.status("loading fusionaudit (torch, Prefect, MLflow)"):
+        from flows.cycle import next_cycle
+        from flows.week1 import DEFAULT_MISSION, prepare_mission, stage_count, week1_cycle
+        from tasks.evidence import tracking_uri
+        from tasks.runtime.preflight import run_preflight
+        from tasks.mission import MissionError
 
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     try:
-        prepare_mission(path, model_list, samples)  # fail before anything runs
-        run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
-        _check_store(tracking_uri())
-        if fan_out:
-            _check_fan_out()
+        with console.status("checking the mission, the evidence store and the Prefect API"):
+            prepared = prepare_mission(path, model_list, samples)  # fail before anything runs
+            run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
+            _check_store(tracking_uri())
+            if fan_out:
+                _check_fan_out()
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
-    where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
-    console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
+    where = os.environ.get("PREFECT_API_URL") or "Prefect's local API (a temporary server, started now)"
+    console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {escape(path)}")
+    console.print(f"  evidence store: [bold]{escape(tracking_uri())}[/]  (browse it: {escape(_mlflow_ui_hint(tracking_uri()))})")
+    console.print(f"  orchestration: {escape(where)}")
     bibs = [str(b) for b in bib]
-    if next_:
-        if model_list:
-            _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
-        state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
-                           fan_out=fan_out, bib_files=bibs, return_state=True)
-    else:
-        state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                            bib_files=bibs, fan_out=fan_out, return_state=True)
+    if next_ and model_list:
+        _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
+    first = "starting the flow" if os.environ.get("PREFECT_API_URL") else "starting Prefect's local API"
+    with live(console, first, stage_count(prepared)):
+        if next_:
+            state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples,
+                               allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, return_state=True)
+        else:
+            state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
+                                bib_files=bibs, fan_out=fan_out, return_state=True)
     if not state.is_completed():
         try:
             state.result()
         except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
             _fail(exc, debug)
     result = state.result()
-    console.print(f"\n[bold]{state.message}[/]")
-    console.print(f"Handoff: {result['handoff']}")
-    console.print(f"Decision: [bold]{result['decision']}[/]")
+    console.print(results_table(result.get("models", [])))
+    console.print(f"\n[bold]{escape(state.message or '')}[/]")
+    console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
+    console.print(f"Decision: [bold]{escape(result['decision'])}[/]")
     if result["findings"]:
         err.print(f"[red]{len(result['findings'])} verification finding(s)[/], first: {result['findings'][0]}")
         raise typer.Exit(1)
+
+
+def _mlflow_ui_hint(uri: str) -> str:
+    """The command that opens this very store in MLflow's UI (a server URI is already browsable)."""
+    if uri.startswith(("http://", "https://")):
+        return uri
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def _check_store(uri: str) -> None:
@@ -125,8 +146,8 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     """The mission's cycles: id, date, actions, blocked, failed, decision."""
     from rich.table import Table
 
-    from flows.week1 import DEFAULT_MISSION
     from tasks.cycles import list_cycles
+    from tasks.runtime.paths import DEFAULT_MISSION
     from tasks.mission import MissionError, load_mission
 
     try:
@@ -139,7 +160,7 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
         return
     table = Table(title=f"cycles of {mission_id}")
     for col in ("#", "cycle", "started (UTC)", "status", "actions", "completed", "blocked", "failed", "decision"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold", no_wrap=col == "cycle")  # an id is never cut
     show = lambda v: "—" if v is None else str(v)  # noqa: E731
     for c in cycles:
         table.add_row(str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status, show(c.actions_total),
@@ -152,11 +173,11 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
     """Every adapter (family, metrics that apply) and every model of the mission (weights on this machine?)."""
     from rich.table import Table
 
-    from flows.week1 import DEFAULT_MISSION
     from tasks.adapters.base import ModelSpec
     from tasks.adapters.catalog import describe, weights_here
     from tasks.adapters.registry import available
     from tasks.mission import MissionError, load_mission
+    from tasks.runtime.paths import DEFAULT_MISSION
 
     adapters = Table(title="adapters")
     for col in ("adapter", "family", "metrics that apply"):
@@ -177,28 +198,47 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
                       f"; looked in: {'; '.join(where) or 'n/a'}", markup=False)
 
 
+class Which(str, Enum):
+    handoff = "handoff"
+    summary = "summary"
+
+
+REPORT_FILES = {Which.handoff: "handoff/execution_progress_update.md", Which.summary: "summaries/cycle_summary.md"}
+
+
 @report_app.command("show")
 def report_show(
-    cycle: Optional[str] = typer.Argument(None, help="cycle id (default: the latest)"),
+    cycle: Optional[str] = typer.Argument(None, help="cycle id (default: the latest finished cycle)"),
     mission: str = typer.Option("week1-attention-collapse", help="mission id"),
-    which: str = typer.Option("handoff", help="handoff | summary"),
+    which: Which = typer.Option(Which.handoff, help="which report to show"),
+    raw: bool = typer.Option(False, "--raw", help="print the Markdown source instead of rendering it"),
 ) -> None:
-    """Print a cycle's handoff (or cycle summary)."""
+    """Show a cycle's handoff (or cycle summary), rendered; the latest finished cycle by default.
+
+    A cycle is finished when its reports were written (the last stage), so this reads the reports folder only.
+    """
+    from rich.markdown import Markdown
+
     from tasks.runtime.paths import reports_root
 
     root = reports_root() / mission
-    cycles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
-    if not cycles:
-        err.print(f"[red]error:[/] no cycles under {root}: run `fusionaudit cycle run` first")
+    rel = REPORT_FILES[which]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    finished = [c for c in folders if (root / c / REPORT_FILES[Which.handoff]).exists()]
+    if not finished:
+        err.print(f"[red]error:[/] no finished cycle under {escape(str(root))}: run `fusionaudit cycle run` first")
         raise typer.Exit(2)
-    chosen = cycle or cycles[-1]
-    rel = "handoff/execution_progress_update.md" if which == "handoff" else "summaries/cycle_summary.md"
+    chosen = cycle or finished[-1]
     path = root / chosen / rel
     if not path.exists():
-        err.print(f"[red]error:[/] {path} not found: cycles are {', '.join(cycles)}")
+        err.print(f"[red]error:[/] {escape(str(path))} not found: finished cycles are {escape(', '.join(finished))}")
         raise typer.Exit(2)
-    console.print(f"[dim]{path}[/]")
-    sys.stdout.write(path.read_text(encoding="utf-8"))
+    console.print(f"{path}", style="dim", markup=False, highlight=False)
+    text = path.read_text(encoding="utf-8")
+    if raw or not console.is_terminal:  # piped: the Markdown itself, every id and citation whole
+        sys.stdout.write(text)
+    else:
+        console.print(Markdown(text, hyperlinks=False))
 
 
 @app.command("verify")
@@ -218,5 +258,49 @@ def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to c
     raise typer.Exit(1 if findings else 0)
 
 
+def _plain_type(param) -> str:
+    desc = param.type_descriptor
+    many = "..." if desc.is_list else ""
+    bare = param.bare_type()
+    if getattr(param, "is_flag", False) or desc.annotation is bool:
+        return ""
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    if desc.is_path or "Path" in bare:
+        return "PATH" + many
+    return next((label for key, label in (("int", "INTEGER"), ("float", "FLOAT")) if key in bare), "TEXT") + many
+
+
+def _plain_types(command) -> None:
+    """Help shows plain types (PATH, INTEGER, TEXT, [handoff|summary]) rather than Python annotations; flags none."""
+    for param in command.params:
+        if getattr(param, "type_descriptor", None) is None:
+            continue
+        label = _plain_type(param)
+        if param.param_type_name == "argument":
+            param.metavar = param.metavar or param.name.upper() + ("..." if param.type_descriptor.is_list else "")
+        elif param.metavar is None:
+            param.metavar = label
+        param.display_type_rich = lambda ctx=None, _label=label: _label  # noqa: B023 - bound per parameter
+    help_option = command.get_help_option
+
+    def plain_help(ctx, _make=help_option):
+        option = _make(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx=None: ""
+        return option
+
+    command.get_help_option = plain_help
+    for sub in getattr(command, "commands", {}).values():
+        _plain_types(sub)
+
+
+def main() -> None:
+    """The ``fusionaudit`` entry point: the typer app as a click command with plain types in its help."""
+    command = typer.main.get_command(app)
+    _plain_types(command)
+    command()
+
+
 if __name__ == "__main__":
-    app()
+    main()

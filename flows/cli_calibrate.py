@@ -43,16 +43,24 @@ def calibrate(
     samples: int = typer.Option(64, help="synthetic samples per zoo model"),
     seeds: str = typer.Option("0,1,2", help="comma-separated zoo training seeds"),
     permutations: str = typer.Option("2,4,8,16,32", help="MM-SHAP permutation counts for the Monte-Carlo error study"),
+    verbose: bool = typer.Option(False, "--verbose", help="show Prefect's and MLflow's log lines in the terminal"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Calibrate every metric on the zoo: train/load it per seed, run every metric, write and verify the report."""
+    from flows.cli_progress import live, quiet_logs
+
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    if not verbose:
+        quiet_logs()  # before Prefect is imported
     try:
         seed_list, perm_list = _ints(seeds, "seeds"), _ints(permutations, "permutations")
-        from flows.calibrate import calibrate as calibrate_flow, check_args
+        with out.status("loading fusionaudit (torch, Prefect, MLflow)"):
+            from flows.calibrate import calibrate as calibrate_flow, check_args
+            from tasks.adapters.zoo import VARIANTS
 
         check_args(samples, seed_list, perm_list)  # fail before Prefect starts
-        state = calibrate_flow(samples=samples, seeds=seed_list, permutations=perm_list, return_state=True)
+        with live(out, "starting the flow", len(seed_list) * len(VARIANTS) + 3):
+            state = calibrate_flow(samples=samples, seeds=seed_list, permutations=perm_list, return_state=True)
         result = state.result()  # raises the flow's error
     except Exception as exc:  # noqa: BLE001 - one message (exit 2) unless --debug
         _fail(err, exc, debug)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import yaml
 from prefect import flow, task
@@ -16,16 +15,15 @@ from prefect.states import Completed
 
 from agents.planner import pending_actions
 from flows.diagnose import dispatch
-from tasks import evidence, reporting
-from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
+from tasks import evidence, progress, reporting
+from tasks.actions import (BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record,
+                           stage_label)
 from tasks.adapters.registry import available
 from tasks.mission import Mission, MissionError, load_mission
-from tasks.runtime.paths import reports_root
+from tasks.runtime.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
-
-DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "week1.yaml"
 
 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:
@@ -87,11 +85,17 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
                  escalated)
 
 
+def stage_count(mission: Mission) -> int:
+    """The mission's actions, then the quality review and the reports."""
+    return len(mission.actions) + 2
+
+
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
     """Run the mission's action for ``stage`` unless a dependency blocks it; a crash is a Failed outcome."""
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
+    progress.report("stage", stage_label(action), len(outcomes), stage_count(cycle.mission))
     outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
     if outcome is None:
         state = stage_task(cycle, action, *args, return_state=True)
@@ -126,8 +130,12 @@ def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | No
     execute(cycle, "literature", done, literature_stage, tuple(bib_files or ()))
     execute(cycle, "paper", done, paper_stage, statistics.run_id if statistics else "")
 
+    total = stage_count(mission)
+    progress.report("stage", "quality review", total - 2, total)
     counts = quality_review(cycle)
+    progress.report("stage", "reports", total - 1, total)
     reports = write_reports(cycle)
+    progress.report("stage", "done", total, total)
     evidence.RunLog(cycle.run_id).finish()
     message = (f"{counts['Completed']} actions completed, {counts[BLOCKED]} blocked, {counts[FAILED]} failed; "
                f"decision {reports['decision']}; handoff {reports['verdict']}")

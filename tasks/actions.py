@@ -1,8 +1,8 @@
 """One MLflow child run per mission action, and the outcomes a stage can end with.
 
-*Blocked* is an outcome, not a failure: the stage returns
-``Completed(name="Blocked")`` carrying the reason and the mitigation, and the
-flow goes on with what it has.
+*Blocked* is an outcome, not a failure: the stage returns a terminal state
+named Blocked (Cancelled type, so the Prefect UI never shows it as success)
+carrying the reason and the mitigation, and the flow goes on with what it has.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prefect.states import Completed, State
+from prefect.states import Cancelled, State
 
 from tasks import evidence
 from tasks.adapters.base import WeightsUnavailable
@@ -68,7 +68,25 @@ class Outcome:
 
 
 def blocked(outcome: Outcome) -> State:
-    return Completed(name=BLOCKED, message=f"{outcome.key}: {outcome.reason}", data=outcome)
+    """Blocked as Prefect shows it: a *Cancelled*-type state named Blocked, grey in the UI, never green like success.
+
+    Cancelled is terminal, is not retried, and does not fail the flow: the stages read the outcome with
+    ``state.result(raise_on_failure=False)`` and the flow returns its own Completed state.
+    """
+    return Cancelled(name=BLOCKED, message=f"{outcome.key}: {outcome.reason}", data=outcome)
+
+
+def stage_label(action: Action) -> str:
+    """What an action is called in the terminal and the Prefect UI: ``T1 adapters``, ``T6 alternative models``."""
+    return f"{action.id} {action.stage.replace('_', ' ')}"
+
+
+def action_task_name() -> str:
+    """Prefect ``task_run_name`` of a stage task: the label of the action it was called with."""
+    from prefect.runtime import task_run
+
+    action = task_run.parameters.get("action")
+    return stage_label(action) if isinstance(action, Action) else task_run.task_name
 
 
 def open_child(cycle: Cycle, parent: str, name: str, tags: dict[str, str]) -> evidence.RunLog:
@@ -89,6 +107,8 @@ def tracked(run: evidence.RunLog):
 
 def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
     run.tags({"fa.status": outcome.status, "fa.reason": outcome.reason, "fa.mitigation": outcome.mitigation})
+    if outcome.status != COMPLETED:
+        run.mark_in_name(outcome.status)
     run.finish("FAILED" if outcome.status == FAILED else "FINISHED")
     return outcome
 

@@ -8,7 +8,6 @@ Everything goes through ``MlflowClient`` with explicit run ids, so no global
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 from collections.abc import Mapping
@@ -20,21 +19,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tasks.cited import Cited, format_number
-from tasks.runtime.paths import home
+from tasks.runtime.paths import home, tracking_uri  # noqa: F401 - tracking_uri is part of this module's API
 
 PARENT_TAG = "mlflow.parentRunId"
 # The outcomes an action or a model run ends with (its ``fa.status`` tag); Blocked is an outcome, not a failure.
 COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
-
-
-def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or SQLite in the project-local folder (MLflow's file store is retired)."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    home().mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def client() -> MlflowClient:
@@ -45,11 +35,18 @@ def ensure_experiment(name: str) -> str:
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get("mlflow.experimentKind") is None:  # made by an older version: open it on its runs too
+            for key, value in EXPERIMENT_TAGS.items():
+                c.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     artifacts = None
     if tracking_uri().startswith("sqlite:"):
         artifacts = (home() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=artifacts)
+    return c.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+
+
+# MLflow 3's UI opens an experiment by its kind: this one is a table of runs, not a GenAI traces overview.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclass
@@ -82,6 +79,14 @@ class RunLog:
             path = Path(tmp) / name
             df.to_csv(path, index=False)
             return self.artifact(path, "tables")
+
+    def mark_in_name(self, status: str) -> None:
+        """Append the status to the run's name (``open clip-vit-b-32 · Blocked``): MLflow's runs table shows it."""
+        c = client()
+        name = c.get_run(self.run_id).info.run_name or ""
+        base = name.split(" · ")[0]
+        if name != f"{base} · {status}":
+            c.set_tag(self.run_id, "mlflow.runName", f"{base} · {status}")
 
     def finish(self, status: str = "FINISHED") -> None:
         client().set_terminated(self.run_id, status)

@@ -6,7 +6,9 @@ number in a report carries the place it is logged.
 """
 from __future__ import annotations
 
+import base64
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +19,7 @@ from tasks.acceptance import CriterionCheck, check_criteria, final_status
 from tasks.cited import Cited
 from tasks.logged_decision import logged_decision
 from tasks.evidence import RunEvidence
+from tasks.headline import Headline, headline
 from tasks.mission import PRIORITY_ORDER, Mission
 
 # ------------------------------------------------------------------ the view
@@ -74,6 +77,19 @@ class ModelView:
 
 
 @dataclass
+class BlockerView:
+    """A model that could not be opened: one line of the handoff's Blockers section."""
+
+    name: str
+    action_id: str
+    reason: str
+    searched: str
+    fetch: str              # the command that fetches its weights ("" when the fix is not a download)
+    mitigation: str
+    run_id: str
+
+
+@dataclass
 class ActionView:
     id: str
     title: str
@@ -121,6 +137,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "controls": [m for m in models if m.name in gate.controls],
         "gate": gate,
         "blocked_models": [m for m in models if m.status == "Blocked"],
+        "blockers": _blockers(mission, cycle),
         "next_plan": next_plan,
         "diag_run": _action_run(mission, cycle, "diagnostics"),
         "skipped_samples": _skipped(_action_run(mission, cycle, "diagnostics")),
@@ -151,6 +168,32 @@ def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
         return []
     names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
     return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
+
+
+def _blockers(mission: Mission, cycle: RunEvidence) -> list[BlockerView]:
+    """Every Blocked model of the adapters and alternative-models actions, in mission order."""
+    out = []
+    for stage in ("adapters", "alternative_models"):
+        run = _action_run(mission, cycle, stage)
+        for child in (run.children if run else []):
+            if child.tags.get("fa.kind") == "model" and child.tags.get("fa.status") == "Blocked":
+                fetch = child.tags.get("fa.fetch", "none")
+                out.append(BlockerView(child.tags.get("fa.model", child.name), run.tags.get("fa.action_id", ""),
+                                       child.tags.get("fa.reason", ""), child.tags.get("fa.searched", "see the run's mitigation"),
+                                       "" if fetch == "none" else fetch, child.tags.get("fa.mitigation", ""), child.run_id))
+    order = {m.name: i for i, m in enumerate(mission.models + mission.alternatives)}
+    return sorted(out, key=lambda b: order.get(b.name, len(order)))
+
+
+def headline_of(view: dict) -> Headline:
+    """The first screen's strength, blocker and action, from a cycle view (logged by the reports stage)."""
+    s = view["stats_run"]
+    metric = view["metric"]
+    cal = s.m(f"calibration/{metric}/separates") if s else None
+    failed = [a.id for a in view["actions"] if a.status == "Failed"]
+    min_tested = int(s.m("gates/min_models_tested").value) if s and s.m("gates/min_models_tested") else \
+        view["mission"].gates.min_models_tested
+    return headline(view["models"], min_tested, None if cal is None else cal.value == 1, failed, stats_ran=s is not None)
 
 
 def _skipped(diag: RunEvidence | None) -> list[dict]:
@@ -223,6 +266,25 @@ def render_reports(env: Environment, view: dict, report_dir: Path) -> list[Path]
             written.append(_write(report_dir / "results" / f"{model.name}_diagnostic_results.md",
                                   results.render(model=model, **view)))
     return written
+
+
+_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+\.png)\)")
+
+
+def inline_images(markdown: str, base: Path) -> str:
+    """The report with its relative PNG links as data URIs: the Prefect artifact view has no file next to it."""
+    def embed(match: re.Match) -> str:
+        path = (base / match.group(2)).resolve()
+        if not path.is_file():
+            return match.group(0)
+        return f"![{match.group(1)}](data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()})"
+
+    return _IMAGE.sub(embed, markdown)
+
+
+def first_screen(markdown: str) -> str:
+    """The handoff down to its first detail section: the planning team's one-screen summary."""
+    return markdown.split("\n## ", 1)[0].rstrip() + "\n"
 
 
 def write_pending_actions(plan: list[dict], report_dir: Path) -> Path:

@@ -23,9 +23,9 @@ from prefect.transactions import CommitMode, transaction
 from agents import narrative
 from agents.planner import NextPlan, plan_next
 from agents.quality_officer import assess, check_criteria, check_text, final_status
-from tasks import evidence, literature, paper, reporting, stats, stats_plots
-from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked,
-                           transient_only)
+from tasks import evidence, literature, paper, progress, reporting, stats_plots
+from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, blocked,
+                           open_child, record, tracked, transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
@@ -57,7 +57,7 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
 
 # ------------------------------------------------------------------ T2 environment
 
-@task(name="environment-check", cache_policy=NO_CACHE, **RETRY)
+@task(name="environment-check", task_run_name=action_task_name, cache_policy=NO_CACHE, **RETRY)
 def check_environment(cycle: Cycle, action: Action) -> Outcome:
     with action_run(cycle, action) as run:
         snap = environment_snapshot()  # redacted: no token or URI password reaches the evidence
@@ -84,7 +84,7 @@ def _test_inference() -> int:
 
 # ------------------------------------------------------------------ T1 / T6 adapters
 
-@task(name="open-model", cache_policy=NO_CACHE, **RETRY)
+@task(name="open-model", task_run_name="open-model/{entry.name}", cache_policy=NO_CACHE, **RETRY)
 def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     """Load a model and trace two samples; Blocked when its weights are not on this machine."""
     run = open_child(cycle, parent_run, entry.name, {"fa.kind": "model", "fa.model": entry.name})
@@ -96,6 +96,7 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
             model = load_model(spec)
         except WeightsUnavailable as exc:
             get_run_logger().warning("%s is Blocked: %s", entry.name, exc)
+            run.tags({"fa.searched": "; ".join(exc.searched) or "nowhere", "fa.fetch": exc.fetch or "none"})
             return blocked(record(run, Outcome(entry.name, BLOCKED, run.run_id, reason=exc.reason,
                                                mitigation=f"{exc.mitigation} (looked in: {'; '.join(exc.searched)})")))
         samples = make_synthetic(2, seed=7)
@@ -113,11 +114,15 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     return record(run, Outcome(entry.name, COMPLETED, run.run_id, data={"family": model.family, "random_init": model.random_init}))
 
 
-@task(name="adapters", cache_policy=NO_CACHE)
+@task(name="adapters", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]) -> Outcome:
     """Open every model of the action; the action completes if at least one model opens."""
     with action_run(cycle, action) as run:
-        models = [_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)) for e in entries]
+        models = []
+        for i, e in enumerate(entries):
+            progress.report("model", f"open {e.name}", i, len(entries))
+            models.append(_model_outcome(cycle, run.run_id, e, open_model(cycle, run.run_id, e, return_state=True)))
+        progress.report("model", "models opened", len(entries), len(entries))
         loaded = [m for m in models if m.ok]
         # Criteria about external models count external models only: calibration and RANDOM-INIT models are controls;
         # "traced in every layer" applies to the models that have the trace capability.
@@ -160,19 +165,27 @@ def diagnostics_cache_key(context, parameters) -> str:
     return "diagnose-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-@task(name="diagnose-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
+@task(name="diagnose-model", task_run_name="diagnose-model/{spec.name}", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=diagnostics_cache_key), **RETRY)
 def diagnose_model(spec: ModelSpec, dataset: Dataset, batch_size: int = 32) -> DiagnosticResult:
     """On out of memory the batch is halved and retried (``run_batched``); the retries travel with the result."""
     model = load_model(spec)
-    parts, events = run_batched(lambda chunk: diagnose(model, chunk, batch_size=len(chunk)), load_dataset(dataset).samples,
-                                batch_size)
+    samples = load_dataset(dataset).samples
+    done = [0]
+
+    def one_batch(chunk):
+        result = diagnose(model, chunk, batch_size=len(chunk))
+        done[0] += len(chunk)
+        progress.report("batch", f"{spec.name}: samples", done[0], len(samples))
+        return result
+
+    parts, events = run_batched(one_batch, samples, batch_size)
     return DiagnosticResult(spec.name, pd.concat([p.per_sample for p in parts], ignore_index=True),
                             pd.concat([p.per_layer for p in parts], ignore_index=True),
                             pd.concat([p.skipped for p in parts], ignore_index=True), parts[0].attention_maps,
-                            [str(e) for e in events])
+                            [str(e) for e in events], map_spans=parts[0].map_spans)
 
 
-@task(name="diagnostics", cache_policy=NO_CACHE)
+@task(name="diagnostics", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...], dispatch) -> Outcome:
     """Per-sample contributions and per-layer attention for every opened model, logged per model.
 
@@ -256,6 +269,10 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
         "n_layers": result.n_layers,
     }
     metrics |= {f"{c}_mean": ps[c].mean() for c in MEAN_METRICS if c in ps and ps[c].notna().any()}
+    if {"attn_visual_share", "attn_text_share"} <= set(pl) and pl["attn_text_share"].notna().any():
+        # the three attention buckets: image, text, and the rest (special tokens, registers, sinks)
+        metrics |= {"attn_text_share_mean": pl["attn_text_share"].mean(),
+                    "attn_other_share_mean": (1 - pl["attn_visual_share"] - pl["attn_text_share"]).clip(lower=0).mean()}
     for idx, row in layer_means.iterrows():
         metrics.update({f"layer/{idx}/{k}": v for k, v in row.items() if pd.notna(v)})
     if len(pl) and pl["attn_visual_share"].notna().any():
@@ -263,7 +280,7 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
         run.params({"layer_finding": str(finding)})
     folder = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
     drawn = plots.draw_all(ps, pl, cycle.mission.gates.imbalance_threshold, entry.name, folder,
-                           maps=getattr(result, "attention_maps", None))
+                           maps=getattr(result, "attention_maps", None), spans=getattr(result, "map_spans", None))
     metrics["plots"] = len(drawn)
     metrics["batch_retries"] = len(result.retries)
     if result.retries:
@@ -311,7 +328,7 @@ def roles(mission, names, random_init: tuple[str, ...] = ()) -> dict[str, str]:
             else gates_mod.SUBJECT for n in names}
 
 
-@task(name="statistics", cache_policy=NO_CACHE)
+@task(name="statistics", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
     """Per-model statistics and per-sample reliance, Holm-corrected collapse verdicts, controls, pairwise
     comparisons, layer models, baseline robustness and the one gate decision (``tasks.gates.decide``).
@@ -472,7 +489,7 @@ def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) 
 
 # ------------------------------------------------------------------ T5 literature, T7 paper
 
-@task(name="literature", cache_policy=NO_CACHE, **RETRY)
+@task(name="literature", task_run_name=action_task_name, cache_policy=NO_CACHE, **RETRY)
 def literature_stage(cycle: Cycle, action: Action, bib_files: tuple[str, ...] = ()) -> Outcome:
     with action_run(cycle, action) as run:
         paths = [PROJECT_ROOT / "literature" / "references.bib", *map(Path, bib_files)]
@@ -489,7 +506,7 @@ def literature_stage(cycle: Cycle, action: Action, bib_files: tuple[str, ...] = 
     return _finish(run, outcome)
 
 
-@task(name="paper", cache_policy=NO_CACHE)
+@task(name="paper", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
     """The abstract's placeholders filled from the statistics run as read back from MLflow."""
     with action_run(cycle, action) as run:
@@ -577,7 +594,7 @@ def _finish(run: evidence.RunLog, outcome: Outcome):
 
 # ------------------------------------------------------------------ quality review and reports
 
-@task(name="quality-review", cache_policy=NO_CACHE)
+@task(name="quality-review", task_run_name="quality review", cache_policy=NO_CACHE)
 def quality_review(cycle: Cycle) -> dict[str, int]:
     """Acceptance criteria of every action against its evidence; final statuses counted on the cycle run."""
     tree = evidence.read_run(cycle.run_id)
@@ -599,8 +616,11 @@ def quality_review(cycle: Cycle) -> dict[str, int]:
 
 
 def _plain(value) -> float | None:
-    """A logged value for the UI's table artifact (the statistics run named in its description is the evidence)."""
-    return None if value is None else value.value
+    """A logged value, to three significant digits, for the UI's table artifact and the terminal's final table
+    (the statistics run named in the artifact's description holds the full value)."""
+    if value is None or not isinstance(value.value, (int, float)):
+        return None if value is None else value.value
+    return float(f"{value.value:.3g}")
 
 
 def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResult | None:
@@ -623,12 +643,38 @@ def _next_plan(mission: Mission, cycle: evidence.RunEvidence) -> NextPlan | None
         return None
 
 
-@task(name="reports", cache_policy=NO_CACHE)
+def _chartable_statistics(view: dict) -> None:
+    """Each model's statistics copied onto its own diagnostics run (``stats/<metric>/<key>``), so MLflow's run
+    comparison charts them across models; the statistics run stays the evidence the reports cite."""
+    s = view["stats_run"]
+    if s is None:
+        return
+    for model in view["models"]:
+        if model.diag is None:
+            continue
+        prefix = f"{model.name}/"
+        values = {"stats/" + k.removeprefix(prefix): c.value for k, c in s.metrics.items()
+                  if k.startswith(prefix) and isinstance(c.value, (int, float))}
+        if values:
+            evidence.RunLog(model.diag.run_id).metrics(values)
+            evidence.RunLog(model.diag.run_id).tags({"fa.call": model.call or "n/a",
+                                                     "fa.verdict": "collapse" if model.collapsed else "no collapse shown"})
+
+
+@task(name="reports", task_run_name="reports and handoff", cache_policy=NO_CACHE)
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
+    # The first screen's strength, blocker and next action: derived from the evidence, logged, then cited.
+    first = evidence.read_run(cycle.run_id)
+    next_plan = _next_plan(cycle.mission, first)
+    before = reporting.cycle_view(cycle.mission, first, next_plan=next_plan)
+    head = reporting.headline_of(before)
+    _chartable_statistics(before)
+    evidence.RunLog(cycle.run_id).metrics(head.metrics())
+    evidence.RunLog(cycle.run_id).tags(head.tags())
     tree = evidence.read_run(cycle.run_id)
-    view = reporting.cycle_view(cycle.mission, tree, next_plan=_next_plan(cycle.mission, tree))
+    view = reporting.cycle_view(cycle.mission, tree, next_plan=next_plan)
     first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
@@ -651,7 +697,11 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()
     handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
-    create_markdown_artifact(markdown=handoff.read_text(encoding="utf-8"), key=f"handoff-{cycle.mission.id}"[:60],
+    text = handoff.read_text(encoding="utf-8")
+    create_markdown_artifact(markdown=reporting.first_screen(text), key=f"summary-{cycle.mission.id}"[:60],
+                             description=f"Decision and what blocks a stronger answer, cycle {cycle.cycle_id} "
+                                         f"(full handoff: artifact handoff-{cycle.mission.id})")
+    create_markdown_artifact(markdown=reporting.inline_images(text, handoff.parent), key=f"handoff-{cycle.mission.id}"[:60],
                              description=f"Week-1 handoff of cycle {cycle.cycle_id}")
     summary = cycle.report_dir / "summaries" / "cycle_summary.md"
     create_markdown_artifact(markdown=summary.read_text(encoding="utf-8"), key=f"cycle-summary-{cycle.mission.id}"[:60],
@@ -663,4 +713,4 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     create_table_artifact(rows, key=f"comparison-{cycle.mission.id}"[:60],
                           description=f"Cross-architecture comparison of cycle {cycle.cycle_id}; evidence: statistics run "
                                       f"{view['stats_run'].run_id if view['stats_run'] else 'n/a'}")
-    return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"]}
+    return {"handoff": str(handoff), "verdict": verdict, "findings": findings, "decision": view["decision"], "models": rows}

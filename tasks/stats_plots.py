@@ -51,7 +51,7 @@ def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: flo
     names = [f"{r.model} · {r.metric}" if several else str(r.model) for r in frame.itertuples()]
     y = np.arange(len(frame))[::-1]  # first row on top
 
-    fig = Figure(figsize=(6.5, 1.2 + 0.4 * max(len(frame), 1)))
+    fig = Figure(figsize=(8.5, 1.6 + 0.45 * max(len(frame), 1)))  # wide enough that a CI of 0.01 is a visible bar
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.axvline(baseline, color="grey", ls=":", lw=1)
@@ -62,8 +62,14 @@ def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: flo
         lo, hi, mean = float(row.ci_low), float(row.ci_high), float(row.mean)
         if math.isfinite(lo) and math.isfinite(hi):
             ax.plot([lo, hi], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
+            for end in (lo, hi):  # caps: a CI narrower than the marker still shows its ends
+                ax.plot([end, end], [yi - 0.18, yi + 0.18], color=colour, lw=1.5)
         if math.isfinite(mean):
-            ax.plot([mean], [yi], "o", color=colour, ms=6)
+            ax.plot([mean], [yi], "|", color="black", ms=9, mew=1.5)  # a thin mark: it does not hide a narrow CI
+            # the numbers above the bar: a CI narrower than a pixel is still readable
+            text = f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else f"{mean:.3f}"
+            ax.annotate(text, (mean, yi), xytext=(0, 8), textcoords="offset points", fontsize=7,
+                        ha="left" if mean < 0.25 else "right" if mean > 0.75 else "center")
     finite = pd.concat([frame["ci_low"], frame["ci_high"], frame["mean"]]).astype(float)
     finite = finite[np.isfinite(finite)]
     ax.set_xlim(min(0.0, finite.min() if len(finite) else 0.0) - 0.02, max(1.0, finite.max() if len(finite) else 1.0) + 0.02)

@@ -18,11 +18,13 @@ class WeightsUnavailable(Exception):
     """The model cannot be loaded here; the task becomes *Blocked*, never retried.
 
     ``searched`` lists the exact places weights were looked for, ``mitigation``
-    says how to provide them.
+    says how to provide them, ``fetch`` is the download command alone (the
+    handoff lists those commands once, in a shared block).
     """
 
-    def __init__(self, model: str, reason: str, searched: list[str], mitigation: str):
+    def __init__(self, model: str, reason: str, searched: list[str], mitigation: str, fetch: str = ""):
         self.model, self.reason, self.searched, self.mitigation = model, reason, searched, mitigation
+        self.fetch = fetch  # the one command that fetches the weights on a connected machine, where there is one
         where = "; ".join(searched) if searched else "(nowhere)"
         super().__init__(f"{model}: {reason}. Looked in: {where}. Fix: {mitigation}")
 

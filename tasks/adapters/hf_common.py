@@ -137,10 +137,10 @@ def resolve_pretrained(spec: ModelSpec, files: Iterable[str] = ("config.json",))
     if folder is None or any(not (folder / f).exists() for f in files):
         if hub_offline():
             raise WeightsUnavailable(spec.name, f"{source} is not in the local hub cache and HF_HUB_OFFLINE is set",
-                                     searched, mitigation)
+                                     searched, mitigation, fetch)
         if not _reachable(hf_constants.ENDPOINT):  # fail in seconds, not after the hub client's retries
             raise WeightsUnavailable(spec.name, f"{source} is not in the local hub cache and "
-                                     f"{urlparse(hf_constants.ENDPOINT).hostname} is unreachable", searched, mitigation)
+                                     f"{urlparse(hf_constants.ENDPOINT).hostname} is unreachable", searched, mitigation, fetch)
         folder = _download(spec, source, cache, searched, mitigation)
     _require_files(spec, folder, files, mitigation=mitigation)
     if "config.json" in files:

@@ -183,11 +183,12 @@ class OpenClipAdapter:
                       f"(~/.cache/huggingface/hub) to {cache} here, "
                       "or pass a local checkpoint path as the model source")
         missing = f"weights for {arch}/{tag} are not in the local cache"
+        command = fetch.split(" (or: ")[0]  # one runnable command for the handoff's shared block
         if hub_offline():
-            raise WeightsUnavailable(spec.name, f"{missing} and HF_HUB_OFFLINE is set", searched, mitigation)
+            raise WeightsUnavailable(spec.name, f"{missing} and HF_HUB_OFFLINE is set", searched, mitigation, command)
         if not _reachable(endpoint):  # fail in seconds rather than after open_clip's ~45 s of retries
             raise WeightsUnavailable(spec.name, f"{missing} and {urlparse(endpoint).hostname} is unreachable",
-                                     searched, mitigation)
+                                     searched, mitigation, command)
         try:
             loaded = self._open(spec, arch, tag, None, label=tag, cache_dir=str(cache))  # downloads into the cache
         except (RuntimeError, OSError) as e:  # open_clip wraps download errors in RuntimeError

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -73,23 +74,65 @@ def plot_layer_profile(per_layer: pd.DataFrame, title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_attention_maps(maps: dict[str, dict[str, np.ndarray]], title: str, path: Path) -> Path:
-    """Head-mean attention maps of the few samples kept by ``diagnose(keep_maps=...)``: samples × layers."""
+def _token_axis(ax, spans: tuple[int, int, int, int] | None, n_rows: int, n_cols: int) -> None:
+    """Label the image and text token blocks and draw their boundary; without spans, plain positions."""
+    if spans is None:
+        ax.set_xlabel("key position", fontsize=6)
+        ax.set_ylabel("query position", fontsize=6)
+        ax.tick_params(labelsize=5)
+        return
+    i0, i1, t0, t1 = spans
+    ticks, labels = [], []
+    for (a, b), name in (((i0, i1), "image"), ((t0, t1), "text")):
+        if b > a:
+            ticks.append((a + b - 1) / 2)
+            labels.append(name)
+    for axis_ticks, limit in ((ax.set_xticks, n_cols), (ax.set_yticks, n_rows)):
+        axis_ticks([t for t in ticks if t < limit], [lbl for t, lbl in zip(ticks, labels) if t < limit], fontsize=6)
+    for edge in {i0, i1, t0, t1} - {0}:  # block boundaries
+        if edge < n_cols:
+            ax.axvline(edge - 0.5, color="white", lw=0.8)
+        if edge < n_rows:
+            ax.axhline(edge - 0.5, color="white", lw=0.8)
+    ax.set_xlabel("key tokens", fontsize=6)
+    ax.set_ylabel("query tokens", fontsize=6)
+
+
+def plot_attention_maps(maps: dict[str, dict[str, np.ndarray]], title: str, path: Path,
+                        spans: tuple[int, int, int, int] | None = None) -> Path:
+    """Head-mean attention maps of the few samples kept by ``diagnose(keep_maps=...)``: samples × layers.
+
+    One colour scale for all panels (with its colour bar), token blocks labelled image / text, and white lines
+    at the image/text boundary (``spans``: image start, stop, text start, stop, as the adapter reports them).
+    """
     samples = list(maps)
     layers = list(maps[samples[0]]) if samples else []
     fig, axes = plt.subplots(max(len(samples), 1), max(len(layers), 1), squeeze=False,
-                             figsize=(2.2 * max(len(layers), 1) + 0.5, 2.2 * max(len(samples), 1) + 0.4))
+                             figsize=(2.8 * max(len(layers), 1) + 1.4, 2.6 * max(len(samples), 1) + 0.6),
+                             gridspec_kw={"wspace": 0.35, "hspace": 0.45})
+    top = max((float(np.nanmax(m)) for per in maps.values() for m in per.values() if m.size), default=1.0)
+    image = None
     for r, sample in enumerate(samples):
         for c, layer in enumerate(layers):
-            axes[r][c].imshow(maps[sample][layer], cmap="viridis", vmin=0)
+            m = maps[sample][layer]
+            image = axes[r][c].imshow(m, cmap="viridis", vmin=0, vmax=top, interpolation="nearest")
             axes[r][c].set_title(f"{sample} · {layer}", fontsize=7)
-    for ax in axes.flat:
-        ax.set(xticks=[], yticks=[])
+            _token_axis(axes[r][c], spans, *m.shape[-2:])
+            if c:  # one query label per row of panels: it would run into the panel on its left
+                axes[r][c].set_ylabel("")
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight (head mean)")
     fig.suptitle(f"{title}: attention maps (query rows × key columns)", fontsize=9)
-    return _save(fig, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)  # no tight_layout: it cannot place a colour bar shared by all panels
+    plt.close(fig)
+    return path
 
 
 def _save(fig, path: Path) -> Path:
+    for ax in fig.axes:  # layers are whole numbers
+        if ax.get_xlabel() == "layer":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -98,7 +141,8 @@ def _save(fig, path: Path) -> Path:
 
 
 def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float, title: str, folder: Path,
-             maps: dict[str, dict[str, np.ndarray]] | None = None) -> list[Path]:
+             maps: dict[str, dict[str, np.ndarray]] | None = None,
+             spans: tuple[int, int, int, int] | None = None) -> list[Path]:
     """Every plot; ``maps`` (``DiagnosticResult.attention_maps``) adds the attention-map grid."""
     drawn = [
         plot_layer_wise_attention(per_layer, title, folder / PLOTS[0]),
@@ -107,5 +151,5 @@ def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float
         plot_layer_profile(per_layer, title, folder / PLOTS[3]),
     ]
     if maps:
-        drawn.append(plot_attention_maps(maps, title, folder / MAPS_PLOT))
+        drawn.append(plot_attention_maps(maps, title, folder / MAPS_PLOT, spans))
     return drawn

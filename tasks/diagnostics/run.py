@@ -69,6 +69,8 @@ class DiagnosticResult:
     # Head-mean attention maps of the first few samples, for plots: sample_id → layer → [Q, K].
     attention_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     retries: list[str] = field(default_factory=list)  # batches retried (out of memory → halved, I/O errors)
+    # Where the image and text tokens sit in those maps: (image start, image stop, text start, text stop), for labels.
+    map_spans: tuple[int, int, int, int] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -113,6 +115,7 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
     rows: list[pd.DataFrame] = []
     layers: list[pd.DataFrame] = []
     maps: dict[str, dict[str, np.ndarray]] = {}
+    map_spans = None
     for start in range(0, len(samples), batch_size):
         chunk = samples[start:start + batch_size]
         images, captions, ids = [s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk]
@@ -130,9 +133,10 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
         rows.append(row)
         if "trace" in caps:
             k = max(0, min(keep_maps - len(maps), len(chunk))) if "maps" in caps else 0
-            table, kept = _attention(model, inputs, k)
+            table, kept, spans = _attention(model, inputs, k)
             layers.append(table)
             maps.update(kept)
+            map_spans = map_spans or (spans if kept else None)
         _trim_heap()
     per_sample = pd.concat(rows, ignore_index=True)
     per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=list(PER_LAYER_COLUMNS))
@@ -148,7 +152,7 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
     reason = ("score independent of both modalities (φ_I = φ_T = 0)" if "mask" in caps
               else "the adapter cannot mask a modality (no 'mask' capability)")
     skipped = pd.DataFrame({"sample_id": undefined["sample_id"], "reason": reason})
-    return DiagnosticResult(model.spec.name, per_sample, per_layer, skipped, maps)
+    return DiagnosticResult(model.spec.name, per_sample, per_layer, skipped, maps, map_spans=map_spans)
 
 
 def _ordered(present, wanted: tuple[str, ...]) -> list[str]:
@@ -186,7 +190,7 @@ def _mm_shap(model, images, captions, ids, permutations: int, target_se: float |
             "mm_shap_sum_text": sum_text, "mm_shap_signed_v": signed}
 
 
-def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict]:
+def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict, tuple[int, int, int, int] | None]:
     with torch.no_grad():
         summary = model.trace(inputs, keep_maps=keep_maps) if keep_maps else model.trace(inputs)
     b, n_layers = summary.visual_share.shape
@@ -211,4 +215,5 @@ def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame
     table = table.reindex(columns=_ordered(table.columns, PER_LAYER_COLUMNS))
     kept = {sid: {layer: m[i].float().cpu().numpy() for layer, m in summary.maps.items()}
             for i, sid in enumerate(inputs.sample_ids[:keep_maps])} if summary.maps else {}
-    return table, kept
+    spans = (*summary.spans.image, *summary.spans.text) if summary.spans else None
+    return table, kept, spans

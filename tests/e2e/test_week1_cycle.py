@@ -48,7 +48,8 @@ def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
 
 def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithmetic(two_cycles):
     handoff = Path(two_cycles[0].result()["handoff"]).read_text()
-    assert "Model `openclip-vit-b-32` is **Blocked**" in handoff
+    assert "Model `openclip-vit-b-32` is **Blocked** (T1)" in handoff
+    assert handoff.count("pretrained='laion2b_s34b_b79k'") == 1  # its fetch command once, in the shared block
     assert "huggingface" in handoff and "open_clip" in handoff  # where it looked and how to fetch
     # its alternative was tried in this cycle (T6) and Blocked too: the planner drops it and says why
     assert "## Next cycle (planned from this cycle's evidence)" in handoff
@@ -102,9 +103,15 @@ def test_plots_and_pending_actions_are_written(two_cycles):
 def test_handoff_is_published_as_a_prefect_markdown_artifact(two_cycles):
     from prefect.artifacts import Artifact
 
+    from tasks.reporting import first_screen, inline_images
+
+    handoff = Path(two_cycles[1].result()["handoff"])
     artifact = Artifact.get("handoff-week1-attention-collapse")
     assert artifact is not None and artifact.type == "markdown"
-    assert artifact.data == Path(two_cycles[1].result()["handoff"]).read_text()
+    assert artifact.data == inline_images(handoff.read_text(), handoff.parent)  # plots embedded: no file beside it
+    assert "data:image/png;base64," in artifact.data
+    summary = Artifact.get("summary-week1-attention-collapse")
+    assert summary.data == first_screen(handoff.read_text()) and len(summary.data.splitlines()) <= 15
 
 
 def test_report_show_prints_the_latest_handoff(two_cycles):

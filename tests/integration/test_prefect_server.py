@@ -8,6 +8,7 @@ Prefect UI of the same server in headless Chromium.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -202,3 +203,95 @@ def test_prefect_ui_shows_cycle_subflows_and_handoff(stack, fanned_out_cycle):
             browser.close()
     assert (ARTIFACTS / "prefect-ui-subflows.png").stat().st_size > 10_000
     assert (ARTIFACTS / "prefect-ui-artifacts.png").stat().st_size > 10_000
+
+
+def _browser_or_skip():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("FUSIONAUDIT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser test (.ci/run does)")
+
+
+def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_completed(stack, fanned_out_cycle):
+    """Screenshots kept under ARTIFACTS: the summary and handoff artifacts, a Blocked task run, the MLflow runs."""
+    _browser_or_skip()
+    from mlflow.tracking import MlflowClient
+    from playwright.sync_api import sync_playwright
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    cycle = _flow_runs(stack, "week1-cycle")[0]
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[cycle.id])))
+    blocked = [t for t in tasks if t.state and t.state.name == "Blocked"]
+    assert blocked and all(not t.state.is_completed() for t in blocked)  # the T6 alternatives have no weights
+    assert any(t.name.startswith("open-model/") for t in blocked)
+    mlflow = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name("week1-attention-collapse")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    ui, ml = f"http://127.0.0.1:{stack.prefect_port}", f"http://127.0.0.1:{stack.mlflow_port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1200})
+
+            def shot(name: str, url: str, wait_for: str | re.Pattern) -> None:
+                page.goto(url, wait_until="networkidle", timeout=90_000)
+                page.get_by_text(wait_for).first.wait_for(timeout=60_000)
+                shots[name] = ARTIFACTS / f"{name}.png"
+                page.screenshot(path=str(shots[name]), full_page=True)
+
+            shot("prefect-ui-summary-artifact", f"{ui}/artifacts/key/summary-week1-attention-collapse", "Strength of evidence")
+            shot("prefect-ui-handoff-artifact", f"{ui}/artifacts/key/handoff-week1-attention-collapse",
+                 re.compile("gate arithmetic"))
+            assert page.locator("img[src^='data:image/png']").count() >= 1, "the forest plot is embedded"
+            shot("prefect-ui-blocked-task-run", f"{ui}/runs/task-run/{blocked[0].id}", "Blocked")
+            shot("mlflow-experiment-runs", f"{ml}/#/experiments/{exp.experiment_id}", re.compile("· Blocked"))
+            shot("mlflow-cycle-run", f"{ml}/#/experiments/{exp.experiment_id}/runs/{_cycle_run_id(mlflow, exp)}",
+                 re.compile("cycle "))
+        finally:
+            browser.close()
+    for path in shots.values():
+        assert path.stat().st_size > 10_000, path
+
+
+def _cycle_run_id(mlflow, exp) -> str:
+    runs = mlflow.search_runs([exp.experiment_id], "tags.`fa.kind` = 'cycle'", max_results=1,
+                              order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id
+
+
+def _stop_worker(stack: Stack, name: str) -> None:
+    proc = next(p for p, log in zip(stack.procs, stack.logs) if log == name)
+    tree = _tree(proc.pid)
+    _signal_group(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(tree, timeout=20)
+    for p in alive:
+        p.kill()
+
+
+def test_fan_out_from_the_only_worker_fails_within_a_minute_naming_the_fix(stack):
+    """docs/prefect-server.md with one worker at --limit 1: the cycle holds the only slot its model runs need."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    _stop_worker(stack, "worker-b")  # last test of the module: the two-worker tests above have run
+    models = json.dumps(list(MODELS))
+    done = stack.run(str(BIN / "prefect"), "deployment", "run", "week1-cycle/week1-cycle", "--param", "fan_out=true",
+                     "--param", f"models={models}", "--param", "samples=16")
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", done.stdout).group(1)
+    deadline = time.monotonic() + 600
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        while not (flow_run := client.read_flow_run(run_id)).state.is_final():
+            assert time.monotonic() < deadline, f"cycle {run_id} still {flow_run.state.name} after 600 s"
+            time.sleep(3)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+    assert flow_run.state.is_completed(), flow_run.state  # the cycle itself ends, with the diagnostics Failed
+    diagnostics = next(t for t in tasks if t.name == "T4 diagnostics")
+    assert diagnostics.state.is_failed()
+    assert "prefect worker start --pool fusionaudit" in diagnostics.state.message, diagnostics.state.message
+    assert (diagnostics.end_time - diagnostics.start_time).total_seconds() < 60
+    assert not [r for r in _flow_runs(stack, "diagnose-model") if r.state and not r.state.is_final()], \
+        "the stalled model runs are cancelled, not left Late"

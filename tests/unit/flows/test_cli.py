@@ -76,3 +76,22 @@ def test_cycle_list_without_cycles_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")  # a store no other test wrote to
     result = runner.invoke(app, ["cycle", "list"])
     assert result.exit_code == 0 and "no cycles of mission week1-attention-collapse yet" in result.output
+
+
+def test_help_shows_plain_types(monkeypatch, capsys):
+    import pytest as _pytest
+
+    from flows.cli import main
+
+    for argv in (["cycle", "run", "--help"], ["report", "show", "--help"]):
+        monkeypatch.setattr("sys.argv", ["fusionaudit", *argv])
+        with _pytest.raises(SystemExit) as exit_:
+            main()
+        out = capsys.readouterr().out
+        assert exit_.value.code == 0 and "<" not in out, out  # no <bool>, <str>, <list[Path]>
+    assert "[handoff|summary]" in out and "CYCLE" in out
+
+
+def test_report_show_refuses_a_which_outside_its_choices():
+    result = CliRunner().invoke(app, ["report", "show", "--which", "nope"])
+    assert result.exit_code == 2 and "handoff" in result.output and "summary" in result.output

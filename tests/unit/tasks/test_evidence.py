@@ -47,3 +47,15 @@ def test_number_format_is_shared_by_reports_and_verifier():
     assert format_number(3.2e-9) == "3.20e-09" and format_number(float("nan")) == "nan"
     assert evidence._same("0.012", 0.0123456) and not evidence._same("0.013", 0.0123456)
     assert evidence._same("nan", math.nan)
+
+
+def test_experiments_open_on_their_runs_not_the_genai_overview():
+    exp = evidence.ensure_experiment("test-evidence-kind")
+    assert evidence.client().get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_status_in_the_run_name_shows_in_the_runs_table():
+    run = evidence.start_run(evidence.ensure_experiment("test-evidence-kind"), "open clip-vit-b-32")
+    run.mark_in_name("Blocked")
+    run.mark_in_name("Blocked")  # a retry does not stack it
+    assert evidence.client().get_run(run.run_id).info.run_name == "open clip-vit-b-32 · Blocked"

@@ -42,3 +42,29 @@ def test_layer_profile_plot_draws_one_line_and_band_per_share_metric(tmp_path, m
     unimodal = _per_layer().assign(attn_visual_share=np.nan, rollout_visual_share=np.nan, mcs_entropy=np.nan)
     plots.plot_layer_profile(unimodal, "m", tmp_path / "q.png")
     assert seen["lines"] == [] and seen["bands"] == 0
+
+
+def test_layer_axes_have_integer_ticks(tmp_path, monkeypatch):
+    ticks = []
+    real_save = plots._save
+
+    def capture(fig, path):
+        out = real_save(fig, path)  # _save sets the integer locator
+        ticks.extend(fig.axes[0].get_xticks())
+        return out
+
+    monkeypatch.setattr(plots, "_save", capture)
+    plots.plot_layer_wise_attention(_per_layer(n_layers=3), "m", tmp_path / "l.png")
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_attention_maps_have_a_colour_bar_token_labels_and_the_boundary(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    maps = {"s0": {"layer0": np.full((6, 6), 1 / 6), "layer1": np.eye(6)}}
+    plots.plot_attention_maps(maps, "m", tmp_path / "maps.png", spans=(1, 4, 4, 6))
+    fig = figures[0]
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(fig.axes) == len(panels) + 1  # one shared colour bar
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["image", "text"]
+    assert {line.get_xdata()[0] for line in panels[0].lines if line.get_xdata()[0] == line.get_xdata()[1]} >= {0.5, 3.5}
