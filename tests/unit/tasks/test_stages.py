@@ -57,7 +57,7 @@ def test_borderline_holm_case_stage_planner_and_handoff_agree(borderline):
     planner = plan_next(cycle.mission, tree).decision.decision
     view = reporting.cycle_view(cycle.mission, tree)
     handoff = rendering.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
-    shown = re.search(r"^## Recommendation: (\w+)$", handoff, re.M).group(1)
+    shown = re.search(r"^- \*\*Decision: (\w+)", handoff, re.M).group(1)
     assert stage == planner == view["decision"] == shown == "PIVOT"
     assert "gates changed" not in handoff
 
