@@ -213,7 +213,9 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
             f"imbalance_threshold={gates.imbalance_threshold:g}, alpha={gates.alpha:g}")
     tested = ", ".join(map(_code, result.tested)) or "none"
     collapsed = ", ".join(map(_code, result.collapsed)) or "none"
-    text = (f"Decision **{result.decision}** re-evaluated from the per-model statistics of {where}: {result.rule} "
+    # the decision is a cited claim where the statistics logged the same one; a re-evaluation that differs is plain text
+    said = (f"**{result.decision}** [{run.run_id}:tags/fa.decision]" if logged == result.decision else result.decision)
+    text = (f"Decision {said} re-evaluated from the per-model statistics of {where}: {result.rule} "
             f"(tested: {tested}; collapsed: {collapsed}; gates {_code(rule)}).")
     if logged and logged != result.decision:
         text += f" The previous cycle logged {_code(logged)}: the mission's gates changed since."
@@ -326,11 +328,16 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
     return failures, retried, escalated
 
 
+def _numeric(c: Cited | None) -> bool:
+    return c is not None and not isinstance(c.value, str)
+
+
 def _error(run: RunEvidence, checks) -> str:
     """The logged reason, or the criteria the action missed with their observed values."""
     reason = run.tags.get("fa.reason", "")
     missed = [f"criterion {_code(c.description)} not met: {_code(c.metric)} = "
-              f"{_cite(c.evidence) if c.evidence else 'not logged'}, required {_code(f'{c.op} {c.required:g}')}"
+              f"{_cite(c.evidence) if c.evidence else 'not logged'}, required {c.op} "
+              f"{_cite(c.required_evidence) if _numeric(c.required_evidence) else _code(f'{c.required:g} (mission)')}"
               for c in checks if not c.passed]
     parts = ([_code(reason)] if reason else []) + missed
     return "; ".join(parts) or _code(run.tags.get("fa.status", "no reason logged"))

@@ -7,39 +7,106 @@ number in a report carries the place it is logged.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined, pass_context
 
 from agents.planner import NextPlan, plan_next
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
-from tasks.cited import Cited
+from tasks.cited import CITATION, FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
 from tasks.evidence import RunEvidence
 from tasks.mission import PRIORITY_ORDER, Mission
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
-def cite(value: Cited | None, spec: str = "") -> str:
-    """``0.012 [run_id:key]``; a missing value prints as n/a (never a number without evidence)."""
+class Markdown(str):
+    """Text that is already Markdown (a filter's output): the environment does not escape it again."""
+
+
+def cite(value: Cited | None) -> Markdown:
+    """``0.012 [run_id:key]`` (a footnote once rendered), ``**GO** [run:tags/fa.decision]`` for a word; n/a if not logged."""
     if value is None:
-        return "n/a"
-    return f"{value.formatted(spec)} {value.citation}"
+        return Markdown("n/a")
+    return Markdown(f"{value.claim()} {value.citation}")
 
 
-def code(text: object) -> str:
-    """Identifiers, paths and free text from tags go in code spans (they are not measurements)."""
-    return "`" + str(text).replace("`", "'") + "`"
+def cite_flag(value: Cited | None, yes: str = "yes", no: str = "no") -> Markdown:
+    """A 0/1 metric as a cited word claim, ``**yes**`` / ``**no**`` (or another pair of ``cited.FLAG_WORDS``)."""
+    if value is None:
+        return Markdown("n/a")
+    word = yes if flag_word(value.value) == "yes" else no
+    if word not in FLAG_WORDS[int(value.value)]:
+        raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.cited.FLAG_WORDS")
+    return Markdown(f"{format_word(word)} {value.citation}")
+
+
+def code(text: object) -> Markdown:
+    """Identifiers, paths and free text from tags in a code span: one line, no backtick, no table-splitting pipe."""
+    one_line = _one_line(str(text)).strip()
+    return Markdown("`" + one_line.replace("`", "'").replace("|", "\\|") + "`")
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|#~])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md_text(text: object) -> Markdown:
+    """Any other string as plain Markdown text: one line, Markdown and HTML characters escaped.
+
+    Inline citations survive (they are verified like any other); nothing else
+    a user writes can open a heading, a table cell, a code span, a link or a tag.
+    """
+    if isinstance(text, Markdown):
+        return text
+    one_line = _one_line(str(text))
+    parts = []
+    last = 0
+    for m in CITATION.finditer(one_line):
+        parts.append(_escape(one_line[last:m.start()]) + m.group())
+        last = m.end()
+    parts.append(_escape(one_line[last:]))
+    return Markdown("".join(parts))
+
+
+def _one_line(text: str) -> str:
+    """Line and paragraph breaks (any Unicode kind) become spaces: a value cannot start a new Markdown block."""
+    return re.sub(r"[\r\n\t\f\v\x1c-\x1e\x85\u2028\u2029]+", " ", text)
+
+
+def _escape(text: str) -> str:
+    text = "".join(_HTML.get(ch, ch) for ch in text)
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+@pass_context
+def _finalize(context, value: object) -> object:
+    """Autoescape for Markdown reports: every ``{{ ... }}`` that is not a filter's Markdown is escaped."""
+    if isinstance(value, Markdown) or not str(context.name or "").endswith(".md.j2") or isinstance(value, Undefined):
+        return value
+    if str(context.name).startswith("paper/"):  # the paper drafts escape their own text (tasks/paper.py)
+        return value
+    return md_text(value)
+
+
+class _FootnotedTemplate(Template):
+    """A rendered Markdown report carries its citations as footnotes (``tasks.cited.to_footnotes``)."""
+
+    def render(self, *args, **kwargs) -> str:
+        text = super().render(*args, **kwargs)
+        return to_footnotes(text) if str(self.name or "").endswith(".md.j2") else text
 
 
 def make_env() -> Environment:
     from tasks.paper import cite_md, cite_tex
 
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined, autoescape=False,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(cite=cite, code=code, cite_md=cite_md, cite_tex=cite_tex)
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, finalize=_finalize)
+    env.template_class = _FootnotedTemplate
+    env.filters.update(cite=cite, cite_flag=cite_flag, code=code, text=md_text, cite_md=cite_md, cite_tex=cite_tex)
     return env
 
 
@@ -64,6 +131,8 @@ class ModelView:
     def label(self) -> str:
         return self.name + (" (RANDOM-INIT)" if self.random_init else "") + (" (calibration)" if self.calibration else "")
 
+    status_ev: Cited | None = None   # the adapter run's fa.status tag
+    call_ev: Cited | None = None     # the statistics' balance call param
     layers_converged: Cited | None = None
     layer_warnings: str = ""
     call: str = ""              # the statistics' label: collapsed / balanced (TOST passed) / not shown to differ / ...
@@ -71,8 +140,12 @@ class ModelView:
     @property
     def collapsed(self) -> bool:
         """The gates' verdict: collapse with the Holm-corrected p (uncorrected for models the gates do not count)."""
-        c = self.stats.get("collapsed_holm", self.stats.get("collapsed"))
+        c = self.collapsed_ev
         return bool(c and c.value == 1)
+
+    @property
+    def collapsed_ev(self) -> Cited | None:
+        return self.stats.get("collapsed_holm", self.stats.get("collapsed"))
 
 
 @dataclass
@@ -87,6 +160,14 @@ class ActionView:
     reason: str
     mitigation: str
     checks: list[CriterionCheck]
+
+    @property
+    def status_ev(self) -> Cited | None:
+        """The logged status this row shows (the quality review's final status, else the stage's), if it agrees."""
+        if self.run is None:
+            return None
+        logged = self.run.t("fa.final_status") or self.run.t("fa.status")
+        return logged if logged and logged.value == self.status else None
 
     def metric(self, key: str) -> Cited | None:
         return self.run.m(key) if self.run else None
@@ -122,6 +203,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
         "decision": stats_run.tags.get("fa.decision", "NEED_MORE_DATA") if stats_run else "NEED_MORE_DATA",
+        "decision_ev": (stats_run.t("fa.decision") if stats_run else None) or cycle.t("fa.decision"),
         "rule": stats_run.tags.get("fa.rule", "the statistics did not run") if stats_run else "the statistics did not run",
         "metric": mission.gates.metric,
         "quality": quality,
@@ -185,12 +267,14 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
             view.family = opened.tags.get("fa.family", "")
             view.random_init = opened.tags.get("fa.random_init") == "true"
             view.adapter_run = opened.run_id
+            view.status_ev = opened.t("fa.status")
         view.diag = diags.child("fa.model", entry.name) if diags else None
         if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
             for prefix, into in ((f"{entry.name}/{metric}/", ""), (f"{entry.name}/verdict/", ""), (f"{entry.name}/tost/", "tost_")):
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
+            view.call_ev = stats_run.p(f"{entry.name}/call")
             view.layers_converged = stats_run.m(f"{entry.name}/layers/converged")
             view.layer_warnings = stats_run.params.get(f"{entry.name}/layers/warnings", "")
         views.append(view)

@@ -364,7 +364,8 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
             params |= r.summary.as_params(f"{name}/{metric}/") | v.as_params(f"{name}/verdict/") | {f"{name}/call": r.call.label}
             if name in p_holm:
                 collapsed = bool(v.imbalance_exceeds and v.ci_beyond and p_holm[name] < gates.alpha)
-                metrics |= {f"{name}/verdict/p_holm": p_holm[name], f"{name}/verdict/collapsed_holm": collapsed}
+                metrics |= {f"{name}/verdict/p_holm": p_holm[name], f"{name}/verdict/collapsed_holm": collapsed,
+                            f"{name}/verdict/significant_holm": p_holm[name] < gates.alpha}
                 verdicts[name] = collapsed
         for r in analysis.per_model:  # the other metrics: descriptive, never a verdict
             if r.metric != metric:
@@ -575,7 +576,11 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
 def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render every report from evidence, verify every citation, render again with the verdict."""
     env = make_env()
-    view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    tree = evidence.read_run(cycle.run_id)
+    if "fa.decision" not in tree.tags:  # no statistics ran: the gates' answer without evidence, logged so it is cited
+        evidence.RunLog(cycle.run_id).tags({"fa.decision": "NEED_MORE_DATA", "fa.rule": "the statistics did not run"})
+        tree = evidence.read_run(cycle.run_id)
+    view = reporting.cycle_view(cycle.mission, tree)
     first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})

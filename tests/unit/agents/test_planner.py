@@ -77,7 +77,8 @@ def test_failed_action_is_retried_once(week1, first):
 def test_a_missed_criterion_is_a_failure_with_the_observed_value_cited(week1, first):
     t7 = first.child("fa.action_id", "T7")
     reason = plan_next(week1, first).retried["T7"]
-    assert f"2 [{t7.run_id}:placeholders_filled]" in reason and "`>= 4`" in reason
+    # the threshold is cited from its logged param, not shown as a bare number in a code span (issue 15)
+    assert f"2 [{t7.run_id}:placeholders_filled]" in reason and f">= 4 [{t7.run_id}:params/acceptance/placeholders_filled]" in reason
 
 
 def test_failed_in_two_consecutive_cycles_is_escalated_with_its_error(week1, second):
@@ -112,7 +113,7 @@ def test_changes_cite_evidence_that_verifies(week1, first):
     assert len(plan.changes) >= 6
     assert all(c.evidence and all(ref.split(":", 1)[0] in run_ids for ref in c.evidence) for c in plan.changes)
     findings, checked = check_text("\n".join(f"- {c}" for c in plan.changes))
-    assert findings == [] and checked == 13  # four cited figures per tested model, T7's observed value
+    assert findings == [] and checked == 15  # four cited figures per tested model, the decision, T7's observed value and threshold
 
 
 def test_pending_actions_json_keeps_the_existing_fields(week1, first):
