@@ -14,6 +14,7 @@ from tasks import evidence
 from tasks.actions import FAILED
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
+from tasks.markdown import code
 from tasks.mission import PRIORITY_ORDER, Action, Mission
 
 NOT_RUN = "Not run"
@@ -116,7 +117,8 @@ def _cite(c: Cited) -> str:
 
 
 def _safe(text: str) -> str:
-    return text.replace("`", "'")
+    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.markdown.code)."""
+    return code(text)[1:-1]
 
 
 def artifacts(run_id: str, path: str | None = None) -> list[Artifact]:

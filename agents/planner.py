@@ -30,6 +30,7 @@ from tasks.actions import BLOCKED, COMPLETED, FAILED
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
 from tasks.gates import GateResult, evaluate_gates
+from tasks.markdown import Markdown, code
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
@@ -71,6 +72,11 @@ class Change:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def markdown(self) -> Markdown:
+        """The text as Markdown the planner wrote (user text in it is already in code spans)."""
+        return Markdown(self.text)
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence
 
 
 def _code(text: object) -> str:
-    return "`" + str(text).replace("`", "'") + "`"
+    return code(text)
 
 
 def _cite(c: Cited) -> str:

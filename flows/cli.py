@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flows import cli_calibrate, cli_stats
 
@@ -213,9 +214,10 @@ def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to c
     result = assess(paths)
     findings, checked = result.findings, result.citations_checked
     for f in findings:
-        console.print(f"[red]FINDING[/] {f}")
-    console.print(f"{'VERIFIED' if not findings else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)")
-    raise typer.Exit(1 if findings else 0)
+        console.print(Text("FINDING ", style="red") + Text(f))
+    console.print(f"{'VERIFIED' if result.verified else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)",
+                  markup=False)
+    raise typer.Exit(0 if result.verified else 1)
 
 
 if __name__ == "__main__":

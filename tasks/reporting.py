@@ -7,7 +7,6 @@ number in a report carries the place it is logged.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,15 +15,12 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Und
 
 from agents.planner import NextPlan, plan_next
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
-from tasks.cited import CITATION, FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
+from tasks.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
 from tasks.evidence import RunEvidence
+from tasks.markdown import Markdown, code, md_text
 from tasks.mission import PRIORITY_ORDER, Mission
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-
-class Markdown(str):
-    """Text that is already Markdown (a filter's output): the environment does not escape it again."""
 
 
 def cite(value: Cited | None) -> Markdown:
@@ -42,44 +38,6 @@ def cite_flag(value: Cited | None, yes: str = "yes", no: str = "no") -> Markdown
     if word not in FLAG_WORDS[int(value.value)]:
         raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.cited.FLAG_WORDS")
     return Markdown(f"{format_word(word)} {value.citation}")
-
-
-def code(text: object) -> Markdown:
-    """Identifiers, paths and free text from tags in a code span: one line, no backtick, no table-splitting pipe."""
-    one_line = _one_line(str(text)).strip()
-    return Markdown("`" + one_line.replace("`", "'").replace("|", "\\|") + "`")
-
-
-_MD_SPECIAL = re.compile(r"([\\`*\[\]|#~])")
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-def md_text(text: object) -> Markdown:
-    """Any other string as plain Markdown text: one line, Markdown and HTML characters escaped.
-
-    Inline citations survive (they are verified like any other); nothing else
-    a user writes can open a heading, a table cell, a code span, a link or a tag.
-    """
-    if isinstance(text, Markdown):
-        return text
-    one_line = _one_line(str(text))
-    parts = []
-    last = 0
-    for m in CITATION.finditer(one_line):
-        parts.append(_escape(one_line[last:m.start()]) + m.group())
-        last = m.end()
-    parts.append(_escape(one_line[last:]))
-    return Markdown("".join(parts))
-
-
-def _one_line(text: str) -> str:
-    """Line and paragraph breaks (any Unicode kind) become spaces: a value cannot start a new Markdown block."""
-    return re.sub(r"[\r\n\t\f\v\x1c-\x1e\x85\u2028\u2029]+", " ", text)
-
-
-def _escape(text: str) -> str:
-    text = "".join(_HTML.get(ch, ch) for ch in text)
-    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 @pass_context
@@ -126,6 +84,7 @@ class ModelView:
     diag: RunEvidence | None = None
     stats: dict[str, Cited] = field(default_factory=dict)
     stat_text: dict[str, str] = field(default_factory=dict)
+    stat_params: dict[str, Cited] = field(default_factory=dict)  # the same params as cited word claims
 
     @property
     def label(self) -> str:
@@ -273,6 +232,7 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
             for prefix, into in ((f"{entry.name}/{metric}/", ""), (f"{entry.name}/verdict/", ""), (f"{entry.name}/tost/", "tost_")):
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
+                view.stat_params |= {into + k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
             view.call_ev = stats_run.p(f"{entry.name}/call")
             view.layers_converged = stats_run.m(f"{entry.name}/layers/converged")
