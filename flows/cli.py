@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -35,7 +36,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
         raise exc
     message = (describe_os_error(exc, exc.filename) if isinstance(exc, OSError) and exc.filename
                else describe_template_error(exc) if isinstance(exc, TemplateError) else str(exc))
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)  # user text is never markup
     raise typer.Exit(2)
 
 
@@ -59,7 +60,9 @@ def cycle_run(
     from tasks.mission import MissionError
 
     path = str(mission or DEFAULT_MISSION)
-    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
+    if previous is not None and not next_:
+        _fail(ValueError(f"--previous {previous} needs --next: add --next to plan from that cycle, or drop --previous"), debug)
     try:
         prepare_mission(path, model_list, samples)  # fail before anything runs
         run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
@@ -69,7 +72,8 @@ def cycle_run(
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
     where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
-    console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
+    console.print(Text("fusionaudit", style="bold") + Text(f" Week-1 cycle: mission {path}, evidence {tracking_uri()}, "
+                                                           f"orchestration {where}"))
     bibs = [str(b) for b in bib]
     if next_:
         if model_list:
@@ -85,11 +89,11 @@ def cycle_run(
         except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
             _fail(exc, debug)
     result = state.result()
-    console.print(f"\n[bold]{state.message}[/]")
-    console.print(f"Handoff: {result['handoff']}")
-    console.print(f"Decision: [bold]{result['decision']}[/]")
+    console.print(f"\n{state.message}", markup=False, style="bold")
+    console.print(f"Handoff: {result['handoff']}", markup=False)
+    console.print(f"Decision: {result['decision']}", markup=False)
     if result["findings"]:
-        err.print(f"[red]{len(result['findings'])} verification finding(s)[/], first: {result['findings'][0]}")
+        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
         raise typer.Exit(1)
 
 
@@ -136,15 +140,16 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
         _fail(exc, False)
     cycles = list_cycles(mission_id)
     if not cycles:
-        console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`")
+        console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`", markup=False)
         return
     table = Table(title=f"cycles of {mission_id}")
     for col in ("#", "cycle", "started (UTC)", "status", "actions", "completed", "blocked", "failed", "decision"):
         table.add_column(col)
     show = lambda v: "—" if v is None else str(v)  # noqa: E731
     for c in cycles:
-        table.add_row(str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status, show(c.actions_total),
-                      show(c.actions_completed), show(c.actions_blocked), show(c.actions_failed), c.decision)
+        table.add_row(*map(Text, (str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status,
+                                  show(c.actions_total), show(c.actions_completed), show(c.actions_blocked),
+                                  show(c.actions_failed), c.decision)))
     console.print(table)
 
 
@@ -164,13 +169,13 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
         adapters.add_column(col, overflow="fold")
     for name in sorted(available()):
         info = describe(name)
-        adapters.add_row(name, info.family, ", ".join(info.metrics))
+        adapters.add_row(Text(name), Text(info.family), Text(", ".join(info.metrics)))
     console.print(adapters)
     try:
         m = load_mission(mission or DEFAULT_MISSION)
     except MissionError as exc:
         _fail(exc, False)
-    console.print(f"\n[bold]models of mission {m.id}[/] (weights on this machine?)")
+    console.print(f"\nmodels of mission {m.id} (weights on this machine?)", markup=False)
     for entry in m.models + m.alternatives:  # one line each: the paths are long
         found, where = weights_here(ModelSpec(entry.name, entry.adapter, entry.source, entry.arch))
         role = " (alternative)" if entry in m.alternatives else ""
@@ -187,18 +192,22 @@ def report_show(
     """Print a cycle's handoff (or cycle summary)."""
     from tasks.paths import reports_root
 
+    # a mission id and a cycle id are names, never paths: nothing outside the reports folder is listed or read
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", mission):
+        _fail(ValueError(f"--mission {mission!r} is not a mission id (lowercase letters, digits, '-', '_'): "
+                         "pass the id: field of the mission, e.g. week1-attention-collapse"), False)
+    if cycle is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}", cycle):
+        _fail(ValueError(f"cycle {cycle!r} is not a cycle id: pass one listed by `fusionaudit cycle list`"), False)
     root = reports_root() / mission
-    cycles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    cycles = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not cycles:
-        err.print(f"[red]error:[/] no cycles under {root}: run `fusionaudit cycle run` first")
-        raise typer.Exit(2)
+        _fail(ValueError(f"no cycles under {root}: run `fusionaudit cycle run` first"), False)
     chosen = cycle or cycles[-1]
     rel = "handoff/execution_progress_update.md" if which == "handoff" else "summaries/cycle_summary.md"
     path = root / chosen / rel
-    if not path.exists():
-        err.print(f"[red]error:[/] {path} not found: cycles are {', '.join(cycles)}")
-        raise typer.Exit(2)
-    console.print(f"[dim]{path}[/]")
+    if not path.is_file():
+        _fail(ValueError(f"{path} not found: cycles are {', '.join(cycles)}"), False)
+    console.print(str(path), markup=False, style="dim")
     sys.stdout.write(path.read_text(encoding="utf-8"))
 
 
@@ -209,8 +218,10 @@ def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to c
 
     missing = [p for p in paths if not p.exists()]
     if missing:
-        err.print(f"[red]error:[/] not found: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
+        _fail(ValueError(f"not found: {', '.join(map(str, missing))}: pass the path of a Markdown report"), False)
+    special = [p for p in paths if not p.is_file()]
+    if special:  # a folder, a pipe or a device: reading a FIFO would block forever
+        _fail(ValueError(f"not a regular file: {', '.join(map(str, special))}: pass the path of a Markdown report"), False)
     result = assess(paths)
     findings, checked = result.findings, result.citations_checked
     for f in findings:
