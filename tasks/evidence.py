@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tasks.cited import CITATION, Cited, expected_claims, format_number
 from tasks.paths import home
+from tasks.redaction import redact
 
 PARENT_TAG = "mlflow.parentRunId"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
@@ -63,12 +64,12 @@ class RunLog:
             client().log_batch(self.run_id, metrics=items[i:i + _BATCH])
 
     def params(self, values: Mapping[str, object]) -> None:
-        items = [Param(k, str(v)) for k, v in values.items()]
+        items = [Param(k, redact(str(v))) for k, v in values.items()]
         for i in range(0, len(items), 100):
             client().log_batch(self.run_id, params=items[i:i + 100])
 
     def tags(self, values: Mapping[str, object]) -> None:
-        client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+        client().log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in values.items()])
 
     def artifact(self, path: Path, artifact_path: str | None = None) -> str:
         client().log_artifact(self.run_id, str(path), artifact_path)
@@ -86,7 +87,7 @@ class RunLog:
 
 
 def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None) -> RunLog:
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags = {k: redact(str(v)) for k, v in (tags or {}).items()}
     if parent:
         all_tags[PARENT_TAG] = parent
     run = client().create_run(experiment_id, run_name=name, tags=all_tags)
