@@ -50,6 +50,7 @@ def cycle_run(
     fan_out: bool = typer.Option(False, "--fan-out", help="diagnose each model as a diagnose-model deployment run (needs a Prefect server and workers)"),
     next_: bool = typer.Option(False, "--next", help="plan this cycle from the mission's latest cycle (or --previous) and run it"),
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="let models whose mission entry sets trust_remote_code: true run the Python code shipped in their local folder (its hash is logged)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
@@ -61,6 +62,8 @@ def cycle_run(
 
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
+    if trust_remote_code:  # the second opt-in (the first is the mission's trust_remote_code: true); docs/security.md
+        os.environ["FUSIONAUDIT_TRUST_REMOTE_CODE"] = "1"
     if previous is not None and not next_:
         _fail(ValueError(f"--previous {previous} needs --next: add --next to plan from that cycle, or drop --previous"), debug)
     try:

@@ -48,7 +48,8 @@ RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2
 def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
     return ModelSpec(name=entry.name, adapter=entry.adapter, source=entry.source, arch=entry.arch,
                      allow_random_init=cycle.allow_random_init and not entry.calibration,
-                     random_init_config=tuple(sorted(entry.random_init_config.items())))
+                     random_init_config=tuple(sorted(entry.random_init_config.items())),
+                     trust_remote_code=entry.trust_remote_code)
 
 
 # ------------------------------------------------------------------ T2 environment
