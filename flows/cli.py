@@ -54,6 +54,12 @@ def cycle_run(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
+    from tasks.preflight import PreflightError, check_mlflow
+
+    try:
+        check_mlflow()  # the evidence store first, before Prefect and torch are imported: a dead server fails in seconds
+    except PreflightError as exc:
+        _fail(exc, debug)
     from flows.cycle import next_cycle
     from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
     from tasks.evidence import tracking_uri
@@ -133,14 +139,17 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     """The mission's cycles: id, date, actions, blocked, failed, decision."""
     from rich.table import Table
 
-    from flows.week1 import DEFAULT_MISSION
-    from tasks.cycles import list_cycles
     from tasks.mission import MissionError, load_mission
+    from tasks.paths import DEFAULT_MISSION
+    from tasks.preflight import PreflightError, check_mlflow
 
     try:
         mission_id = load_mission(mission or DEFAULT_MISSION).id
-    except MissionError as exc:
+        check_mlflow()  # seconds, not MLflow's minutes of HTTP retries (and before MLflow is imported)
+    except (MissionError, PreflightError) as exc:
         _fail(exc, False)
+    from tasks.cycles import list_cycles
+
     cycles = list_cycles(mission_id)
     if not cycles:
         console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`", markup=False)
@@ -217,7 +226,7 @@ def report_show(
 @app.command("verify")
 def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to check against MLflow")) -> None:
     """Re-read every citation from MLflow; exit 1 on any mismatch or uncited number."""
-    from agents.quality_officer import assess
+    from tasks.preflight import PreflightError, check_mlflow
 
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -225,6 +234,12 @@ def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to c
     special = [p for p in paths if not p.is_file()]
     if special:  # a folder, a pipe or a device: reading a FIFO would block forever
         _fail(ValueError(f"not a regular file: {', '.join(map(str, special))}: pass the path of a Markdown report"), False)
+    try:
+        check_mlflow()  # seconds, not MLflow's minutes of HTTP retries per citation (and before MLflow is imported)
+    except PreflightError as exc:
+        _fail(exc, False)
+    from agents.quality_officer import assess
+
     result = assess(paths)
     findings, checked = result.findings, result.citations_checked
     for f in findings:

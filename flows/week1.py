@@ -19,12 +19,11 @@ from tasks import evidence, reporting
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record
 from tasks.adapters.registry import available
 from tasks.mission import SAMPLES_MAX, Mission, MissionError, load_mission
-from tasks.paths import reports_root
+from tasks.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
 
-DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "week1.yaml"
 
 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:

@@ -36,11 +36,40 @@ def tracking_uri() -> str:
     return f"sqlite:///{home() / 'mlflow.db'}"
 
 
+_READY: set[str] = set()
+
+
 def client() -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri())
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        _first_use(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _first_use(uri: str) -> None:
+    """Create and migrate a SQLite store one process at a time.
+
+    MLflow builds the schema of a fresh SQLite store on its first use; two
+    cycles started at once on a new store both try, and the loser sees a
+    half-made schema ("not reachable"). An exclusive lock file beside the
+    database serialises that first use across processes and threads.
+    """
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
 
 
 def ensure_experiment(name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
@@ -48,7 +77,13 @@ def ensure_experiment(name: str) -> str:
     artifacts = None
     if tracking_uri().startswith("sqlite:"):
         artifacts = (home() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=artifacts)
+    try:
+        return c.create_experiment(name, artifact_location=artifacts)
+    except MlflowException:  # another cycle created it a moment ago: use theirs
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 @dataclass

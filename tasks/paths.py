@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 
+DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "week1.yaml"  # the embedded Week-1 mission
+
+
 def home() -> Path:
     """``$FUSIONAUDIT_HOME`` or ``./.fusionaudit``: evidence store, caches, Prefect results."""
     return Path(os.environ.get("FUSIONAUDIT_HOME", ".fusionaudit")).resolve()
