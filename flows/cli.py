@@ -23,6 +23,8 @@ app.add_typer(cli_stats.app, name="stats")
 app.add_typer(cli_calibrate.app, name="calibrate")
 models_app = typer.Typer(help="Model adapters and weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+# Prefect's local (ephemeral) API gets 20 s to start by default: too short on a loaded machine. Overridable.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -84,14 +86,22 @@ def cycle_run(
     console.print(Text("fusionaudit", style="bold") + Text(f" Week-1 cycle: mission {path}, evidence {tracking_uri()}, "
                                                            f"orchestration {where}"))
     bibs = [str(b) for b in bib]
-    if next_:
-        if model_list:
-            _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
-        state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
-                           fan_out=fan_out, bib_files=bibs, return_state=True)
-    else:
-        state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                            bib_files=bibs, fan_out=fan_out, return_state=True)
+    if next_ and model_list:
+        _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
+    try:
+        if next_:
+            state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
+                               fan_out=fan_out, bib_files=bibs, return_state=True)
+        else:
+            state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
+                                bib_files=bibs, fan_out=fan_out, return_state=True)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        limit = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+        _fail(RuntimeError(f"Prefect's local API did not start within {limit} s: raise "
+                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (`prefect server start`) "
+                           "and set PREFECT_API_URL"), debug)
     if not state.is_completed():
         try:
             state.result()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import yaml
 from prefect import flow, task
