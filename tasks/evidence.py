@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.cited import CITATION, Cited, expected_claims, format_number
+from tasks.cited import CITATION, Cited, expected_claims
 from tasks.paths import home
 from tasks.redaction import redact
 
