@@ -283,10 +283,6 @@ def claim_before(line: str, pos: int) -> tuple[str, tuple[int, int]] | None:
     return m.group("claim").strip(), (m.start(), m.end())
 
 
-def _number_before(line: str, pos: int) -> tuple[str, tuple[int, int]] | None:
-    return claim_before(line, pos)
-
-
 def _check_citation(run_id: str, key: str, shown: str, cache: dict[str, RunEvidence]) -> str | None:
     try:
         run = cache.get(run_id) or read_run(run_id, with_children=False)
