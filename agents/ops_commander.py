@@ -76,23 +76,24 @@ class ActionReport:
     peak_rss_mb: Cited | None = None
     peak_gpu_mb: Cited | None = None
     criteria: list[CriterionCheck] = field(default_factory=list)
+    status_ev: Cited | None = None  # the fa.status tag the stage logged (a cited word claim)
 
     def to_markdown(self) -> str:
         """A section that passes the evidence check (numbers cited, identifiers in code spans)."""
         lines = [f"### `{self.action_id}` `{self.title}`", ""]
         if self.run_id is None:
             return "\n".join(lines + [f"Stage `{self.stage}`: {NOT_RUN}.", ""])
-        head = f"Stage `{self.stage}`, MLflow run `{self.run_id}`: **{self.final_status}**"
-        if self.final_status != self.status:
-            head += f" (the stage returned {self.status})"
+        returned = f"{self.status_ev.claim()} {self.status_ev.citation}" if self.status_ev else self.status
+        head = f"Stage `{self.stage}`, MLflow run `{self.run_id}`: "
+        head += returned if self.final_status == self.status else f"{self.final_status} after its criteria (the stage returned {returned})"
         if self.reason:
             head += f"; reason `{_safe(self.reason)}`"
         if self.mitigation:
             head += f"; mitigation `{_safe(self.mitigation)}`"
         lines += [head + ".", ""]
         if self.duration:
-            shown = _cite(self.duration.cited) if self.duration.cited else f"`{self.duration.seconds:.3f}` (from the run's start/end times)"
-            lines.append(f"- Duration: {shown} s.")
+            lines.append(f"- Duration: {_cite(self.duration.cited)} s." if self.duration.cited
+                         else "- Duration: not logged as a metric (the MLflow run's start and end times bound it).")
         d = self.data
         if d.kind or d.hash or d.samples:
             parts = [f"kind `{d.kind.value}`" if d.kind else None, f"hash `{d.hash.value}`" if d.hash else None,
@@ -116,7 +117,8 @@ def _cite(c: Cited) -> str:
 
 
 def _safe(text: str) -> str:
-    return text.replace("`", "'")
+    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.markdown.code)."""
+    return code(text)[1:-1]
 
 
 def artifacts(run_id: str, path: str | None = None) -> list[Artifact]:
@@ -171,7 +173,7 @@ def action_report(mission: Mission, action: Action, cycle: RunEvidence) -> Actio
                         reason=run.tags.get("fa.reason", ""), mitigation=run.tags.get("fa.mitigation", ""),
                         models=models, data=_data(run, cycle), artifacts=files, metrics=_key_metrics(run),
                         duration=duration(run), peak_rss_mb=run.m("peak_rss_mb"), peak_gpu_mb=run.m("peak_gpu_mb"),
-                        criteria=checks)
+                        criteria=checks, status_ev=run.t("fa.status"))
 
 
 def cycle_reports(mission: Mission, cycle: RunEvidence) -> list[ActionReport]:

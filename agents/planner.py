@@ -28,9 +28,11 @@ from datetime import datetime, timedelta
 
 from agents.quality_officer import check_criteria, final_status
 from tasks import stats
+from tasks.cited import Cited
 from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence
 from tasks.gates import GateResult
 from tasks.logged_decision import logged_decision
+from tasks.markdown import Markdown
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 from tasks.rendering import cite, code
 
@@ -74,6 +76,11 @@ class Change:
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def markdown(self) -> Markdown:
+        """The text as Markdown the planner wrote (user text in it is already in code spans)."""
+        return Markdown(self.text)
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,10 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
     tested = ", ".join(map(code, result.tested)) or "none"
     collapsed = ", ".join(map(code, result.collapsed)) or "none"
     controls = ", ".join(map(code, result.controls)) or "none"
-    text = (f"Decision **{result.decision}** from the per-model verdicts logged in {where}: {result.rule} "
+    # the decision is a cited claim where the statistics logged the same one (they call the same function)
+    logged = run.tags.get("fa.decision") if run else None
+    said = f"**{result.decision}** [{run.run_id}:tags/fa.decision]" if logged == result.decision else result.decision
+    text = (f"Decision {said} from the per-model verdicts logged in {where}: {result.rule} "
             f"(external models tested: {tested}; collapsed: {collapsed}; controls, never counted: {controls}; "
             f"gates {code(rule)}).")
     if not result.trustworthy:
@@ -308,11 +318,16 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
     return failures, retried, escalated
 
 
+def _numeric(c: Cited | None) -> bool:
+    return c is not None and not isinstance(c.value, str)
+
+
 def _error(run: RunEvidence, checks) -> str:
     """The logged reason, or the criteria the action missed with their observed values."""
     reason = run.tags.get("fa.reason", "")
     missed = [f"criterion {code(c.description)} not met: {code(c.metric)} = "
-              f"{cite(c.evidence) if c.evidence else 'not logged'}, required {code(f'{c.op} {c.required:g}')}"
+              f"{cite(c.evidence) if c.evidence else 'not logged'}, required {c.op} "
+              f"{cite(c.required_evidence) if _numeric(c.required_evidence) else code(f'{c.required:g} (mission)')}"
               for c in checks if not c.passed]
     parts = ([code(reason)] if reason else []) + missed
     return "; ".join(parts) or code(run.tags.get("fa.status", "no reason logged"))

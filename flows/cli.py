@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from flows import cli_calibrate, cli_stats
 
@@ -23,6 +25,8 @@ app.add_typer(cli_stats.app, name="stats")
 app.add_typer(cli_calibrate.app, name="calibrate")
 models_app = typer.Typer(help="Model adapters and weights.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+# Prefect's local (ephemeral) API gets 20 s to start by default: too short on a loaded machine. Overridable.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -36,7 +40,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
         raise exc
     message = (describe_os_error(exc, exc.filename) if isinstance(exc, OSError) and exc.filename
                else describe_template_error(exc) if isinstance(exc, TemplateError) else str(exc))
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)  # user text is never markup
     raise typer.Exit(2)
 
 
@@ -51,10 +55,17 @@ def cycle_run(
     next_: bool = typer.Option(False, "--next", help="plan this cycle from the mission's latest cycle (or --previous) and run it"),
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
     verbose: bool = typer.Option(False, "--verbose", help="show Prefect's and MLflow's log lines in the terminal"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="let models whose mission entry sets trust_remote_code: true run the Python code shipped in their local folder (its hash is logged)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
     from flows.cli_progress import live, quiet_logs, results_table
+    from tasks.runtime.preflight import PreflightError, check_mlflow
+
+    try:
+        check_mlflow()  # the evidence store first, before Prefect and torch are imported: a dead server fails in seconds
+    except PreflightError as exc:
+        _fail(exc, debug)
 
     if not verbose:
         quiet_logs()  # before Prefect is imported
@@ -66,7 +77,11 @@ def cycle_run(
         from tasks.mission import MissionError
 
     path = str(mission or DEFAULT_MISSION)
-    model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    model_list = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
+    if trust_remote_code:  # the second opt-in (the first is the mission's trust_remote_code: true); docs/security.md
+        os.environ["FUSIONAUDIT_TRUST_REMOTE_CODE"] = "1"
+    if previous is not None and not next_:
+        _fail(ValueError(f"--previous {previous} needs --next: add --next to plan from that cycle, or drop --previous"), debug)
     try:
         with console.status("checking the mission, the evidence store and the Prefect API"):
             prepared = prepare_mission(path, model_list, samples)  # fail before anything runs
@@ -84,13 +99,21 @@ def cycle_run(
     if next_ and model_list:
         _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
     first = "starting the flow" if os.environ.get("PREFECT_API_URL") else "starting Prefect's local API"
-    with live(console, first, stage_count(prepared)):
-        if next_:
-            state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples,
-                               allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, return_state=True)
-        else:
-            state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                                bib_files=bibs, fan_out=fan_out, return_state=True)
+    try:
+        with live(console, first, stage_count(prepared)):
+            if next_:
+                state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples,
+                                   allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, return_state=True)
+            else:
+                state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
+                                    bib_files=bibs, fan_out=fan_out, return_state=True)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        limit = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+        _fail(RuntimeError(f"Prefect's local API did not start within {limit} s: raise "
+                           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (`prefect server start`) "
+                           "and set PREFECT_API_URL"), debug)
     if not state.is_completed():
         try:
             state.result()
@@ -102,7 +125,7 @@ def cycle_run(
     console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
     console.print(f"Decision: [bold]{escape(result['decision'])}[/]")
     if result["findings"]:
-        err.print(f"[red]{len(result['findings'])} verification finding(s)[/], first: {result['findings'][0]}")
+        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
         raise typer.Exit(1)
 
 
@@ -146,25 +169,29 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     """The mission's cycles: id, date, actions, blocked, failed, decision."""
     from rich.table import Table
 
-    from tasks.cycles import list_cycles
-    from tasks.runtime.paths import DEFAULT_MISSION
     from tasks.mission import MissionError, load_mission
+    from tasks.runtime.paths import DEFAULT_MISSION
+    from tasks.runtime.preflight import PreflightError, check_mlflow
 
     try:
         mission_id = load_mission(mission or DEFAULT_MISSION).id
-    except MissionError as exc:
+        check_mlflow()  # seconds, not MLflow's minutes of HTTP retries (and before MLflow is imported)
+    except (MissionError, PreflightError) as exc:
         _fail(exc, False)
+    from tasks.cycles import list_cycles
+
     cycles = list_cycles(mission_id)
     if not cycles:
-        console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`")
+        console.print(f"no cycles of mission {mission_id} yet: run `fusionaudit cycle run`", markup=False)
         return
     table = Table(title=f"cycles of {mission_id}")
     for col in ("#", "cycle", "started (UTC)", "status", "actions", "completed", "blocked", "failed", "decision"):
         table.add_column(col, overflow="fold", no_wrap=col == "cycle")  # an id is never cut
     show = lambda v: "—" if v is None else str(v)  # noqa: E731
     for c in cycles:
-        table.add_row(str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status, show(c.actions_total),
-                      show(c.actions_completed), show(c.actions_blocked), show(c.actions_failed), c.decision)
+        table.add_row(*map(Text, (str(c.number), c.cycle_id, c.started.strftime("%Y-%m-%d %H:%M"), c.status,
+                                  show(c.actions_total), show(c.actions_completed), show(c.actions_blocked),
+                                  show(c.actions_failed), c.decision)))
     console.print(table)
 
 
@@ -184,13 +211,13 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
         adapters.add_column(col, overflow="fold")
     for name in sorted(available()):
         info = describe(name)
-        adapters.add_row(name, info.family, ", ".join(info.metrics))
+        adapters.add_row(Text(name), Text(info.family), Text(", ".join(info.metrics)))
     console.print(adapters)
     try:
         m = load_mission(mission or DEFAULT_MISSION)
     except MissionError as exc:
         _fail(exc, False)
-    console.print(f"\n[bold]models of mission {m.id}[/] (weights on this machine?)")
+    console.print(f"\nmodels of mission {m.id} (weights on this machine?)", markup=False)
     for entry in m.models + m.alternatives:  # one line each: the paths are long
         found, where = weights_here(ModelSpec(entry.name, entry.adapter, entry.source, entry.arch))
         role = " (alternative)" if entry in m.alternatives else ""
@@ -221,6 +248,12 @@ def report_show(
 
     from tasks.runtime.paths import reports_root
 
+    # a mission id and a cycle id are names, never paths: nothing outside the reports folder is listed or read
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", mission):
+        _fail(ValueError(f"--mission {mission!r} is not a mission id (lowercase letters, digits, '-', '_'): "
+                         "pass the id: field of the mission, e.g. week1-attention-collapse"), False)
+    if cycle is not None and not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z_-]{0,63}", cycle):
+        _fail(ValueError(f"cycle {cycle!r} is not a cycle id: pass one listed by `fusionaudit cycle list`"), False)
     root = reports_root() / mission
     rel = REPORT_FILES[which]
     folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
@@ -230,7 +263,7 @@ def report_show(
         raise typer.Exit(2)
     chosen = cycle or finished[-1]
     path = root / chosen / rel
-    if not path.exists():
+    if not path.is_file():
         err.print(f"[red]error:[/] {escape(str(path))} not found: finished cycles are {escape(', '.join(finished))}")
         raise typer.Exit(2)
     console.print(f"{path}", style="dim", markup=False, highlight=False)
@@ -244,18 +277,27 @@ def report_show(
 @app.command("verify")
 def verify(paths: list[Path] = typer.Argument(..., help="Markdown report(s) to check against MLflow")) -> None:
     """Re-read every citation from MLflow; exit 1 on any mismatch or uncited number."""
-    from agents.quality_officer import assess
+    from tasks.runtime.preflight import PreflightError, check_mlflow
 
     missing = [p for p in paths if not p.exists()]
     if missing:
-        err.print(f"[red]error:[/] not found: {', '.join(map(str, missing))}")
-        raise typer.Exit(2)
+        _fail(ValueError(f"not found: {', '.join(map(str, missing))}: pass the path of a Markdown report"), False)
+    special = [p for p in paths if not p.is_file()]
+    if special:  # a folder, a pipe or a device: reading a FIFO would block forever
+        _fail(ValueError(f"not a regular file: {', '.join(map(str, special))}: pass the path of a Markdown report"), False)
+    try:
+        check_mlflow()  # seconds, not MLflow's minutes of HTTP retries per citation (and before MLflow is imported)
+    except PreflightError as exc:
+        _fail(exc, False)
+    from agents.quality_officer import assess
+
     result = assess(paths)
     findings, checked = result.findings, result.citations_checked
     for f in findings:
-        console.print(f"[red]FINDING[/] {f}")
-    console.print(f"{'VERIFIED' if not findings else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)")
-    raise typer.Exit(1 if findings else 0)
+        console.print(Text("FINDING ", style="red") + Text(f))
+    console.print(f"{'VERIFIED' if result.verified else 'NOT VERIFIED'}: {checked} citation(s) checked, {len(findings)} finding(s)",
+                  markup=False)
+    raise typer.Exit(0 if result.verified else 1)
 
 
 def _plain_type(param) -> str:

@@ -19,7 +19,7 @@ from tasks import evidence, progress, reporting
 from tasks.actions import (BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record,
                            stage_label)
 from tasks.adapters.registry import available
-from tasks.mission import Mission, MissionError, load_mission
+from tasks.mission import SAMPLES_MAX, Mission, MissionError, load_mission
 from tasks.runtime.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
@@ -29,8 +29,14 @@ from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:
     """Load, apply the CLI overrides, and check what must hold before anything runs."""
     mission = load_mission(mission_path)
-    if models:
+    if models is not None:
         known = {m.name for m in mission.models + mission.alternatives}
+        if not models:
+            raise MissionError("--models names no model: pass comma-separated names from the mission, "
+                               "or leave --models out to run them all")
+        repeated = sorted({m for m in models if models.count(m) > 1})
+        if repeated:
+            raise MissionError(f"--models names {repeated} more than once: name each model once")
         unknown = [m for m in models if m not in known]
         if unknown:
             raise MissionError(f"--models: unknown model(s) {unknown}: use names from {mission_path}: {sorted(known)}")
@@ -39,6 +45,8 @@ def prepare_mission(mission_path: str, models: list[str] | None = None, samples:
     if samples is not None:
         if samples < 8:
             raise MissionError(f"--samples {samples}: use at least 8 samples (statistics need them)")
+        if samples > SAMPLES_MAX:
+            raise MissionError(f"--samples {samples}: at most {SAMPLES_MAX} samples per cycle: pass a smaller number")
         mission = mission.model_copy(update={"dataset": mission.dataset.model_copy(update={"samples": samples})})
     adapters = available()
     for m in mission.models + mission.alternatives:

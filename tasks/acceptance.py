@@ -31,7 +31,7 @@ class CriterionCheck:
         if self.required_evidence is not None and not isinstance(self.required_evidence.value, str):
             required = f"{self.required_evidence.formatted()} {self.required_evidence.citation}"
         else:  # a threshold that is not evidence is shown as mission text, not as a measured number
-            required = f"`{format_number(self.required)}` (mission)" if self.required is not None else "n/a"
+            required = f"`{format_number(self.required)} (mission)`" if self.required is not None else "n/a"
         verdict = "PASS" if self.passed else "FAIL"
         return f"{verdict}: `{self.description}`: `{self.metric}` = {observed}, required {self.op} {required}"
 

@@ -1,31 +1,67 @@
-"""A number together with the place it is logged: the unit every report is built from."""
+"""A value together with the place it is logged: the unit every report is built from.
+
+A report cites its evidence with Markdown footnotes: ``0.993[^e1]`` in the
+text and ``[^e1]: run <run_id>, key <key>`` at the end, one footnote per
+distinct (run, key), reused. Renderers and agents write the inline marker
+``[run_id:key]`` (``Cited.citation``); ``to_footnotes`` turns a finished
+document into footnotes and ``from_footnotes`` turns it back for the verifier,
+so the citation form lives here and nowhere else.
+
+What a citation may follow (the *claim*) is also defined here, once:
+
+* a number, printed exactly as ``format_number`` prints the logged value;
+* a word claim in bold, ``**GO**``: a logged tag or text param printed
+  verbatim, or a 0/1 metric printed as one of ``FLAG_WORDS``.
+"""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
+
+CITATION = re.compile(r"\[(?P<run>[0-9a-f]{32}):(?P<key>[^\]\s]+)\]")
+FOOTNOTE_REF = re.compile(r"\[\^(?P<label>[^\]\s]+)\]")
+FOOTNOTE_DEF = re.compile(r"^\[\^(?P<label>[^\]\s]+)\]:\s*(?P<body>.*)$")
+_FOOTNOTE_BODY = re.compile(r"run (?P<run>[0-9a-f]{32}), key (?P<key>\S+)")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+
+# A 0/1 metric shown as a word: the words each value may be printed as.
+FLAG_WORDS: dict[int, frozenset[str]] = {1: frozenset({"yes", "COLLAPSE", "pass"}), 0: frozenset({"no", "no collapse shown", "FAIL"})}
+# Words that state a verdict: in bold or alone in a table cell they must carry a citation.
+CLAIM_WORDS = frozenset({"GO", "PIVOT", "NEED_MORE_DATA", "Completed", "Blocked", "Failed", "Killed", "VERIFIED",
+                         "NOT VERIFIED", "balanced", "not shown to differ", "yes", "no"}) | frozenset().union(*FLAG_WORDS.values())
 
 
 @dataclass(frozen=True)
 class Cited:
     """A value read back from MLflow and its citation.
 
-    ``kind`` is "metric" or "param"; the citation reads ``[run_id:key]`` for a
-    metric and ``[run_id:params/key]`` for a param (DESIGN.md, Evidence).
+    ``kind`` is "metric", "param" or "tag"; the inline citation reads
+    ``[run_id:key]`` for a metric, ``[run_id:params/key]`` for a param and
+    ``[run_id:tags/key]`` for a tag (DESIGN.md, Evidence).
     """
 
     value: float | int | str
     run_id: str
     key: str
-    kind: Literal["metric", "param"] = "metric"
+    kind: Literal["metric", "param", "tag"] = "metric"
 
     @property
     def citation(self) -> str:
-        key = f"params/{self.key}" if self.kind == "param" else self.key
+        key = {"param": f"params/{self.key}", "tag": f"tags/{self.key}"}.get(self.kind, self.key)
         return f"[{self.run_id}:{key}]"
 
     def formatted(self, spec: str = "") -> str:
         return format_number(self.value, spec)
+
+    def claim(self) -> str:
+        """The value as a report shows it: a number by ``format_number``, a word in bold."""
+        return format_word(self.value) if isinstance(self.value, str) else self.formatted()
+
+    def flag(self) -> str:
+        """A 0/1 metric as the word claim ``**yes**`` / ``**no**``."""
+        return format_word(flag_word(self.value))
 
 
 def format_number(value: float | int | str, spec: str = "") -> str:
@@ -34,6 +70,8 @@ def format_number(value: float | int | str, spec: str = "") -> str:
         return value
     if isinstance(value, float) and math.isnan(value):
         return "nan"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
     if spec:
         return format(value, spec)
     if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e15:
@@ -41,3 +79,128 @@ def format_number(value: float | int | str, spec: str = "") -> str:
     if value != 0 and abs(value) < 1e-3:
         return f"{value:.2e}"
     return f"{value:.3f}"
+
+
+def format_word(text: str) -> str:
+    """A word claim in bold; ``*`` and newlines cannot occur in it (they would end the bold early)."""
+    return "**" + " ".join(str(text).replace("*", "").split()) + "**"
+
+
+def flag_word(value: object) -> str:
+    if value not in (0, 1):
+        raise ValueError(f"a flag is 0 or 1, got {value!r}")
+    return "yes" if value == 1 else "no"
+
+
+def expected_claims(value: float | int | str) -> set[str]:
+    """Every way the project's formatters print this logged value (the verifier's reference)."""
+    if isinstance(value, str):
+        return {format_word(value)[2:-2]}
+    shown = {format_number(value)}
+    if value in (0, 1):
+        shown |= FLAG_WORDS[int(value)]
+    return shown
+
+
+# ------------------------------------------------------------------ footnotes
+
+
+def to_footnotes(markdown: str) -> str:
+    """Inline ``0.993 [run:key]`` → ``0.993[^e1]`` plus ``[^e1]: run <run>, key <key>`` at the end.
+
+    One footnote per distinct (run, key), numbered in order of first use;
+    fenced code blocks are left alone (an example there is not a citation).
+    """
+    labels: dict[tuple[str, str], str] = {}
+
+    def ref(m: re.Match) -> str:
+        label = labels.setdefault((m.group("run"), m.group("key")), f"e{len(labels) + 1}")
+        return f"[^{label}]"
+
+    out, fenced = [], None
+    for line in markdown.split("\n"):
+        fence = _FENCE.match(line)
+        if fence:
+            fenced = None if fenced == fence.group(1) else (fenced or fence.group(1))
+        elif fenced is None:
+            line = _outside_code(line, lambda part: re.sub(r"[ \t]?" + CITATION.pattern, ref, part))
+        out.append(line)
+    text = "\n".join(out)
+    if not labels:
+        return text
+    notes = "\n".join(f"[^{label}]: run {run}, key {key}" for (run, key), label in labels.items())
+    return text.rstrip("\n") + "\n\n" + notes + "\n"
+
+
+_CODE_SPAN = re.compile(r"(`+).+?\1")
+
+
+def _outside_code(line: str, fn) -> str:
+    """Apply ``fn`` to the parts of a line outside inline code spans (a citation shown as code stays code)."""
+    out, last = [], 0
+    for m in _CODE_SPAN.finditer(line):
+        out += [fn(line[last:m.start()]), m.group()]
+        last = m.end()
+    return "".join(out + [fn(line[last:])])
+
+
+@dataclass(frozen=True)
+class FootnoteProblem:
+    line: int
+    problem: str
+    text: str
+
+
+def from_footnotes(markdown: str) -> tuple[str, list[FootnoteProblem]]:
+    """Footnote references back to inline citations (line numbers kept), and what is wrong with the footnotes.
+
+    A definition line becomes blank. Problems: a reference with no definition
+    (a removed or renamed footnote), a definition that is not ``run <32 hex>,
+    key <key>``, a label defined twice, a definition no reference uses.
+    """
+    lines = markdown.split("\n")
+    problems: list[FootnoteProblem] = []
+    targets: dict[str, str] = {}
+    defined_at: dict[str, int] = {}
+    fenced = None
+    prose = []
+    for i, line in enumerate(lines):
+        fence = _FENCE.match(line)
+        if fence:
+            fenced = None if fenced == fence.group(1) else (fenced or fence.group(1))
+            continue
+        if fenced is not None:
+            continue
+        d = FOOTNOTE_DEF.match(line)
+        if d is None:
+            prose.append(i)
+            continue
+        label, body = d.group("label"), d.group("body").strip()
+        lines[i] = ""
+        if label in defined_at:
+            problems.append(FootnoteProblem(i + 1, f"footnote [^{label}] is defined twice (first on line "
+                                                   f"{defined_at[label]})", line))
+            continue
+        defined_at[label] = i + 1
+        target = _FOOTNOTE_BODY.fullmatch(body)
+        if target is None:
+            problems.append(FootnoteProblem(i + 1, f"footnote [^{label}] does not name evidence: it must read "
+                                                   f"'run <run_id>, key <key>'", line))
+            continue
+        targets[label] = f"[{target.group('run')}:{target.group('key')}]"
+    used: set[str] = set()
+    for i in prose:
+        def inline(m: re.Match, i: int = i) -> str:
+            label = m.group("label")
+            used.add(label)
+            if label not in targets:
+                if label not in defined_at:
+                    problems.append(FootnoteProblem(i + 1, f"footnote [^{label}] has no definition "
+                                                           "(its evidence line was removed)", lines[i]))
+                return " [^?]"
+            return " " + targets[label]
+        lines[i] = FOOTNOTE_REF.sub(inline, lines[i])
+    for label, at in defined_at.items():
+        if label not in used:
+            problems.append(FootnoteProblem(at, f"footnote [^{label}] is cited nowhere", markdown.split("\n")[at - 1]))
+    return "\n".join(lines), sorted(problems, key=lambda p: p.line)

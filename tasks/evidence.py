@@ -18,8 +18,9 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.cited import Cited, format_number
+from tasks.cited import CITATION, Cited, expected_claims
 from tasks.runtime.paths import home, tracking_uri  # noqa: F401 - tracking_uri is part of this module's API
+from tasks.runtime.redaction import redact
 
 PARENT_TAG = "mlflow.parentRunId"
 # The outcomes an action or a model run ends with (its ``fa.status`` tag); Blocked is an outcome, not a failure.
@@ -27,11 +28,40 @@ COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
 
 
+_READY: set[str] = set()
+
+
 def client() -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking_uri())
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and uri not in _READY:
+        _first_use(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _first_use(uri: str) -> None:
+    """Create and migrate a SQLite store one process at a time.
+
+    MLflow builds the schema of a fresh SQLite store on its first use; two
+    cycles started at once on a new store both try, and the loser sees a
+    half-made schema ("not reachable"). An exclusive lock file beside the
+    database serialises that first use across processes and threads.
+    """
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _READY.add(uri)
 
 
 def ensure_experiment(name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     c = client()
     exp = c.get_experiment_by_name(name)
     if exp is not None:
@@ -42,7 +72,13 @@ def ensure_experiment(name: str) -> str:
     artifacts = None
     if tracking_uri().startswith("sqlite:"):
         artifacts = (home() / "artifacts").as_uri()
-    return c.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    try:
+        return c.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_TAGS)
+    except MlflowException:  # another cycle created it a moment ago: use theirs
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 # MLflow 3's UI opens an experiment by its kind: this one is a table of runs, not a GenAI traces overview.
@@ -62,12 +98,12 @@ class RunLog:
             client().log_batch(self.run_id, metrics=items[i:i + _BATCH])
 
     def params(self, values: Mapping[str, object]) -> None:
-        items = [Param(k, str(v)) for k, v in values.items()]
+        items = [Param(k, redact(str(v))) for k, v in values.items()]
         for i in range(0, len(items), 100):
             client().log_batch(self.run_id, params=items[i:i + 100])
 
     def tags(self, values: Mapping[str, object]) -> None:
-        client().log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in values.items()])
+        client().log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in values.items()])
 
     def artifact(self, path: Path, artifact_path: str | None = None) -> str:
         client().log_artifact(self.run_id, str(path), artifact_path)
@@ -93,7 +129,7 @@ class RunLog:
 
 
 def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None) -> RunLog:
-    all_tags = {k: str(v) for k, v in (tags or {}).items()}
+    all_tags = {k: redact(str(v)) for k, v in (tags or {}).items()}
     if parent:
         all_tags[PARENT_TAG] = parent
     run = client().create_run(experiment_id, run_name=name, tags=all_tags)
@@ -152,6 +188,10 @@ class RunEvidence:
             value = raw
         return Cited(value, self.run_id, key, "param")
 
+    def t(self, key: str) -> Cited | None:
+        """A tag as a cited word claim (the decision, a status)."""
+        return Cited(self.tags[key], self.run_id, key, "tag") if key in self.tags else None
+
     def child(self, tag: str, value: str) -> RunEvidence | None:
         return next((c for c in self.children if c.tags.get(tag) == value), None)
 
@@ -190,9 +230,12 @@ def _as_number(value: float) -> float | int:
 
 # ---------------------------------------------------------------- verification
 
-CITATION = re.compile(r"\[(?P<run>[0-9a-f]{32}):(?P<key>[^\]\s]+)\]")
 _CODE = re.compile(r"`[^`\n]*`")
 _NUMBER = re.compile(r"(?<![\w.\-/#:^])[-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?(?![\w\-/])", re.IGNORECASE)
+# What a citation follows: a bold word claim, or a number token (anything a tamperer could put there:
+# a percentage, a sign, an exponent), compared as text with the project's own formatting of the logged value.
+_WORD_BEFORE = re.compile(r"\*\*(?P<claim>[^*\n]+)\*\*$")
+_NUMBER_BEFORE = re.compile(r"(?P<claim>[-−+]?(?:\d[\d,]*)?\.?\d+(?:e[-+]?\d+)?%?|[-−]?(?:nan|inf))$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -206,12 +249,14 @@ class Finding:
 
 
 def verify_markdown(text: str) -> tuple[list[Finding], int]:
-    """Check a Markdown report against MLflow.
+    """Check a Markdown report (inline citations) against MLflow.
 
-    Every citation must resolve to a logged metric/param whose value, formatted
-    by the report's rule, equals the number printed before it; every other
-    number outside code spans must carry a citation. Returns (findings, number
-    of citations checked).
+    Every citation must resolve to a logged metric, param or tag that the
+    project's formatter prints exactly as the claim before it (``0.994`` for
+    0.99412, never ``1`` or ``99.4%``; ``**GO**`` for the tag GO); every other
+    number outside code spans must carry a citation. Returns (findings,
+    number of citations checked). Footnotes are resolved first by the caller
+    (``tasks.cited.from_footnotes``).
     """
     findings: list[Finding] = []
     cache: dict[str, RunEvidence] = {}
@@ -221,27 +266,28 @@ def verify_markdown(text: str) -> tuple[list[Finding], int]:
         cited_spans = []
         for cm in CITATION.finditer(bare):
             checked += 1
-            number = _number_before(bare, cm.start())
-            if number is None:
-                findings.append(Finding(lineno, f"citation {cm.group()} follows no number", line))
+            claim = claim_before(bare, cm.start())
+            if claim is None:
+                findings.append(Finding(lineno, f"citation {cm.group()} follows no number or bold claim", line))
                 continue
-            cited_spans.append(number[1])
-            problem = _check_citation(cm.group("run"), cm.group("key"), number[0], cache)
+            cited_spans.append(claim[1])
+            problem = _check_citation(cm.group("run"), cm.group("key"), claim[0], cache)
             if problem:
                 findings.append(Finding(lineno, problem, line))
         stripped = CITATION.sub(lambda m: " " * len(m.group()), bare)
         for nm in _NUMBER.finditer(stripped):
-            if nm.span() not in cited_spans:
+            if not any(a <= nm.start() and nm.end() <= b for a, b in cited_spans):
                 findings.append(Finding(lineno, f"number {nm.group()} has no citation", line))
     return findings, checked
 
 
-def _number_before(line: str, pos: int) -> tuple[str, tuple[int, int]] | None:
+def claim_before(line: str, pos: int) -> tuple[str, tuple[int, int]] | None:
+    """The claim a citation at ``pos`` follows: (shown text, its span), or None."""
     head = line[:pos].rstrip()
-    m = re.search(r"([-−]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?|nan)$", head, re.IGNORECASE)
+    m = _WORD_BEFORE.search(head) or _NUMBER_BEFORE.search(head)
     if not m:
         return None
-    return m.group(1), (m.start(1), m.end(1))
+    return m.group("claim").strip(), (m.start(), m.end())
 
 
 def _check_citation(run_id: str, key: str, shown: str, cache: dict[str, RunEvidence]) -> str | None:
@@ -250,30 +296,15 @@ def _check_citation(run_id: str, key: str, shown: str, cache: dict[str, RunEvide
     except Exception:  # noqa: BLE001 - any lookup failure is a finding, not a crash
         return f"run {run_id} not found in {tracking_uri()}"
     cache[run_id] = run
-    cited = run.p(key.removeprefix("params/")) if key.startswith("params/") else run.m(key)
+    if key.startswith("params/"):
+        cited = run.p(key.removeprefix("params/"))
+    elif key.startswith("tags/"):
+        cited = run.t(key.removeprefix("tags/"))
+    else:
+        cited = run.m(key)
     if cited is None:
         return f"{key} not logged in run {run_id}"
-    value = cited.value
-    if isinstance(value, str):
-        return f"{key} is not a number in run {run_id}"
-    if not _same(shown, value):
-        return f"shows {shown} but {key} in run {run_id} is {format_number(value)}"
+    expected = expected_claims(cited.value)
+    if shown not in expected:
+        return f"shows {shown} but {key} in run {run_id} is {cited.claim().strip('*')}"
     return None
-
-
-def _same(shown: str, value: float) -> bool:
-    """Equal to the printed precision: the logged value rounds to what the report shows."""
-    s = shown.replace("−", "-").rstrip("%")
-    if s.lower() == "nan":
-        return isinstance(value, float) and math.isnan(value)
-    scale = 100.0 if shown.endswith("%") else 1.0
-    shown_value = float(s)
-    if "e" in s.lower():
-        mantissa = s.lower().split("e")[0]
-        digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
-        exp = int(s.lower().split("e")[1])
-        tol = 0.5 * 10 ** (exp - digits)
-    else:
-        digits = len(s.split(".")[1]) if "." in s else 0
-        tol = 0.5 * 10 ** (-digits)
-    return abs(value * scale - shown_value) <= tol * (1 + 1e-9)

@@ -25,15 +25,22 @@ class MissionError(ValueError):
     """A mission file that cannot be used; the message names the input and the fix."""
 
 
+# Bounds on free text: long enough for any real brief, short enough for a table cell and an MLflow tag.
+NAME_MAX, TITLE_MAX, TEXT_MAX = 64, 200, 2000
+SAMPLES_MAX = 100_000
+ZOO_VARIANTS = ("text_dominant", "balanced", "vision_dominant")  # tasks.adapters.zoo.VARIANTS (no torch import here)
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # .nan / .inf are never a threshold, a baseline or a gate: every float field must be finite
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Criterion(_Strict):
     """A machine-checkable acceptance criterion: ``<metric of the action's run> <op> <value>``."""
 
-    description: str = Field(min_length=1)
-    metric: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_./-]+$")
+    description: str = Field(min_length=1, max_length=TITLE_MAX)
+    metric: str = Field(min_length=1, max_length=TITLE_MAX, pattern=r"^[A-Za-z0-9_./-]+$")
     op: Op
     value: float
 
@@ -51,25 +58,35 @@ class Criterion(_Strict):
 
 
 class Action(_Strict):
-    id: str = Field(pattern=r"^[A-Z][A-Za-z0-9_-]*$")
-    title: str = Field(min_length=1)
+    id: str = Field(pattern=r"^[A-Z][A-Za-z0-9_-]*$", max_length=NAME_MAX)
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
     priority: Priority
     owner: Role
     stage: Stage
-    deadline_hours: int = Field(gt=0, description="deadline relative to the cycle start")
+    deadline_hours: int = Field(gt=0, le=24 * 366, description="deadline relative to the cycle start (at most a year)")
     depends_on: tuple[str, ...] = ()
     acceptance: tuple[Criterion, ...] = Field(min_length=1)
 
 
 class ModelEntry(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
-    adapter: str = Field(min_length=1)
-    source: str = Field(min_length=1)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=NAME_MAX)
+    adapter: str = Field(min_length=1, max_length=NAME_MAX)
+    source: str = Field(min_length=1, max_length=1000)
     arch: str | None = None
     calibration: bool = False       # zoo model with planted behaviour, not an external architecture
     alternatives: tuple[str, ...] = ()
     # Config overrides used only with --allow-random-init (the real class, random weights, smaller)
     random_init_config: dict[str, int | float | str | bool | None] = {}
+    # Code shipped with the weights (transformers' trust_remote_code, e.g. CogVLM2) runs only when this is true
+    # and the cycle is started with --trust-remote-code as well (docs/security.md).
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _zoo_source_is_a_variant(self) -> ModelEntry:
+        if self.adapter == "zoo" and self.source not in ZOO_VARIANTS:
+            raise ValueError(f"model {self.name}: zoo source {self.source!r} is not a calibration variant: "
+                             f"use one of {', '.join(ZOO_VARIANTS)}")
+        return self
 
 
 class Dataset(_Strict):
@@ -77,8 +94,8 @@ class Dataset(_Strict):
     or folder (images + a CSV/JSONL of image,caption). Relative paths are relative to the mission file."""
 
     kind: Literal["synthetic", "coco", "folder"] = "synthetic"
-    samples: int = Field(ge=8, le=100_000)
-    seed: int = 0
+    samples: int = Field(ge=8, le=SAMPLES_MAX)
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     annotations: str | None = None   # coco: captions_<split>.json
     images: str | None = None        # coco: the image folder
     instances: str | None = None     # coco: instances_<split>.json -> stratified across categories
@@ -101,20 +118,20 @@ class Dataset(_Strict):
 
 
 class Gates(_Strict):
-    metric: str = "modality_shapley_v"
-    min_models_tested: int = Field(ge=1)
-    min_models_collapsed: int = Field(ge=1)
+    metric: str = Field(default="modality_shapley_v", max_length=NAME_MAX)
+    min_models_tested: int = Field(ge=1, le=1000)
+    min_models_collapsed: int = Field(ge=1, le=1000)
     imbalance_threshold: float = Field(gt=0.5, lt=1.0)
     alpha: float = Field(gt=0.0, lt=0.5)
-    baseline: float = 0.5
+    baseline: float = Field(default=0.5, gt=0.0, lt=1.0)
     # TOST margin: "balanced" is claimed only when the share is shown to lie within baseline ± margin
     equivalence_margin: float = Field(default=0.05, gt=0.0, lt=0.5)
 
 
 class Mission(_Strict):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    title: str
-    hypothesis: str
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=NAME_MAX)
+    title: str = Field(min_length=1, max_length=TITLE_MAX)
+    hypothesis: str = Field(max_length=TEXT_MAX)
     start_date: date | None = None
     models: tuple[ModelEntry, ...] = Field(min_length=1)
     alternatives: tuple[ModelEntry, ...] = ()
@@ -187,10 +204,18 @@ def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str] | None:
     return None
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text, so a bad date (2025-13-45) is a field error, not a YAML crash."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
 def parse_mission(text: str, source: str = "<mission>") -> Mission:
     """Validate mission YAML text; raise MissionError naming the field and the fix."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -205,12 +230,20 @@ def parse_mission(text: str, source: str = "<mission>") -> Mission:
 
 def load_mission(path: str | Path) -> Mission:
     path = Path(path)
+    if path.is_dir():
+        raise MissionError(f"{path}: is a folder, not a mission file: pass the YAML file itself with --mission (see missions/)")
+    if path.exists() and not path.is_file():
+        raise MissionError(f"{path}: not a regular file (a pipe or a device): pass a mission YAML file with --mission")
     try:
+        if path.stat().st_size > 1_000_000:
+            raise MissionError(f"{path}: larger than 1 MB: a mission brief is a short YAML file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MissionError(f"{path}: mission file not found: pass an existing file with --mission (see missions/)") from None
     except UnicodeDecodeError:
         raise MissionError(f"{path}: not UTF-8 text: save the mission as UTF-8") from None
+    except OSError as exc:
+        raise MissionError(f"{path}: cannot be read ({exc.strerror or exc}): pass a readable mission file with --mission") from None
     mission = parse_mission(text, str(path))
     return mission.model_copy(update={"dataset": mission.dataset.resolved(path.resolve().parent)})
 
@@ -230,7 +263,10 @@ def _explain(exc: ValidationError) -> str:
         fix = "use one of the values listed"
     elif kind == "value_error":
         msg, fix = re.sub(r"^Value error, ", "", msg), ""
+    elif kind == "finite_number":
+        fix = f"got {err.get('input')!r}: write a finite number (.nan and .inf are not allowed)"
     else:
-        fix = f"got {err.get('input')!r}"
+        shown = repr(err.get("input"))
+        fix = f"got {shown[:60] + '...' if len(shown) > 60 else shown}"
     more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
     return f"field '{loc}': {msg}" + (f": {fix}" if fix else "") + more

@@ -38,11 +38,14 @@ class ModelView:
     diag: RunEvidence | None = None
     stats: dict[str, Cited] = field(default_factory=dict)
     stat_text: dict[str, str] = field(default_factory=dict)
+    stat_params: dict[str, Cited] = field(default_factory=dict)  # the same params as cited word claims
 
     @property
     def label(self) -> str:
         return self.name + (" (RANDOM-INIT)" if self.random_init else "") + (" (calibration)" if self.calibration else "")
 
+    status_ev: Cited | None = None   # the adapter run's fa.status tag
+    call_ev: Cited | None = None     # the statistics' balance call param
     layers_converged: Cited | None = None
     layer_warnings: str = ""
     call: str = ""              # the statistics' label: collapsed / balanced (TOST passed) / not shown to differ / ...
@@ -59,6 +62,11 @@ class ModelView:
         """The gates' verdict: collapse with the Holm-corrected p (its own p for a control, which is never counted)."""
         c = self.stats.get("collapsed")
         return bool(c and c.value == 1)
+
+    @property
+    def collapsed_ev(self) -> Cited | None:
+        """The logged 0/1 verdict the row shows as a cited word."""
+        return self.stats.get("collapsed")
 
     @property
     def p_decided(self) -> Cited | None:
@@ -87,6 +95,7 @@ class BlockerView:
     fetch: str              # the command that fetches its weights ("" when the fix is not a download)
     mitigation: str
     run_id: str
+    status_ev: Cited | None = None  # the model run's fa.status tag: the word "Blocked" is a cited claim
 
 
 @dataclass
@@ -101,6 +110,14 @@ class ActionView:
     reason: str
     mitigation: str
     checks: list[CriterionCheck]
+
+    @property
+    def status_ev(self) -> Cited | None:
+        """The logged status this row shows (the quality review's final status, else the stage's), if it agrees."""
+        if self.run is None:
+            return None
+        logged = self.run.t("fa.final_status") or self.run.t("fa.status")
+        return logged if logged and logged.value == self.status else None
 
     def metric(self, key: str) -> Cited | None:
         return self.run.m(key) if self.run else None
@@ -144,6 +161,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
         "decision": gate.decision,
+        "decision_ev": (stats_run.t("fa.decision") if stats_run else None) or cycle.t("fa.decision"),
         "rule": gate.rule if stats_run else "the statistics did not run",
         "metric": mission.gates.metric,
         "quality": quality,
@@ -180,7 +198,8 @@ def _blockers(mission: Mission, cycle: RunEvidence) -> list[BlockerView]:
                 fetch = child.tags.get("fa.fetch", "none")
                 out.append(BlockerView(child.tags.get("fa.model", child.name), run.tags.get("fa.action_id", ""),
                                        child.tags.get("fa.reason", ""), child.tags.get("fa.searched", "see the run's mitigation"),
-                                       "" if fetch == "none" else fetch, child.tags.get("fa.mitigation", ""), child.run_id))
+                                       "" if fetch == "none" else fetch, child.tags.get("fa.mitigation", ""), child.run_id,
+                                       child.t("fa.status")))
     order = {m.name: i for i, m in enumerate(mission.models + mission.alternatives)}
     return sorted(out, key=lambda b: order.get(b.name, len(order)))
 
@@ -225,6 +244,7 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
             view.family = opened.tags.get("fa.family", "")
             view.random_init = opened.tags.get("fa.random_init") == "true"
             view.adapter_run = opened.run_id
+            view.status_ev = opened.t("fa.status")
         view.diag = diags.child("fa.model", entry.name) if diags else None
         if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
             # the verdict's fields also unprefixed where the summary has no field of that name (imbalance, p, ...):
@@ -233,6 +253,7 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
                                  (f"{entry.name}/{metric}/", ""), (f"{entry.name}/tost/", "tost_")):
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
+                view.stat_params |= {into + k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
             view.call_cited = stats_run.m(f"{entry.name}/call/{view.call.replace('-', '_').replace(' ', '_')}")
             view.role = stats_run.params.get(f"{entry.name}/role", "")

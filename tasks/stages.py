@@ -52,7 +52,8 @@ RETRY = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2
 def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
     return ModelSpec(name=entry.name, adapter=entry.adapter, source=entry.source, arch=entry.arch,
                      allow_random_init=cycle.allow_random_init and not entry.calibration,
-                     random_init_config=tuple(sorted(entry.random_init_config.items())))
+                     random_init_config=tuple(sorted(entry.random_init_config.items())),
+                     trust_remote_code=entry.trust_remote_code)
 
 
 # ------------------------------------------------------------------ T2 environment
@@ -667,6 +668,9 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     env = make_env()
     # The first screen's strength, blocker and next action: derived from the evidence, logged, then cited.
     first = evidence.read_run(cycle.run_id)
+    if "fa.decision" not in first.tags:  # no statistics ran: the gates' answer without evidence, logged so it is cited
+        evidence.RunLog(cycle.run_id).tags({"fa.decision": "NEED_MORE_DATA", "fa.rule": "the statistics did not run"})
+        first = evidence.read_run(cycle.run_id)
     next_plan = _next_plan(cycle.mission, first)
     before = reporting.cycle_view(cycle.mission, first, next_plan=next_plan)
     head = reporting.headline_of(before)

@@ -43,6 +43,9 @@ class ModelSpec:
     # weights (--allow-random-init), e.g. (("num_hidden_layers", 2),): keeps a
     # CPU run of a 7B architecture small. Hashable so specs stay cache keys.
     random_init_config: tuple[tuple[str, object], ...] = ()
+    # The mission's opt-in to run code shipped with the weights (trust_remote_code); the CLI's
+    # --trust-remote-code (env FUSIONAUDIT_TRUST_REMOTE_CODE=1) must be given too (docs/security.md).
+    trust_remote_code: bool = False
 
     @property
     def random_config(self) -> dict:

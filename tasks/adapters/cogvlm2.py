@@ -21,7 +21,9 @@ here: only the Blocked path is tested.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -62,10 +64,30 @@ def missing_parts(folder: Path) -> list[str]:
     return missing
 
 
+REMOTE_CODE_ENV = "FUSIONAUDIT_TRUST_REMOTE_CODE"  # set to 1 by `fusionaudit cycle run --trust-remote-code`
+
+
+def remote_code_refusal(spec: ModelSpec) -> str | None:
+    """Why the folder's code may not run (None when both opt-ins are given): never by default."""
+    missing = ([] if spec.trust_remote_code else [f"the mission's trust_remote_code: true on model {spec.name}"]) + \
+              ([] if os.environ.get(REMOTE_CODE_ENV) == "1" else ["the CLI flag --trust-remote-code"])
+    return f"it runs only by explicit opt-in, missing: {' and '.join(missing)}" if missing else None
+
+
+def code_hash(folder: Path) -> str:
+    """sha256 over the folder's code (every .py file and config.json, by relative path): what was trusted."""
+    digest = hashlib.sha256()
+    for path in sorted([*folder.rglob("*.py"), folder / "config.json"]):
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _mitigation(repo: str, cached: Path | None) -> str:
     steps = (f"on a connected machine: {fetch_command(repo, hub_cache_dir())} (or hf download {repo} --local-dir "
              f"/path/cogvlm2), review its modeling_cogvlm.py, copy the folder here and set the model's source to "
-             f"that directory: fusionaudit then runs its code with trust_remote_code, offline")
+             f"that directory, set trust_remote_code: true on the model in the mission and run with "
+             f"--trust-remote-code: fusionaudit then runs its code, offline, and logs its hash")
     if cached is not None:
         steps = f"the repository is in the hub cache: after reviewing its code, set source: {cached}; or {steps}"
     return steps
@@ -109,13 +131,21 @@ class CogVLM2Adapter:
         if missing:
             raise WeightsUnavailable(spec.name, f"{folder} lacks {', '.join(missing)}", searched,
                                      _mitigation(repo, None))
+        refused = remote_code_refusal(spec)
+        if refused:
+            raise WeightsUnavailable(spec.name, f"{folder} holds Python code that runs when the model opens "
+                                                f"(trust_remote_code); {refused}", searched,
+                                     f"review the code in {folder}, then opt in twice: set trust_remote_code: true "
+                                     f"on model {spec.name} in the mission, and run `fusionaudit cycle run "
+                                     f"--trust-remote-code`")
+        digest = code_hash(folder)  # logged as the model's revision (fa.revision): which code ran is evidence
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
                                                      dtype=dtype).to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
-        return CogVLM2Model(spec, model, tokenizer, f"{folder.name}@local-remote-code", self.device)
+        return CogVLM2Model(spec, model, tokenizer, f"{folder.absolute()}@remote-code-sha256:{digest}", self.device)
 
 
 def _find(sequence: list[int], part: list[int], start: int) -> int:

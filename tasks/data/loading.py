@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,10 @@ MISSING = "missing image file"
 NO_IMAGE_PATH = "no image path"
 NOT_A_FILE = "image path is not a file"
 UNREADABLE = "image file cannot be read ({detail})"
+NOT_REGULAR = "not a regular file (a pipe, socket or device): only image files are read"
+OUTSIDE_ROOT = ("outside the dataset folder: keep image paths relative to it, or list the other folder in "
+                "FUSIONAUDIT_DATA_ROOTS")
+DATA_ROOTS_ENV = "FUSIONAUDIT_DATA_ROOTS"  # extra folders (os.pathsep-separated) image paths may resolve into
 EMPTY_FILE = "empty image file (0 bytes)"
 TEXT_NOT_IMAGE = "not an image: the file holds text"
 UNKNOWN_FORMAT = "not an image: unrecognised file format"
@@ -75,6 +81,8 @@ def read_image(path: str | Path) -> tuple[Image.Image, bytes]:
     """(RGB image, the file's bytes); raises BadSample naming what is wrong with the file."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise BadSample(path, NOT_REGULAR)  # reading a FIFO would block forever
         data = path.read_bytes()
     except FileNotFoundError:
         raise BadSample(path, MISSING) from None
@@ -83,6 +91,14 @@ def read_image(path: str | Path) -> tuple[Image.Image, bytes]:
     except OSError as e:
         raise BadSample(path, UNREADABLE.format(detail=e.strerror or e)) from None
     return decode_image(data, path), data
+
+
+def check_inside(path: Path, root: Path) -> None:
+    """BadSample unless ``path`` (links followed) lies in ``root`` or a folder of ``$FUSIONAUDIT_DATA_ROOTS``."""
+    extra = [Path(p) for p in os.environ.get(DATA_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    resolved = Path(path).resolve()
+    if not any(resolved.is_relative_to(r.resolve()) for r in [Path(root), *extra]):
+        raise BadSample(path, OUTSIDE_ROOT)
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -176,6 +192,7 @@ class Collector:
             self.skipped.append({"source": c.caption_source, "sample_id": c.sample_id, "reason": reason})
             return False
         try:
+            check_inside(c.image_path, self.root)
             image, data = read_image(c.image_path)
         except BadSample as bad:
             self.skipped.append({"source": bad.source, "sample_id": c.sample_id, "reason": bad.reason})

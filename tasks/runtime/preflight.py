@@ -60,9 +60,11 @@ def _why(exc: BaseException) -> str:
 
 def check_mlflow(uri: str | None = None, timeout: float = TIMEOUT_S) -> str:
     """An http(s) tracking server answers /health; a SQLite store's folder is writable. Returns what was checked."""
-    from tasks.evidence import tracking_uri
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:  # the local SQLite store: tasks.evidence (and MLflow) imported only for it, never to fail fast
+        from tasks.evidence import tracking_uri
 
-    uri = uri or tracking_uri()
+        uri = tracking_uri()
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
         return _http_health("MLFLOW_TRACKING_URI", uri, "start the MLflow server (`mlflow server --host 127.0.0.1 --port <port>`) "

@@ -27,11 +27,11 @@ def _report(run: evidence.RunEvidence) -> str:
         "",
         "Started `2026-11-21T11:36:21+00:00` on 14 Oct 2025 with torch 2.15.0.",
         "",
-        f"1. Models tested: {_cite(run.m('gates/models_tested'))}, threshold {_cite(run.p('threshold'))}.",
-        f"2. Image share {_cite(run.m('share'))}, p = {_cite(run.m('p'))}.",
+        f"- Models tested: {_cite(run.m('gates/models_tested'))}, threshold {_cite(run.p('threshold'))}.",
+        f"- Image share {_cite(run.m('share'))}, p = {_cite(run.m('p'))}.",
         "",
         "```",
-        "example 42 [0123456789abcdef0123456789abcdef:n]",
+        "fusionaudit verify reports/week-one/handoff.md",
         "```",
     ]) + "\n"
 
@@ -59,9 +59,10 @@ def test_an_uncited_number_is_flagged(run, tmp_path):
 
 
 @pytest.mark.parametrize("line", [
-    "in a code span `n = 64`", "task T3 on vit-b-32, layer_0 and CI95", "dated 2025-10-14 at 11:36, 14 Oct 2025, Oct 14, 2025",
-    "1. first step", "## 2.1 Results", "torch 2.15.0 or v1.2 (version 3.1)", "(Li et al., 2023) in the `38th` ICML",
-    "run 0123456789abcdef0123456789abcdef", "see [plot](results/layer_3.png) <a id=\"x1\"></a> <!-- 12 -->",
+    "in a code span of user text `at least 10 works`", "task T3 on vit-b-32, layer_0 and CI95",
+    "dated 2025-10-14 at 11:36, 14 Oct 2025, Oct 14, 2025", "- first step", "## Results",
+    "torch 2.15.0 or v1.2", "(Li et al., 2023) in the `38th` ICML", "model `qwen2.5-vl`",
+    "run 0123456789abcdef0123456789abcdef", "see [plot](results/layer_3.png) <a id=\"x1\"></a> <!-- a comment -->",
 ])
 def test_not_measurements_are_not_flagged(line):
     assert uncited_numbers(line) == []
@@ -71,10 +72,13 @@ def test_not_measurements_are_not_flagged(line):
     ("42 models", "42"), ("n=64 samples", "64"), ("p<0.05", "0.05"), ("**7** items", "7"), ("12 GB free", "12"),
     ("took 5s", "5s"), ("share of 80%", "80%"), ("between 0.2–0.7", "0.2–0.7"), ("2/3 of them", "2/3"),
     ("a 64-sample run", "64-sample"), ("d = −1.5", "−1.5"), ("1,234 rows", "1,234"),
+    # no free pass any more (issue 15): code spans without words, headings, ordinals, "version", comments, hyphens
+    ("in a code span `0.512`", "0.512"), ("code `n = 64`", "64"), ("## 2.1 Results", "2.1"), ("1. first step", "1."),
+    ("version 3.1 of it", "3.1"), ("<!-- 12 -->", "12"), ("share-0.994", "share-0.994"), ("`99.4%`", "99.4%"),
 ])
 def test_uncited_numbers_are_flagged(line, number):
     (finding,) = uncited_numbers(line)
-    assert finding.problem.startswith(f"number {number} has no citation")
+    assert finding.problem.startswith(f"number {number.rstrip('.')} has no citation")
 
 
 def test_every_criterion_carries_its_observed_evidence(week1, cycle_logger):

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from tasks import evidence
-from tasks.cited import format_number
+from tasks.cited import expected_claims, format_number
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,9 @@ def test_mismatches_and_uncited_numbers_are_findings(run, line, problem):
 def test_number_format_is_shared_by_reports_and_verifier():
     assert format_number(64.0) == "64" and format_number(0.0123456) == "0.012"
     assert format_number(3.2e-9) == "3.20e-09" and format_number(float("nan")) == "nan"
-    assert evidence._same("0.012", 0.0123456) and not evidence._same("0.013", 0.0123456)
-    assert evidence._same("nan", math.nan)
+    # the verifier compares the shown text with the formatter's output: no tolerance, no rescaling
+    assert expected_claims(0.0123456) == {"0.012"} and expected_claims(math.nan) == {"nan"}
+    assert expected_claims(1) == {"1", "yes", "COLLAPSE", "pass"} and expected_claims("GO") == {"GO"}
 
 
 def test_experiments_open_on_their_runs_not_the_genai_overview():

@@ -71,3 +71,47 @@ def test_an_incomplete_local_folder_lists_what_is_missing(tmp_path):
     assert CogVLM2Adapter().locate(_spec(str(folder)))[0] is False
     (folder / "config.json").write_text(json.dumps({"model_type": "cogvlm2"}))
     assert missing_parts(folder)[0].startswith("an auto_map")
+
+
+def _trusting_folder(folder, marker):
+    """A complete local folder whose code writes ``marker`` when it is imported (what the audit planted)."""
+    _write_config(folder)
+    plant = f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    (folder / "configuration_cogvlm.py").write_text(plant + "from transformers import PretrainedConfig\n"
+                                                    "class CogVLMConfig(PretrainedConfig):\n    model_type = 'cogvlm2'\n")
+    (folder / "modeling_cogvlm.py").write_text(plant)
+    (folder / "model.safetensors").write_bytes(b"")
+    return folder
+
+
+@pytest.mark.parametrize("mission_opt_in, cli_opt_in, missing", [
+    (False, False, "missing: the mission's trust_remote_code: true on model cogvlm2 and the CLI flag --trust-remote-code"),
+    (True, False, "missing: the CLI flag --trust-remote-code"),
+    (False, True, "missing: the mission's trust_remote_code: true on model cogvlm2"),
+])
+def test_a_local_remote_code_folder_is_blocked_without_both_opt_ins(tmp_path, monkeypatch, mission_opt_in, cli_opt_in, missing):
+    marker = tmp_path / "marker"
+    folder = _trusting_folder(tmp_path / "cogvlm2", marker)
+    monkeypatch.setenv("FUSIONAUDIT_TRUST_REMOTE_CODE", "1") if cli_opt_in else monkeypatch.delenv(
+        "FUSIONAUDIT_TRUST_REMOTE_CODE", raising=False)
+    spec = ModelSpec(name="cogvlm2", adapter="cogvlm2", source=str(folder), trust_remote_code=mission_opt_in)
+    with pytest.raises(WeightsUnavailable) as info:
+        CogVLM2Adapter(device="cpu").load(spec)
+    assert missing in str(info.value) and "--trust-remote-code" in info.value.mitigation
+    assert not marker.exists()  # the folder's code never ran
+
+
+def test_with_both_opt_ins_the_code_runs_and_is_hashed(tmp_path, monkeypatch):
+    from tasks.adapters.cogvlm2 import code_hash
+
+    marker = tmp_path / "marker"
+    folder = _trusting_folder(tmp_path / "cogvlm2", marker)
+    before = code_hash(folder)
+    monkeypatch.setenv("FUSIONAUDIT_TRUST_REMOTE_CODE", "1")
+    spec = ModelSpec(name="cogvlm2", adapter="cogvlm2", source=str(folder), trust_remote_code=True)
+    with pytest.raises(Exception):  # noqa: B017 - the planted folder has no real weights: loading stops after its code ran
+        CogVLM2Adapter(device="cpu").load(spec)
+    assert marker.read_text() == "ran"
+    assert code_hash(folder) == before and len(before) == 64
+    (folder / "modeling_cogvlm.py").write_text("# changed\n")
+    assert code_hash(folder) != before  # the logged hash names exactly the code that ran

@@ -144,3 +144,26 @@ def test_missing_paths_and_an_empty_dataset(tmp_path):
 def test_fixture_rejects_unknown_formats(tmp_path):
     with pytest.raises(ValueError, match="fmt='tsv': use 'csv' or 'jsonl'"):
         write_folder_fixture(tmp_path, fmt="tsv")
+
+
+def test_image_paths_outside_the_root_and_special_files_are_skipped(tmp_path, monkeypatch):
+    """Issue 15: an absolute path or ../ outside the dataset folder is not read; a FIFO is refused, never opened."""
+    import os
+
+    root, outside = tmp_path / "images", tmp_path / "elsewhere"
+    root.mkdir(), outside.mkdir()
+    for folder in (root, outside):
+        Image.new("RGB", (8, 8), "red").save(folder / "ok.png")
+    os.mkfifo(root / "pipe.png")
+    (root / "link.png").symlink_to(outside / "ok.png")
+    captions = tmp_path / "caps.csv"
+    captions.write_text("image,caption\nok.png,a red square\n"
+                        f"{outside / 'ok.png'},absolute path\n../elsewhere/ok.png,dot dot\npipe.png,a fifo\nlink.png,a link out\n")
+    loaded = load_folder(root, captions)
+    assert len(loaded) == 1
+    reasons = dict(zip(loaded.skipped["sample_id"], loaded.skipped["reason"]))
+    assert sorted(reasons.values()) == sorted(["outside the dataset folder: keep image paths relative to it, or list the "
+                                               "other folder in FUSIONAUDIT_DATA_ROOTS"] * 3
+                                              + ["not a regular file (a pipe, socket or device): only image files are read"])
+    monkeypatch.setenv("FUSIONAUDIT_DATA_ROOTS", str(outside))
+    assert len(load_folder(root, captions)) == 4  # an allow-listed folder is readable
