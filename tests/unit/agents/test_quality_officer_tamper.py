@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from agents.quality_officer import assess
 from flows.cli import app
-from tasks import evidence, reporting
+from tasks import evidence, rendering, reporting
 
 FAKE_RUN = "0123456789abcdef0123456789abcdef"
 
@@ -29,7 +29,7 @@ def handoff(week1, cycle_logger, tmp_path_factory) -> str:
                                               (("zoo-balanced", "not shown to differ"), ("zoo-text-dominant", "collapsed"),
                                                ("zoo-vision-dominant", "collapsed"))})
     view = reporting.cycle_view(week1, evidence.read_run(cycle_id))
-    paths = reporting.render_reports(reporting.make_env(), view, tmp_path_factory.mktemp("reports"))
+    paths = reporting.render_reports(rendering.make_env(), view, tmp_path_factory.mktemp("reports"))
     return next(p for p in paths if p.name == "execution_progress_update.md").read_text(encoding="utf-8")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import evidence, reporting
+from tasks import evidence, rendering, reporting
 from tasks.markdown import code, md_text
 from tasks.reporting import first_screen, inline_images
 
@@ -52,7 +52,7 @@ def rendered(tmp_path_factory) -> dict[str, str]:
     view = reporting.cycle_view(hostile, evidence.read_run(cycle_id))
     view["narrative"] = type("N", (), {"accepted": True, "text": PAYLOAD})()
     folder = tmp_path_factory.mktemp("reports")
-    paths = reporting.render_reports(reporting.make_env(), view, folder)
+    paths = reporting.render_reports(rendering.make_env(), view, folder)
     return {str(p.relative_to(folder)): p.read_text(encoding="utf-8") for p in paths}
 
 
@@ -109,7 +109,7 @@ def test_filters_escape_each_dangerous_character():
 def test_every_template_value_is_escaped_unless_a_filter_made_it(tmp_path):
     from jinja2 import FileSystemLoader
 
-    env = reporting.make_env()
+    env = rendering.make_env()
     env.loader = FileSystemLoader(tmp_path)
     (tmp_path / "t.md.j2").write_text("{{ raw }} {{ raw|code }}\n")
     assert env.get_template("t.md.j2").render(raw="<b>|") == "&lt;b&gt;\\| `<b>\\|`\n"

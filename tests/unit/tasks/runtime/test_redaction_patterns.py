@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tasks import evidence
-from tasks.redaction import redact
+from tasks.runtime.redaction import redact
 
 
 @pytest.mark.parametrize("text, expected", [
