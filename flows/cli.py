@@ -60,6 +60,15 @@ def cycle_run(
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     try:
+        from flows.kinds import kind_of
+
+        kind = kind_of(path)
+    except MissionError as exc:
+        _fail(exc, debug)
+    if kind != "week1":
+        _run_kind(kind, path, model_list, samples, allow_random_init, next_ or fan_out or bool(bib), debug)
+        return
+    try:
         prepare_mission(path, model_list, samples)  # fail before anything runs
         run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
         _check_store(tracking_uri())
@@ -78,6 +87,44 @@ def cycle_run(
     else:
         state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
                             bib_files=bibs, fan_out=fan_out, return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
+            _fail(exc, debug)
+    result = state.result()
+    console.print(f"\n[bold]{state.message}[/]")
+    console.print(f"Handoff: {result['handoff']}")
+    console.print(f"Decision: [bold]{result['decision']}[/]")
+    if result["findings"]:
+        err.print(f"[red]{len(result['findings'])} verification finding(s)[/], first: {result['findings'][0]}")
+        raise typer.Exit(1)
+
+
+def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | None, allow_random_init: bool,
+              week1_only: bool, debug: bool) -> None:
+    """A mission of another kind (flows/kinds.py): validate it with its loader, run its flow, print the handoff."""
+    from flows.kinds import KINDS
+    from tasks.evidence import tracking_uri
+    from tasks.mission import MissionError
+    from tasks.preflight import run_preflight
+
+    loader, cycle_flow = KINDS[kind]
+    try:
+        if week1_only:
+            raise MissionError(f"--next, --fan-out and --bib apply to Week-1 missions; {path} is a {kind} mission: drop them")
+        loader(path)
+        if kind == "probing":
+            from flows.probing import prepare_probing_mission
+
+            prepare_probing_mission(path, models, samples)  # the CLI overrides, checked before anything runs
+        run_preflight()
+        _check_store(tracking_uri())
+    except (MissionError, RuntimeError) as exc:
+        _fail(exc, debug)
+    console.print(f"[bold]fusionaudit[/] {kind} cycle: mission {path}, evidence {tracking_uri()}")
+    state = cycle_flow(mission_path=path, models=models, samples=samples, allow_random_init=allow_random_init,
+                       return_state=True)
     if not state.is_completed():
         try:
             state.result()
