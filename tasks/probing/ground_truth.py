@@ -26,6 +26,9 @@ from tasks.data.loading import DatasetError, decode_image, ensure_exists
 from tasks.data.synthetic import COLOURS, SHAPES, draw_shape, shape_box
 
 POSITION_CELLS = 3
+# The prompt's caption when none names the object: words every tokenizer has, the random-init ones too
+# (their vocabulary is the prompt's words plus the synthetic captions'); it never names a position.
+EMPTY_CAPTION = "the image"
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def screening_set(n: int, seed: int = 0, image_size: int = 32, empty_fraction: f
     for i in range(n):
         sid = f"scr-{seed}-{i:05d}"
         if rng.random() < empty_fraction:
-            samples.append(SpatialSample(sid, draw_shape(image_size, None, None, 0, 0, 0), "an empty image", None))
+            samples.append(SpatialSample(sid, draw_shape(image_size, None, None, 0, 0, 0), EMPTY_CAPTION, None))
             continue
         shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
         r = rng.uniform(0.12, 0.22) * image_size
@@ -123,7 +126,7 @@ def coco_boxes(instances: str | Path, images: str | Path, n: int, seed: int = 0,
         if ann is not None and ann["area"] >= min_area * w * h:
             x, y, bw, bh = ann["bbox"]
             box = (x / w, y / h, min((x + bw) / w, 1.0), min((y + bh) / h, 1.0))
-        samples.append(SpatialSample(f"coco-{image_id}", image, "a photo", box))
+        samples.append(SpatialSample(f"coco-{image_id}", image, EMPTY_CAPTION, box))
     if len(samples) < n:
         raise DatasetError(f"{instances}: only {len(samples)} readable images for {n} samples: lower data.samples")
     return SpatialSet(samples, _hash(samples), "coco")
