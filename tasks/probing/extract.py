@@ -1,9 +1,10 @@
 """Extraction to disk: pooled image-token states per point, streamed batch by batch into memory-mapped arrays.
 
-Memory holds one batch at a time: each batch's rows are written into
-``<point>.npy`` (a NumPy memmap of [n, dim] opened after the first batch) and
-flushed, so it does not grow with the sample count
-(benchmarks/probing_extraction_memory.py). A finished extraction is a folder
+Memory holds one batch at a time: each batch's rows are appended to
+``<point>.npy`` through a plain file handle (the .npy header, written first,
+already states [n, dim]), so it does not grow with the sample count
+(benchmarks/probing_extraction_memory.py). Writing through a memmap would not
+do: its dirty pages count as the process's resident memory until unmapped. A finished extraction is a folder
 with ``manifest.json``, written last and renamed into place, so a crash leaves
 no half-cache; the folder is keyed like the diagnostics cache on (model +
 revision, data hash, points, pooling, code version) and a re-run reuses it.
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.lib.format import open_memmap
+from numpy.lib import format as npy
 
+from tasks.diagnostics.run import _trim_heap  # the one place that hands freed heap pages back
 from tasks.paths import cache_dir
 from tasks.probing.points import pool, states
 
@@ -65,21 +67,26 @@ def extract(model, adapter: str, model_id: str, samples: list, keys: tuple[str, 
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    arrays: dict[str, np.memmap] = {}
+    files, dims = {}, {}
     n = len(samples)
-    for start in range(0, n, batch_size):
-        chunk = samples[start:start + batch_size]
-        inputs = model.prepare([s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk])
-        got = states(model, adapter, inputs, set(keys))
-        for key in keys:
-            rows = np.stack([pool(t, how, length) for t in got[key]]).astype(np.float32)
-            if key not in arrays:
-                arrays[key] = open_memmap(tmp / f"{_file(key)}.npy", mode="w+", dtype=np.float32, shape=(n, rows.shape[1]))
-            arrays[key][start:start + len(chunk)] = rows
-            arrays[key].flush()
-        del inputs, got
-    dims = {k: int(a.shape[1]) for k, a in arrays.items()}
-    arrays.clear()
+    try:
+        for start in range(0, n, batch_size):
+            chunk = samples[start:start + batch_size]
+            inputs = model.prepare([s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk])
+            got = states(model, adapter, inputs, set(keys))
+            for key in keys:
+                rows = np.ascontiguousarray(np.stack([pool(t, how, length) for t in got[key]]), dtype="<f4")
+                if key not in files:
+                    dims[key] = int(rows.shape[1])
+                    files[key] = open(tmp / f"{_file(key)}.npy", "wb")  # noqa: SIM115 - closed below
+                    npy.write_array_header_2_0(files[key], {"descr": "<f4", "fortran_order": False,
+                                                            "shape": (n, dims[key])})
+                files[key].write(rows.tobytes())
+            del inputs, got
+            _trim_heap()  # glibc's fragmentation would otherwise grow with the number of batches
+    finally:
+        for f in files.values():
+            f.close()
     (tmp / "sample_ids.json").write_text(json.dumps([s.sample_id for s in samples]))
     (tmp / "manifest.json").write_text(json.dumps({"n": n, "keys": list(keys), "dims": dims, "pool": how,
                                                    "length": length, "model": model_id, "revision": model.revision}))
