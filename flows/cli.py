@@ -139,6 +139,13 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
         raise typer.Exit(1)
 
 
+def _load_any(path):
+    """The mission at ``path`` with its kind's loader (flows/kinds.py)."""
+    from flows.kinds import KINDS, kind_of
+
+    return KINDS[kind_of(path)][0](path)
+
+
 def _check_store(uri: str) -> None:
     """Fail early with one message when the evidence store cannot be reached."""
     from tasks.evidence import client
@@ -177,7 +184,7 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     from tasks.mission import MissionError, load_mission
 
     try:
-        mission_id = load_mission(mission or DEFAULT_MISSION).id
+        mission_id = _load_any(mission or DEFAULT_MISSION).id
     except MissionError as exc:
         _fail(exc, False)
     cycles = list_cycles(mission_id)
@@ -213,7 +220,7 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
         adapters.add_row(name, info.family, ", ".join(info.metrics))
     console.print(adapters)
     try:
-        m = load_mission(mission or DEFAULT_MISSION)
+        m = _load_any(mission or DEFAULT_MISSION)
     except MissionError as exc:
         _fail(exc, False)
     console.print(f"\n[bold]models of mission {m.id}[/] (weights on this machine?)")
