@@ -123,7 +123,6 @@ class Probe(_Strict):
     pool: Literal["mean", "tokens"] = "tokens"   # tokens: order kept, resampled to ``tokens`` positions
     tokens: int = Field(default=16, ge=1, le=1024)
     grid: int = Field(default=8, ge=2, le=64)    # occupancy grid of Spatial IoU
-    cv_folds: int = Field(default=3, ge=2, le=10)
     bootstrap: int = Field(default=2000, ge=200)
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5)
     control: Literal["shuffled_targets", "random_features"] = "shuffled_targets"

@@ -139,7 +139,7 @@ class PointResult:
 
 
 def fit_point(x: np.ndarray, boxes: np.ndarray, train: np.ndarray, test: np.ndarray, grid: int, targets: tuple[str, ...],
-              folds: int = 3, seed: int = 0, control: str | None = None) -> PointResult:
+              seed: int = 0, control: str | None = None) -> PointResult:
     """Train every probe on ``train`` images, score on ``test``; ``control`` trains the control task instead."""
     x = np.asarray(x, dtype=np.float64)
     rng = np.random.default_rng(seed)

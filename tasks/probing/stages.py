@@ -142,8 +142,8 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
             with tracked(child):
                 for pid, key in keys.items():
                     x = features.load(key)
-                    real = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets, probe.cv_folds)
-                    control = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets, probe.cv_folds,
+                    real = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets)
+                    control = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets,
                                                control=probe.control)
                     per_point[pid] = probes.summarise(real, control, probe.bootstrap, probe.alpha)
                     missing_controls += int("bbox_iou/control" not in per_point[pid])
