@@ -113,7 +113,7 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
         "labels": METRIC_LABELS, "quality": quality,
         "any_random_init": any(m.role == "random-init" for m in models),
         "calibration": [m for m in models if m.role == "calibration"],
-        "subjects": [m for m in models if m.role == "subject"],
+        "subjects": [m for m in models if m.role == "subject" and m.cells],  # measured subject models
         "controls_judged": [m for m in models if m.role != "subject" and m.cells],
     }
 
