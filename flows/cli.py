@@ -83,6 +83,15 @@ def cycle_run(
     if previous is not None and not next_:
         _fail(ValueError(f"--previous {previous} needs --next: add --next to plan from that cycle, or drop --previous"), debug)
     try:
+        from flows.kinds import kind_of
+
+        kind = kind_of(path)
+    except MissionError as exc:
+        _fail(exc, debug)
+    if kind != "week1":
+        _run_kind(kind, path, model_list, samples, allow_random_init, next_ or fan_out or bool(bib), debug)
+        return
+    try:
         with console.status("checking the mission, the evidence store and the Prefect API"):
             prepared = prepare_mission(path, model_list, samples)  # fail before anything runs
             run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
@@ -136,6 +145,51 @@ def _mlflow_ui_hint(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
+def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | None, allow_random_init: bool,
+              week1_only: bool, debug: bool) -> None:
+    """A mission of another kind (flows/kinds.py): validate it with its loader, run its flow, print the handoff."""
+    from flows.kinds import KINDS
+    from tasks.evidence import tracking_uri
+    from tasks.mission import MissionError
+    from tasks.runtime.preflight import run_preflight
+
+    loader, cycle_flow = KINDS[kind]
+    try:
+        if week1_only:
+            raise MissionError(f"--next, --fan-out and --bib apply to Week-1 missions; {path} is a {kind} mission: drop them")
+        loader(path)
+        if kind == "probing":
+            from flows.probing import prepare_probing_mission
+
+            prepare_probing_mission(path, models, samples)  # the CLI overrides, checked before anything runs
+        run_preflight()
+        _check_store(tracking_uri())
+    except (MissionError, RuntimeError) as exc:
+        _fail(exc, debug)
+    console.print(f"[bold]fusionaudit[/] {kind} cycle: mission {escape(path)}, evidence {escape(tracking_uri())}")
+    state = cycle_flow(mission_path=path, models=models, samples=samples, allow_random_init=allow_random_init,
+                       return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
+            _fail(exc, debug)
+    result = state.result()
+    console.print(f"\n[bold]{escape(state.message or '')}[/]")
+    console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
+    console.print(f"Decision: [bold]{escape(result['decision'])}[/]")
+    if result["findings"]:
+        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
+        raise typer.Exit(1)
+
+
+def _load_any(path):
+    """The mission at ``path`` with its kind's loader (flows/kinds.py)."""
+    from flows.kinds import KINDS, kind_of
+
+    return KINDS[kind_of(path)][0](path)
+
+
 def _check_store(uri: str) -> None:
     """Fail early with one message when the evidence store cannot be reached."""
     from tasks.evidence import client
@@ -174,7 +228,7 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     from tasks.runtime.preflight import PreflightError, check_mlflow
 
     try:
-        mission_id = load_mission(mission or DEFAULT_MISSION).id
+        mission_id = _load_any(mission or DEFAULT_MISSION).id
         check_mlflow()  # seconds, not MLflow's minutes of HTTP retries (and before MLflow is imported)
     except (MissionError, PreflightError) as exc:
         _fail(exc, False)
@@ -214,7 +268,7 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
         adapters.add_row(Text(name), Text(info.family), Text(", ".join(info.metrics)))
     console.print(adapters)
     try:
-        m = load_mission(mission or DEFAULT_MISSION)
+        m = _load_any(mission or DEFAULT_MISSION)
     except MissionError as exc:
         _fail(exc, False)
     console.print(f"\nmodels of mission {m.id} (weights on this machine?)", markup=False)

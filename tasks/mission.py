@@ -129,6 +129,7 @@ class Gates(_Strict):
 
 
 class Mission(_Strict):
+    kind: Literal["week1"] = "week1"   # flows/kinds.py: other kinds have their own schema and flow
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=NAME_MAX)
     title: str = Field(min_length=1, max_length=TITLE_MAX)
     hypothesis: str = Field(max_length=TEXT_MAX)

@@ -9,6 +9,7 @@ from tasks.adapters.base import Adapter, LoadedModel, ModelSpec
 
 BUILTIN = {
     "zoo": "tasks.adapters.zoo:ZooAdapter",
+    "zoo-spatial": "tasks.adapters.zoo_spatial:SpatialZooAdapter",
     "openclip": "tasks.adapters.openclip:OpenClipAdapter",
     "clip": "tasks.adapters.hf_clip:ClipAdapter",
     "align": "tasks.adapters.align:AlignAdapter",

@@ -33,6 +33,7 @@ class Sample:
     attributes: dict           # what the image shows: shape, colour, position
     matches: bool              # does the caption describe the image?
     caption_attributes: dict = field(default_factory=dict)  # what the caption says
+    box: tuple[float, float, float, float] | None = None   # the shape's exact box, fractions of the side
 
 
 def caption_for(shape: str, colour: str, position: str) -> str:
@@ -49,9 +50,12 @@ def _make_sample(rng: random.Random, sample_id: str, image_size: int) -> Sample:
     shown = {"shape": rng.choice(SHAPES), "colour": rng.choice(COLOURS), "position": rng.choice(POSITIONS)}
     matches = rng.random() < 0.5
     said = dict(shown) if matches else _other_triple(rng, shown)
-    image = _draw(shown, image_size, jitter=(rng.randint(-2, 2), rng.randint(-2, 2)), radius=rng.randint(4, 6))
+    jitter, radius = (rng.randint(-2, 2), rng.randint(-2, 2)), rng.randint(4, 6)
+    image = _draw(shown, image_size, jitter=jitter, radius=radius)
     caption = caption_for(said["shape"], said["colour"], said["position"])
-    return Sample(sample_id, image, caption, shown, matches, said)
+    scale = image_size / 32
+    cx, cy = ((c + j) * scale for c, j in zip(_CENTRES[shown["position"]], jitter))
+    return Sample(sample_id, image, caption, shown, matches, said, box=shape_box(image_size, cx, cy, radius * scale))
 
 
 def _other_triple(rng: random.Random, shown: dict) -> dict:
@@ -64,13 +68,27 @@ def _other_triple(rng: random.Random, shown: dict) -> dict:
 
 
 def _draw(attrs: dict, size: int, jitter: tuple[int, int], radius: int) -> Image.Image:
-    image = Image.new("RGB", (size, size), _BACKGROUND)
-    draw = ImageDraw.Draw(image)
     scale = size / 32
     cx, cy = ((c + j) * scale for c, j in zip(_CENTRES[attrs["position"]], jitter))
-    r = radius * scale
-    fill = _RGB[attrs["colour"]]
-    shape = attrs["shape"]
+    return draw_shape(size, attrs["shape"], attrs["colour"], cx, cy, radius * scale)
+
+
+def shape_box(size: int, cx: float, cy: float, r: float) -> tuple[float, float, float, float]:
+    """The exact box (x0, y0, x1, y1) of a shape drawn by ``draw_shape``, as fractions of the image side.
+
+    Every shape here spans centre ± r on both axes (the circle's, square's and cross's
+    extent, the triangle's apex and base), clipped to the canvas.
+    """
+    return tuple(min(max(v / size, 0.0), 1.0) for v in (cx - r, cy - r, cx + r, cy + r))
+
+
+def draw_shape(size: int, shape: str | None, colour: str | None, cx: float, cy: float, r: float) -> Image.Image:
+    """One shape centred at (cx, cy) with half-extent r pixels on the background; none when shape is None."""
+    image = Image.new("RGB", (size, size), _BACKGROUND)
+    if shape is None:
+        return image
+    draw = ImageDraw.Draw(image)
+    fill = _RGB[colour]
     if shape == "circle":
         draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
     elif shape == "square":

@@ -1,0 +1,273 @@
+"""The Prefect tasks of a probing cycle: thin wrappers that log evidence around the pure modules.
+
+models (P1) ─▶ extraction (P2) ─▶ probes (P3) ─▶ decision (P5)
+                               └─▶ alignment (P4)
+
+Each stage opens its action's MLflow run and one child run per model, logs
+every number, and returns an ``Outcome``; a model that cannot be opened is
+*Blocked* (weights missing offline) and the cycle goes on with the others.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from tasks import evidence
+from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked
+from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.registry import load_model
+from tasks.probing import alignment, decision, plots, probes
+from tasks.probing.extract import Features, extract
+from tasks.probing.ground_truth import SpatialSet, split
+from tasks.probing.mission import Action, ProbingModel
+from tasks.probing.points import NotExtractable, n_lm_layers, point_key
+
+
+def model_spec(cycle: Cycle, entry: ProbingModel) -> ModelSpec:
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.random_init_config.items()}
+    if entry.adapter == "zoo-spatial":
+        config = {"seed": entry.seed}
+    return ModelSpec(name=entry.name, adapter=entry.adapter, source=entry.source, arch=entry.arch,
+                     allow_random_init=cycle.allow_random_init and not entry.calibration,
+                     random_init_config=tuple(sorted(config.items())))
+
+
+def role(entry: ProbingModel, random_init: bool) -> str:
+    return "calibration" if entry.calibration else "random-init" if random_init else "subject"
+
+
+def _finish(run: evidence.RunLog, outcome: Outcome):
+    record(run, outcome)
+    return blocked(outcome) if outcome.status == BLOCKED else outcome
+
+
+def _model_run(cycle: Cycle, parent: str, entry: ProbingModel) -> evidence.RunLog:
+    return open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+
+
+# ------------------------------------------------------------------ P1 models
+
+@task(name="probing-models", cache_policy=NO_CACHE)
+def models_stage(cycle: Cycle, action: Action) -> Outcome:
+    """Open every model; record its role (subject / calibration / RANDOM-INIT) and its points' layers."""
+    opened = {}
+    with action_run(cycle, action) as run:
+        for entry in cycle.mission.models:
+            child = _model_run(cycle, run.run_id, entry)
+            child.params({"adapter": entry.adapter, "source": entry.source or "none",
+                          "points": ",".join(f"{p.id}={p.at}" + (f"@{p.depth:g}" if p.depth else "") for p in entry.points)})
+            try:
+                with tracked(child):
+                    model = load_model(model_spec(cycle, entry))
+                    layers = n_lm_layers(model, entry.adapter)
+            except WeightsUnavailable as exc:
+                get_run_logger().warning("%s is Blocked: %s", entry.name, exc)
+                record(child, Outcome(entry.name, BLOCKED, child.run_id, reason=exc.reason,
+                                      mitigation=f"{exc.mitigation} (looked in: {'; '.join(exc.searched)})"))
+                continue
+            except NotExtractable as exc:
+                record(child, Outcome(entry.name, BLOCKED, child.run_id, reason=str(exc),
+                                      mitigation="probe this architecture through an adapter with extraction hooks"))
+                continue
+            keys = {p.id: point_key(entry, p, layers) for p in entry.points}
+            child.params({f"point/{pid}": key for pid, key in keys.items()})
+            child.tags({"fa.role": role(entry, model.random_init), "fa.random_init": str(model.random_init).lower(),
+                        "fa.family": model.family, "fa.revision": model.revision})
+            child.metrics({"lm_layers": layers, "random_init": int(model.random_init), "points": len(keys)})
+            record(child, Outcome(entry.name, COMPLETED, child.run_id))
+            opened[entry.name] = keys
+        run.metrics({"models_requested": len(cycle.mission.models), "models_loaded": len(opened),
+                     "models_blocked": len(cycle.mission.models) - len(opened)})
+        outcome = Outcome(action.id, COMPLETED if opened else BLOCKED, run.run_id, data=opened,
+                          reason="" if opened else "no model could be opened",
+                          mitigation="" if opened else "provide weights, or run with --allow-random-init")
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ P2 extraction
+
+@task(name="probing-extraction", cache_policy=NO_CACHE)
+def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, str]], data: SpatialSet) -> Outcome:
+    """Pooled image-token states at every point, streamed to the cache (reused when nothing changed)."""
+    probe = cycle.mission.probe
+    done: dict[str, tuple[Features, dict[str, str]]] = {}
+    with action_run(cycle, action) as run:
+        run.params({"dataset": data.kind, "dataset_hash": data.content_hash, "pool": probe.pool})
+        for name, keys in opened.items():
+            entry = cycle.mission.model(name)
+            child = _model_run(cycle, run.run_id, entry)
+            try:
+                with tracked(child):
+                    model = load_model(model_spec(cycle, entry))
+                    features = extract(model, entry.adapter, f"{entry.adapter}:{entry.source}:{name}", data.samples,
+                                       tuple(dict.fromkeys(keys.values())), probe.pool, probe.tokens, probe.batch_size,
+                                       data.content_hash)
+            except Exception as exc:  # noqa: BLE001 - one model failing does not stop the others
+                record(child, Outcome(name, FAILED, child.run_id, reason=f"{type(exc).__name__}: {exc}",
+                                      mitigation="see the flow run's logs; a re-run reuses every finished extraction"))
+                continue
+            child.metrics({"samples": features.n, "points": len(keys),
+                           **{f"dim/{pid}": features.load(key).shape[1] for pid, key in keys.items()}})
+            child.tags({"fa.cached": str(features.cached).lower()})
+            record(child, Outcome(name, COMPLETED, child.run_id))
+            done[name] = (features, keys)
+        run.metrics({"models_extracted": len(done), "samples": len(data.samples),
+                     "points_per_model_min": min((len(k) for _, k in done.values()), default=0)})
+        outcome = Outcome(action.id, COMPLETED if done else BLOCKED, run.run_id, data=done,
+                          reason="" if done else "no model was extracted", mitigation="" if done else "see P1's blockers")
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ P3 probes
+
+@task(name="probing-probes", cache_policy=NO_CACHE)
+def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet) -> Outcome:
+    """Every probe and its control task, per point, trained on one split of images and scored on the other."""
+    mission, probe = cycle.mission, cycle.mission.probe
+    train, test = split(len(data.samples), mission.data.test_fraction, mission.data.seed)
+    boxes = data.boxes()
+    thresholds = {t.metric: t.value for t in mission.thresholds}
+    tested, missing_controls = [], 0
+    with action_run(cycle, action) as run:
+        run.metrics({"train_images": len(train), "test_images": len(test), "bootstrap_resamples": probe.bootstrap,
+                     "alpha": probe.alpha})
+        run.params({"control_task": probe.control, "pool": probe.pool, "tokens": probe.tokens, "grid": probe.grid})
+        for name, (features, keys) in extracted.items():
+            entry = mission.model(name)
+            child = _model_run(cycle, run.run_id, entry)
+            per_point: dict[str, dict[str, float]] = {}
+            with tracked(child):
+                for pid, key in keys.items():
+                    x = features.load(key)
+                    real = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets)
+                    control = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets,
+                                               control=probe.control)
+                    per_point[pid] = probes.summarise(real, control, probe.bootstrap, probe.alpha)
+                    missing_controls += int("bbox_iou/control" not in per_point[pid])
+            child.metrics({f"{pid}/{k}": v for pid, m in per_point.items() for k, v in m.items() if not _nan(v)})
+            child.params({"point_order": ",".join(keys), "stages": ",".join(entry.stage(p) for p in entry.points)})
+            curve = plots.layer_curves(name, list(keys), per_point, thresholds,
+                                       cycle.report_dir / "results" / f"{name}_probe_curves.png")
+            child.artifact(curve, "plots")
+            record(child, Outcome(name, COMPLETED, child.run_id))
+            tested.append(min(m["test_images_with_object"] for m in per_point.values()))
+        run.metrics({"models_probed": len(tested), "test_images_min": min(tested, default=0),
+                     "controls_missing": missing_controls})
+        outcome = Outcome(action.id, COMPLETED if tested else BLOCKED, run.run_id,
+                          reason="" if tested else "no model had features", mitigation="" if tested else "see P2")
+    return _finish(run, outcome)
+
+
+def _nan(v: float) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+# ------------------------------------------------------------------ P4 alignment
+
+@task(name="probing-alignment", cache_policy=NO_CACHE)
+def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
+    """Linear CKA (plain and debiased) between every pair of points, per model; heatmaps."""
+    made = 0
+    with action_run(cycle, action) as run:
+        for name, (features, keys) in extracted.items():
+            entry = cycle.mission.model(name)
+            child = _model_run(cycle, run.run_id, entry)
+            reps = {pid: np.asarray(features.load(key)) for pid, key in keys.items()}
+            names, linear = alignment.cka_matrix(reps)
+            _, debiased = alignment.cka_matrix(reps, debiased=True)
+            vision = next(p.id for p in entry.points if entry.stage(p) == "vision")
+            metrics = {}
+            for i, a in enumerate(names):
+                for j, b in enumerate(names):
+                    metrics[f"cka/{a}/{b}"] = linear[i, j]
+                    metrics[f"cka_debiased/{a}/{b}"] = debiased[i, j]
+            child.metrics({k: v for k, v in metrics.items() if not _nan(v)} | {"samples": len(reps[vision])})
+            child.params({"reference_point": vision, "point_order": ",".join(names)})
+            child.artifact(plots.cka_heatmap(name, names, linear, debiased,
+                                             cycle.report_dir / "results" / f"{name}_cka.png"), "plots")
+            record(child, Outcome(name, COMPLETED, child.run_id))
+            made += 1
+        run.metrics({"matrices": made, "matrices_missing": len(extracted) - made})
+        outcome = Outcome(action.id, COMPLETED if made else BLOCKED, run.run_id,
+                          reason="" if made else "no model had features", mitigation="" if made else "see P2")
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ P5 decision
+
+@task(name="probing-decision", cache_policy=NO_CACHE)
+def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: str) -> Outcome:
+    """The decision matrix and the selection, from the probe metrics as read back from the evidence store."""
+    mission = cycle.mission
+    probed = evidence.read_run(probes_run)
+    opened = evidence.read_run(models_run)
+    rows = []
+    for entry in mission.models:
+        child = probed.child("fa.model", entry.name)
+        model = opened.child("fa.model", entry.name)
+        if child is None or model is None:
+            continue
+        per_point: dict[str, dict[str, float]] = {}
+        for key, c in child.metrics.items():
+            pid, _, metric = key.partition("/")
+            per_point.setdefault(pid, {})[metric] = float(c.value)
+        points = [p.id for p in entry.points if entry.stage(p) in mission.decision.stages]
+        rows.append(decision.judge(entry.name, model.tags.get("fa.role", "subject"), per_point, points,
+                                   mission.thresholds, mission.decision.pass_on))
+    chosen = decision.select(rows, mission.selection.top, mission.selection.rank_by, mission.selection.require)
+    planted = {m.name: m.planted for m in mission.models if m.planted}
+    separated = decision.calibration_separated(rows, planted)
+    with action_run(cycle, action) as run:
+        metrics = {f"threshold/{t.metric}": t.value for t in mission.thresholds}
+        params = {}
+        for r in rows:
+            for c in r.cells:
+                metrics |= {f"matrix/{r.model}/{c.metric}/value": c.value, f"matrix/{r.model}/{c.metric}/judged": c.judged,
+                            f"matrix/{r.model}/{c.metric}/passed": c.passed}
+                params[f"matrix/{r.model}/{c.metric}/point"] = c.point
+            metrics[f"matrix/{r.model}/passed"] = sum(c.passed for c in r.cells)
+        subjects = [r for r in rows if r.role == "subject"]
+        metrics |= {"models_judged": len(rows), "subjects_judged": len(subjects), "selected": len(chosen),
+                    "selection_top": mission.selection.top,
+                    "calibration_separated": -1 if separated is None else int(separated)}
+        run.metrics({k: v for k, v in metrics.items() if not _nan(v)})
+        run.params(params | {"pass_on": mission.decision.pass_on, "decision_stages": ",".join(mission.decision.stages)})
+        run.tags({"fa.selected": ",".join(r.model for r in chosen) or "none",
+                  "fa.roles": ",".join(f"{r.model}={r.role}" for r in rows)})
+        evidence.RunLog(cycle.run_id).tags({"fa.decision": "SELECTED" if chosen else "NONE_SELECTED"})
+        outcome = Outcome(action.id, COMPLETED if rows else BLOCKED, run.run_id, data=[r.model for r in chosen],
+                          reason="" if rows else "no model was probed", mitigation="" if rows else "see P3")
+    return _finish(run, outcome)
+
+
+# ------------------------------------------------------------------ reports
+
+@task(name="probing-reports", cache_policy=NO_CACHE)
+def write_reports(cycle: Cycle) -> dict[str, object]:
+    """Render the handoff from evidence, verify every citation, render again with the verdict."""
+    from agents.quality_officer import assess
+    from tasks.probing.report import probing_view, render
+    from tasks.reporting import make_env
+
+    env = make_env()
+    first = assess(render(env, probing_view(cycle.mission, evidence.read_run(cycle.run_id)), cycle.report_dir))
+    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    quality.metrics({"citations_checked": first.citations_checked, "findings": len(first.findings)})
+    quality.tags({"fa.verdict": "VERIFIED" if first.verified else "NOT VERIFIED"})
+    tree = evidence.read_run(cycle.run_id)
+    paths = render(env, probing_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality")), cycle.report_dir)
+    final = assess(paths)
+    verdict = "VERIFIED" if final.verified and first.verified else "NOT VERIFIED"
+    quality.tags({"fa.verdict": verdict})
+    quality.metrics({"citations_checked_final": final.citations_checked, "findings_final": len(final.findings)})
+    if final.findings:
+        (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(final.findings) + "\n",
+                                                                                encoding="utf-8")
+    for path in paths:
+        evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
+    quality.finish()
+    decision = tree.tags.get("fa.decision", "NONE_SELECTED")
+    return {"handoff": str(paths[0]), "verdict": verdict, "findings": final.findings, "decision": decision}
