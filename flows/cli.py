@@ -148,12 +148,12 @@ def _mlflow_ui_hint(uri: str) -> str:
 def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | None, allow_random_init: bool,
               week1_only: bool, debug: bool) -> None:
     """A mission of another kind (flows/kinds.py): validate it with its loader, run its flow, print the handoff."""
-    from flows.kinds import KINDS
+    from flows import kinds
     from tasks.evidence import tracking_uri
     from tasks.mission import MissionError
     from tasks.runtime.preflight import run_preflight
 
-    loader, cycle_flow = KINDS[kind]
+    loader, cycle_flow = kinds.loader(kind), kinds.cycle_flow(kind)
     try:
         if week1_only:
             raise MissionError(f"--next, --fan-out and --bib apply to Week-1 missions; {path} is a {kind} mission: drop them")
@@ -185,9 +185,9 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
 
 def _load_any(path):
     """The mission at ``path`` with its kind's loader (flows/kinds.py)."""
-    from flows.kinds import KINDS, kind_of
+    from flows.kinds import kind_of, loader
 
-    return KINDS[kind_of(path)][0](path)
+    return loader(kind_of(path))(path)
 
 
 def _check_store(uri: str) -> None:
@@ -223,7 +223,7 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
     """The mission's cycles: id, date, actions, blocked, failed, decision."""
     from rich.table import Table
 
-    from tasks.mission import MissionError, load_mission
+    from tasks.mission import MissionError
     from tasks.runtime.paths import DEFAULT_MISSION
     from tasks.runtime.preflight import PreflightError, check_mlflow
 
@@ -257,7 +257,7 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
     from tasks.adapters.base import ModelSpec
     from tasks.adapters.catalog import describe, weights_here
     from tasks.adapters.registry import available
-    from tasks.mission import MissionError, load_mission
+    from tasks.mission import MissionError
     from tasks.runtime.paths import DEFAULT_MISSION
 
     adapters = Table(title="adapters")

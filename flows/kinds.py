@@ -5,20 +5,34 @@ that kind's loader (one message, exit 2, on bad input) and runs that kind's flow
 """
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import yaml
 
-from flows.probing import probing_cycle
-from flows.week1 import week1_cycle
-from tasks.mission import MissionError, load_mission
-from tasks.probing.mission import load_probing_mission
+from tasks.mission import MissionError
 
+# kind -> (mission loader, flow) as import paths: reading a mission never imports the flows (Prefect, torch)
 KINDS = {
-    "week1": (load_mission, week1_cycle),
-    "probing": (load_probing_mission, probing_cycle),
+    "week1": ("tasks.mission:load_mission", "flows.week1:week1_cycle"),
+    "probing": ("tasks.probing.mission:load_probing_mission", "flows.probing:probing_cycle"),
 }
 DEFAULT_KIND = "week1"
+
+
+def _resolve(target: str):
+    module, name = target.split(":")
+    return getattr(import_module(module), name)
+
+
+def loader(kind: str):
+    """The kind's mission loader (validates the YAML; raises MissionError with one message)."""
+    return _resolve(KINDS[kind][0])
+
+
+def cycle_flow(kind: str):
+    """The kind's cycle flow."""
+    return _resolve(KINDS[kind][1])
 
 
 def kind_of(path: str | Path) -> str:

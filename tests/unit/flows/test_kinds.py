@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.kinds import KINDS, kind_of
+from flows.kinds import KINDS, cycle_flow, kind_of, loader
 from tasks.mission import MissionError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -15,15 +15,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_each_kind_has_a_loader_and_a_flow():
     assert set(KINDS) >= {"week1", "probing"}
-    for loader, flow in KINDS.values():
-        assert callable(loader) and hasattr(flow, "fn")  # a Prefect flow
+    for kind in KINDS:
+        load, flow = loader(kind), cycle_flow(kind)
+        assert callable(load) and hasattr(flow, "fn")  # a Prefect flow
 
 
 def test_kind_defaults_to_week1_and_reads_probing():
     assert kind_of(ROOT / "missions" / "week1.yaml") == "week1"
     assert kind_of(ROOT / "missions" / "p4-spatial-probing.yaml") == "probing"
-    loader, _ = KINDS["probing"]
-    assert loader(ROOT / "missions" / "p4-spatial-probing.yaml").id == "p4-spatial-probing"
+    load = loader("probing")
+    assert load(ROOT / "missions" / "p4-spatial-probing.yaml").id == "p4-spatial-probing"
 
 
 def test_unknown_kind_is_one_message(tmp_path):
