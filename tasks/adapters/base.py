@@ -85,6 +85,12 @@ class AttentionSummary:
     # head-mean attention map of the first k samples per layer
     # (layer name -> [k, Q, K]), for plots only; empty otherwise.
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    # [batch] the model's score from the traced forward, where that forward is the scored one (the
+    # diagnostics then need no separate plain pass); None where the trace covers only part of the model.
+    score: torch.Tensor | None = None
+    # Capability "separable": the traced towers' embeddings (image [B, D], text [B, D]) as encode_image /
+    # encode_text give them, so the Shapley passes reuse them instead of running the towers again.
+    embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -148,6 +154,8 @@ class LoadedModel(Protocol):
     #   similarity(image_emb [B, D], text_emb [B, D]) -> [B]  (== score when nothing is masked)
     #     masking inside encode_* is exactly mask_tokens' masking, so
     #     similarity(encode_image(x, i), encode_text(x, t)) == score(mask_tokens(x, i, t)).
+    #     encode_* run their tower once per distinct row (tasks.adapters.towers): a whole-modality
+    #     baseline, the same in every row, costs one row of the tower per call.
     # Optional capability "rollout": trace() also fills
     #   AttentionSummary.extras["rollout_visual_share"] [B, layers] (see there).
     # Optional capability "relevance" (gradients flow through the attention):

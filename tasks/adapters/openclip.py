@@ -45,6 +45,7 @@ from torch import nn
 
 from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, WeightsUnavailable
 from tasks.adapters.hf_common import _reachable, hub_cache_dir, hub_offline  # one notion of the hub cache
+from tasks.adapters.towers import encode_distinct
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
@@ -256,7 +257,7 @@ class OpenClipModel:
         image = inputs.tensors["image"]
         if image_keep is not None:
             image = self._mask_cells(image, image_keep)
-        return self.model.encode_image(image.to(self.device), normalize=True)
+        return encode_distinct(lambda x: self.model.encode_image(x.to(self.device), normalize=True), image)
 
     @torch.no_grad()
     def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,7 +265,7 @@ class OpenClipModel:
         text = inputs.tensors["text"]
         if text_keep is not None:
             text = self._mask_words(text, text_keep)
-        return self.model.encode_text(text.to(self.device), normalize=True)
+        return encode_distinct(lambda x: self.model.encode_text(x.to(self.device), normalize=True), text)
 
     @torch.no_grad()
     def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -369,11 +370,9 @@ class OpenClipModel:
             for i, attn in enumerate(blocks):
                 handles.append(attn.register_forward_pre_hook(_want_weights, with_kwargs=True))
                 handles.append(attn.register_forward_hook(reducer(f"{tower}.{i}", tower)))
-        try:
-            if self.visual_attn:
-                self.model.encode_image(image)
-            if self.text_attn:
-                self.model.encode_text(text)
+        try:  # both towers run whole, so the traced forward also gives the embeddings and the score
+            image_emb = self.model.encode_image(image, normalize=True)
+            text_emb = self.model.encode_text(text, normalize=True)
         finally:
             for h in handles:
                 h.remove()
@@ -381,4 +380,5 @@ class OpenClipModel:
                  for i in range(len(blocks))]
         stack = {key: torch.stack([rows[n][key] for n in names], dim=1) for key in rows[names[0]]}
         return AttentionSummary(layer_names=names, **stack, n_image_tokens=n_tokens["visual"],
-                                n_text_tokens=n_tokens["text"], spans=None, maps=maps)
+                                n_text_tokens=n_tokens["text"], spans=None, maps=maps,
+                                score=self.similarity(image_emb, text_emb), embeddings=(image_emb, text_emb))
