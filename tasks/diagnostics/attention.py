@@ -41,7 +41,7 @@ def reduce_attention(
     if not bool(img_k.any()):  # no image keys in this layer: allocation is undefined, not zero
         visual_share = torch.full((b,), float("nan"))
         text_share = torch.full((b,), float("nan"))
-    ent = -(p * p.clamp_min(1e-12).log()).sum(-1).mean(1)  # [B, Q], heads averaged
+    ent = torch.special.entr(p).sum(-1).mean(1)  # [B, Q], heads averaged; one temporary, entr(0) = 0
     if k > 1:
         ent = ent / math.log(k)
     return {
