@@ -48,6 +48,9 @@ def cycle_run(
     fan_out: bool = typer.Option(False, "--fan-out", help="diagnose each model as a diagnose-model deployment run (needs a Prefect server and workers)"),
     next_: bool = typer.Option(False, "--next", help="plan this cycle from the mission's latest cycle (or --previous) and run it"),
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
+    device: Optional[str] = typer.Option(None, help="auto (a GPU if any, else CPU), cpu, cuda, cuda:N or mps (overrides the mission)"),
+    dtype: Optional[str] = typer.Option(None, help="auto, float32, float16 or bfloat16 (overrides the mission)"),
+    batch_size: Optional[int] = typer.Option(None, help="samples per diagnostics batch (overrides the mission)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
@@ -60,7 +63,8 @@ def cycle_run(
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     try:
-        prepare_mission(path, model_list, samples)  # fail before anything runs
+        runtime = {"device": device, "dtype": dtype, "batch_size": batch_size}
+        prepare_mission(path, model_list, samples, runtime)  # fail before anything runs
         run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
         _check_store(tracking_uri())
         if fan_out:
@@ -74,10 +78,10 @@ def cycle_run(
         if model_list:
             _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
         state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
-                           fan_out=fan_out, bib_files=bibs, return_state=True)
+                           fan_out=fan_out, bib_files=bibs, runtime=runtime, return_state=True)
     else:
         state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                            bib_files=bibs, fan_out=fan_out, return_state=True)
+                            bib_files=bibs, fan_out=fan_out, runtime=runtime, return_state=True)
     if not state.is_completed():
         try:
             state.result()

@@ -40,6 +40,12 @@ class ModelSpec:
     # weights (--allow-random-init), e.g. (("num_hidden_layers", 2),): keeps a
     # CPU run of a 7B architecture small. Hashable so specs stay cache keys.
     random_init_config: tuple[tuple[str, object], ...] = ()
+    # Where and in which precision to run (the mission's runtime section / cycle run --device --dtype):
+    # device None or "auto": a GPU when there is one (transformers models then load with
+    # device_map="auto", spreading a model larger than one GPU over all of them), else the CPU;
+    # dtype None or "auto": float32 on the CPU, the checkpoint's own precision elsewhere.
+    device: str | None = None
+    dtype: str | None = None
 
     @property
     def random_config(self) -> dict:

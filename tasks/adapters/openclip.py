@@ -50,6 +50,8 @@ from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
+# the mission's dtype names as open_clip's precision argument (its weights are float32 on "auto")
+_PRECISION = {"auto": "fp32", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 
@@ -179,6 +181,7 @@ class OpenClipAdapter:
               label: str, cache_dir: str | None = None) -> OpenClipModel:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, cache_dir=cache_dir, device=self.device,
+            precision=_PRECISION[spec.dtype or "auto"],
             pretrained_text=False,  # never fetch separate HF text-tower weights (random init or full checkpoint)
         )
         tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
@@ -216,6 +219,7 @@ class OpenClipModel:
                  random_init: bool, device: str):
         self.spec, self.model, self.preprocess, self.tokenizer = spec, model, preprocess, tokenizer
         self.revision, self.random_init, self.device = revision, random_init, device
+        self.dtype = next(model.parameters()).dtype  # images are cast to it (float16 / bfloat16 runs)
         # CLIP keeps the text transformer on the model itself; CustomTextCLIP under ``.text``.
         text = getattr(model, "text", model)
         self.pool_type = getattr(text, "text_pool_type", None) or getattr(text, "pool_type", None)
@@ -257,7 +261,7 @@ class OpenClipModel:
         image = inputs.tensors["image"]
         if image_keep is not None:
             image = self._mask_cells(image, image_keep)
-        return encode_distinct(lambda x: self.model.encode_image(x.to(self.device), normalize=True), image)
+        return encode_distinct(lambda x: self.model.encode_image(x.to(self.device, self.dtype), normalize=True), image)
 
     @torch.no_grad()
     def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -340,7 +344,7 @@ class OpenClipModel:
         """
         if "trace" not in self.capabilities:
             raise NotImplementedError("neither tower is built from nn.MultiheadAttention blocks (timm / HF towers)")
-        image = inputs.tensors["image"].to(self.device)
+        image = inputs.tensors["image"].to(self.device, self.dtype)
         text = inputs.tensors["text"].to(self.device)
         eot = self.eot_index(text)
         rows: dict[str, dict[str, torch.Tensor]] = {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from functools import lru_cache
 from importlib.metadata import entry_points
 
@@ -37,15 +38,19 @@ def available() -> dict[str, str]:
     return found
 
 
-def get_adapter(name: str) -> Adapter:
+def get_adapter(name: str, device: str | None = None) -> Adapter:
+    """An adapter instance; ``device`` (other than None/"auto") goes to adapters that take one."""
     known = available()
     if name not in known:
         raise UnknownAdapter(f"unknown adapter {name!r}: use one of {sorted(known)} or install a plugin that provides it")
     module, _, attr = known[name].partition(":")
-    return getattr(importlib.import_module(module), attr)()
+    cls = getattr(importlib.import_module(module), attr)
+    if device in (None, "auto") or "device" not in inspect.signature(cls).parameters:
+        return cls()
+    return cls(device=device)
 
 
 @lru_cache(maxsize=4)
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Open a model once per process; the adapter stage and the diagnostics share it."""
-    return get_adapter(spec.adapter).load(spec)
+    return get_adapter(spec.adapter, spec.device).load(spec)
