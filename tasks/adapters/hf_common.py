@@ -333,11 +333,7 @@ def open_pretrained(model_cls, spec: ModelSpec, config_cls, *, device: str | Non
     if not spec.allow_random_init:
         if error is not None:
             raise error
-        raise WeightsUnavailable(
-            spec.name, f"{folder} has a config.json but no weights ({' / '.join(WEIGHT_FILES)})", [str(folder)],
-            f"on a connected machine: {fetch_command(spec.source, hub_cache_dir(), spec.revision)} "
-            "(or copy the complete folder and set source: /path/to/dir); "
-            "or pass --allow-random-init to run the architecture with random weights")
+        raise _no_weights(spec, folder)
     if folder is not None:
         _check_model_type(spec, folder, config_cls)
     config = random_config(config_cls, spec, folder)
@@ -348,6 +344,27 @@ def open_pretrained(model_cls, spec: ModelSpec, config_cls, *, device: str | Non
         model = model_cls._from_config(config, attn_implementation="eager", **kw)
     digest = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:12]
     return _place(model, device), True, f"random-init@seed{seed}:{digest}"
+
+
+def _no_weights(spec: ModelSpec, folder: Path) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        spec.name, f"{folder} has a config.json but no weights ({' / '.join(WEIGHT_FILES)})", [str(folder)],
+        f"on a connected machine: {fetch_command(spec.source, hub_cache_dir(), spec.revision)} "
+        "(or copy the complete folder and set source: /path/to/dir); "
+        "or pass --allow-random-init to run the architecture with random weights")
+
+
+def require_weights(spec: ModelSpec) -> None:
+    """Raise the ``WeightsUnavailable`` that ``open_pretrained`` would, before transformers is imported.
+
+    The same look-up (cache first, a download only where the hub is allowed and reachable), so a
+    model without weights is Blocked without paying for the import of its model class.
+    """
+    if spec.allow_random_init:
+        return  # random weights can always be built: the adapter decides
+    folder = resolve_pretrained(spec, files=("config.json",))
+    if not weight_files(folder):
+        raise _no_weights(spec, folder)
 
 
 def _check_model_type(spec: ModelSpec, folder: Path, config_cls) -> None:

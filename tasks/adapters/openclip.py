@@ -32,24 +32,20 @@ import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
-import huggingface_hub
 import open_clip
 import torch
 from huggingface_hub import constants as hf_constants
-from open_clip.constants import HF_WEIGHTS_NAME
-from open_clip.pretrained import _get_safe_alternatives  # the order open_clip tries files in
 from PIL import Image
 from torch import nn
 
 from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, WeightsUnavailable
-from tasks.adapters.hf_common import _reachable, hub_cache_dir, hub_offline  # one notion of the hub cache
+from tasks.adapters.openclip_weights import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
+from tasks.adapters.openclip_weights import locate_tag, missing_checkpoint, unreachable
 from tasks.adapters.towers import encode_distinct
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
-_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
 # the mission's dtype names as open_clip's precision argument (its weights are float32 on "auto")
 _PRECISION = {"auto": "fp32", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
@@ -127,31 +123,13 @@ class OpenClipAdapter:
         if path.is_file():
             return self._open(spec, arch, pretrained=str(path), checkpoint=path, label=path.name)
         if os.sep in spec.source or path.suffix in _CHECKPOINT_SUFFIXES:
-            raise WeightsUnavailable(
-                spec.name, f"checkpoint file {path} does not exist", [str(path)],
-                f"pass an existing open_clip checkpoint file as the model source, or one of the "
-                f"pretrained tags of {arch}: {open_clip.list_pretrained_tags_by_model(arch)}")
+            raise missing_checkpoint(spec, arch, path)
         raise ValueError(f"{spec.source!r} is neither a pretrained tag of {arch} nor a file; "
                          f"known tags: {open_clip.list_pretrained_tags_by_model(arch)}")
 
     def _locate(self, arch: str, tag: str, cfg: dict) -> tuple[Path, list[str], Path | None, str, str]:
-        """Where open_clip will look for a tag's weights: (cache dir, searched, cached file, endpoint, fetch hint)."""
-        fetch = f"python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\""
-        if not cfg.get("hf_hub"):  # legacy URL-only weights: open_clip keeps them flat in cache_dir or ~/.cache/clip
-            cache = Path(self.cache_dir or "~/.cache/clip").expanduser()
-            target = cache / os.path.basename(cfg["url"])
-            return cache, [str(target)], (target if target.is_file() else None), cfg["url"], fetch
-        repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" means the default file name
-        filename = filename or HF_WEIGHTS_NAME
-        cache = Path(self.cache_dir).expanduser() if self.cache_dir else hub_cache_dir()
-        cached = None
-        for name in (*_get_safe_alternatives(filename), filename):  # the order open_clip tries them in
-            hit = huggingface_hub.try_to_load_from_cache(repo, name, cache_dir=cache)
-            if isinstance(hit, str):
-                cached = Path(hit)
-                break
-        searched = [str(cache / f"models--{repo.replace('/', '--')}")]
-        return cache, searched, cached, hf_constants.ENDPOINT, f"{fetch} (or: hf download {repo} {filename})"
+        """Where open_clip will look for a tag's weights (tasks.adapters.openclip_weights, shared with the Blocked check)."""
+        return locate_tag(arch, tag, cfg, self.cache_dir)
 
     def _load_tag(self, spec: ModelSpec, arch: str, cfg: dict) -> OpenClipModel:
         tag = spec.source
@@ -159,15 +137,11 @@ class OpenClipAdapter:
         if cached is not None:
             with _cache_only():
                 return self._open(spec, arch, tag, cached, label=tag, cache_dir=str(cache))
+        why = unreachable(spec, arch, tag, cache, searched, endpoint, fetch)
+        if why is not None:
+            raise why
         mitigation = (f"on a connected machine run: {fetch}, then copy that machine's hub cache "
-                      f"(~/.cache/huggingface/hub) to {cache} here, "
-                      "or pass a local checkpoint path as the model source")
-        missing = f"weights for {arch}/{tag} are not in the local cache"
-        if hub_offline():
-            raise WeightsUnavailable(spec.name, f"{missing} and HF_HUB_OFFLINE is set", searched, mitigation)
-        if not _reachable(endpoint):  # fail in seconds rather than after open_clip's ~45 s of retries
-            raise WeightsUnavailable(spec.name, f"{missing} and {urlparse(endpoint).hostname} is unreachable",
-                                     searched, mitigation)
+                      f"(~/.cache/huggingface/hub) to {cache} here, or pass a local checkpoint path as the model source")
         try:
             loaded = self._open(spec, arch, tag, None, label=tag, cache_dir=str(cache))  # downloads into the cache
         except (RuntimeError, OSError) as e:  # open_clip wraps download errors in RuntimeError

@@ -26,6 +26,14 @@ BUILTIN = {
 }
 
 
+# Built-in adapters whose weights a light check finds (or not) before the adapter module, and with it
+# transformers, is imported: deciding Blocked costs no heavy import.
+_HF = "tasks.adapters.hf_common:require_weights"
+WEIGHTS_CHECK = {name: _HF for name in ("clip", "align", "blip-itm", "blip2-itm", "vilt", "llava", "llava-next",
+                                        "idefics", "qwen2-vl", "qwen2.5-vl", "internvl")}
+WEIGHTS_CHECK["openclip"] = "tasks.adapters.openclip_weights:require_weights"
+
+
 class UnknownAdapter(ValueError):
     pass
 
@@ -52,5 +60,12 @@ def get_adapter(name: str, device: str | None = None) -> Adapter:
 
 @lru_cache(maxsize=4)
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Open a model once per process; the adapter stage and the diagnostics share it."""
+    """Open a model once per process; the adapter stage and the diagnostics share it.
+
+    Raises ``WeightsUnavailable`` (Blocked) from the light weights check where the adapter has one.
+    """
+    check = WEIGHTS_CHECK.get(spec.adapter) if available().get(spec.adapter) == BUILTIN.get(spec.adapter) else None
+    if check is not None:
+        module, _, attr = check.partition(":")
+        getattr(importlib.import_module(module), attr)(spec)
     return get_adapter(spec.adapter, spec.device).load(spec)
