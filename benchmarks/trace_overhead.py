@@ -8,7 +8,7 @@ hooks), ``traced`` is ``trace`` (both towers; a kwargs pre-hook asks
 nn.MultiheadAttention for per-head maps, a forward hook reduces them).
 ``weights only`` asks for the maps and drops them unreduced, which splits
 the overhead into its two causes: the attention path that returns weights,
-and the reduction. Target: traced / plain <= 1.15, on CPU time (a shared
+and the reduction. Target: traced / plain <= 1.05 at batch 8 and 32, on CPU time (a shared
 machine's wall time also counts waits for a core; both are printed).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from benchmarks._measure import interleaved_times, median, positive_finite, rand
     register_open_clip_arch, torch_threads, verdict, want_attention_weights
 from tasks.data.synthetic import make_synthetic
 
-TARGET = 1.15
+TARGET = 1.05
 
 
 def _drop_weights(_module, _args, output):

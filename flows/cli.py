@@ -56,6 +56,9 @@ def cycle_run(
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
     verbose: bool = typer.Option(False, "--verbose", help="show Prefect's and MLflow's log lines in the terminal"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="let models whose mission entry sets trust_remote_code: true run the Python code shipped in their local folder (its hash is logged)"),
+    device: Optional[str] = typer.Option(None, help="auto (a GPU if any, else CPU), cpu, cuda, cuda:N or mps (overrides the mission)"),
+    dtype: Optional[str] = typer.Option(None, help="auto, float32, float16 or bfloat16 (overrides the mission)"),
+    batch_size: Optional[int] = typer.Option(None, help="samples per diagnostics batch (overrides the mission)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
@@ -86,6 +89,7 @@ def cycle_run(
         from flows.kinds import kind_of
 
         kind = kind_of(path)
+        runtime = {"device": device, "dtype": dtype, "batch_size": batch_size}
     except MissionError as exc:
         _fail(exc, debug)
     if kind != "week1":
@@ -93,7 +97,7 @@ def cycle_run(
         return
     try:
         with console.status("checking the mission, the evidence store and the Prefect API"):
-            prepared = prepare_mission(path, model_list, samples)  # fail before anything runs
+            prepared = prepare_mission(path, model_list, samples, runtime)  # fail before anything runs
             run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
             _check_store(tracking_uri())
             if fan_out:
@@ -112,10 +116,10 @@ def cycle_run(
         with live(console, first, stage_count(prepared)):
             if next_:
                 state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples,
-                                   allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, return_state=True)
+                                   allow_random_init=allow_random_init, fan_out=fan_out, bib_files=bibs, runtime=runtime, return_state=True)
             else:
                 state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
-                                    bib_files=bibs, fan_out=fan_out, return_state=True)
+                                    bib_files=bibs, fan_out=fan_out, runtime=runtime, return_state=True)
     except RuntimeError as exc:
         if "ephemeral Prefect API server" not in str(exc):
             raise

@@ -38,10 +38,11 @@ def plan_from(mission_id: str, previous_cycle: str | None) -> tuple[str, dict]:
 
 @flow(name="next-cycle", log_prints=True)
 def next_cycle(mission_path: str = str(DEFAULT_MISSION), previous_cycle: str | None = None, samples: int | None = None,
-               allow_random_init: bool = False, fan_out: bool = False, bib_files: list[str] | None = None):
+               allow_random_init: bool = False, fan_out: bool = False, bib_files: list[str] | None = None,
+               runtime: dict | None = None):
     """Plan cycle N+1 from cycle N (default: the mission's latest finished cycle) and run it."""
     mission_id = load_mission(mission_path).id
     path, plan = plan_from(mission_id, previous_cycle)
     state = week1_cycle(mission_path=path, samples=samples, allow_random_init=allow_random_init, fan_out=fan_out,
-                        bib_files=bib_files, plan=plan, return_state=True)
+                        bib_files=bib_files, plan=plan, runtime=runtime, return_state=True)
     return Completed(message=f"cycle {plan['tags']['fa.cycle_number']}: {state.message}", data=state.result())

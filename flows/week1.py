@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import yaml
+from pydantic import ValidationError
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
@@ -19,16 +20,30 @@ from tasks import evidence, progress, reporting
 from tasks.actions import (BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record,
                            stage_label)
 from tasks.adapters.registry import available
-from tasks.mission import SAMPLES_MAX, Mission, MissionError, load_mission
+from tasks.mission import SAMPLES_MAX, Mission, MissionError, Runtime, load_mission
 from tasks.runtime.paths import DEFAULT_MISSION, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
 
 
-def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None) -> Mission:
-    """Load, apply the CLI overrides, and check what must hold before anything runs."""
+def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None,
+                    runtime: dict | None = None) -> Mission:
+    """Load, apply the CLI overrides, and check what must hold before anything runs.
+
+    ``runtime``: {"device", "dtype", "batch_size"} overrides of the mission's runtime section (None: keep).
+    """
     mission = load_mission(mission_path)
+    overrides = {k: v for k, v in (runtime or {}).items() if v is not None}
+    if overrides:
+        try:
+            chosen = Runtime.model_validate({**mission.runtime.model_dump(), **overrides})
+        except ValidationError as exc:
+            problems = "; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')} {e['input']!r}: {e['msg']}"
+                                 for e in exc.errors())
+            raise MissionError(f"{problems} (device: auto, cpu, cuda, cuda:N or mps; dtype: auto, float32, "
+                               "float16 or bfloat16; batch size 1 to 4096)") from None
+        mission = mission.model_copy(update={"runtime": chosen})
     if models is not None:
         known = {m.name for m in mission.models + mission.alternatives}
         if not models:
@@ -122,9 +137,10 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
 @flow(name="week1-cycle", log_prints=True)
 def week1_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | None = None, samples: int | None = None,
                 allow_random_init: bool = False, bib_files: list[str] | None = None, fan_out: bool = False,
-                plan: dict | None = None):
-    """Run the Week-1 cycle; ``fan_out`` runs each model's diagnostics as a ``diagnose-model`` deployment run."""
-    mission = prepare_mission(mission_path, models, samples)
+                plan: dict | None = None, runtime: dict | None = None):
+    """Run the Week-1 cycle; ``fan_out`` runs each model's diagnostics as a ``diagnose-model`` deployment run;
+    ``runtime`` overrides the mission's device, dtype and batch size."""
+    mission = prepare_mission(mission_path, models, samples, runtime)
     cycle = start_cycle(mission, mission_path, allow_random_init, fan_out, plan)
     done: dict[str, Outcome] = {}
 

@@ -117,6 +117,20 @@ class Dataset(_Strict):
         return self.model_copy(update={f: str((base / getattr(self, f)).resolve()) for f in fields if getattr(self, f)})
 
 
+class Runtime(_Strict):
+    """Where the models run: ``cycle run --device/--dtype/--batch-size`` override these.
+
+    device "auto": a GPU when there is one (transformers models load with device_map="auto", so one
+    larger than a GPU spreads over all of them), else the CPU; or "cpu", "cuda", "cuda:N", "mps".
+    dtype "auto": float32 on the CPU, the checkpoint's precision elsewhere. batch_size: samples per
+    diagnostics batch (halved automatically on out-of-memory).
+    """
+
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?|mps)$")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+
+
 class Gates(_Strict):
     metric: str = Field(default="modality_shapley_v", max_length=NAME_MAX)
     min_models_tested: int = Field(ge=1, le=1000)
@@ -139,6 +153,7 @@ class Mission(_Strict):
     dataset: Dataset
     gates: Gates
     actions: tuple[Action, ...] = Field(min_length=1)
+    runtime: Runtime = Runtime()
 
     @field_validator("actions")
     @classmethod

@@ -53,7 +53,8 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
     return ModelSpec(name=entry.name, adapter=entry.adapter, source=entry.source, arch=entry.arch,
                      allow_random_init=cycle.allow_random_init and not entry.calibration,
                      random_init_config=tuple(sorted(entry.random_init_config.items())),
-                     trust_remote_code=entry.trust_remote_code)
+                     trust_remote_code=entry.trust_remote_code,
+                     device=cycle.mission.runtime.device, dtype=cycle.mission.runtime.dtype)
 
 
 # ------------------------------------------------------------------ T2 environment
@@ -163,6 +164,8 @@ def diagnostics_cache_key(context, parameters) -> str:
     revision = load_model(spec).revision
     parts = [spec.name, spec.adapter, spec.source, spec.arch or "", revision, load_dataset(parameters["dataset"]).content_hash,
              str(parameters["batch_size"]), _code_version()]
+    if spec.dtype not in (None, "auto"):  # another precision, other values; the default keeps its old keys
+        parts.append(f"dtype={spec.dtype}")
     return "diagnose-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -246,7 +249,7 @@ def diagnose_and_log(cycle: Cycle, parent: str, entry: ModelEntry) -> str:
         # EAGER: the cached result is written the moment this model finishes, not when the enclosing
         # diagnostics task does; a cycle killed mid-way then keeps every model it finished.
         with transaction(commit_mode=CommitMode.EAGER):
-            state = diagnose_model(model_spec(cycle, entry), ds, return_state=True)
+            state = diagnose_model(model_spec(cycle, entry), ds, cycle.mission.runtime.batch_size, return_state=True)
         result = state.result()
         update_progress_artifact(progress, 80.0)
         _log_diagnostics(cycle, model_run, entry, result, cached=state.name == "Cached")

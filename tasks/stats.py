@@ -25,14 +25,15 @@ Conventions
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from scipy import optimize, stats
-from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import DescrStatsW
 
@@ -67,7 +68,7 @@ _TARGET_POWER = 0.80
 T_TEST = "one-sample t-test of the mean share against 0.5"
 SIGN_TEST = "exact sign test (binomial) of the shares against 0.5"
 #: How reports name the multiple-comparison correction (``holm`` below).
-HOLM_CORRECTION = "Holm (step-down Bonferroni; statsmodels multipletests method='holm', not the Holm-Sidak default)"
+HOLM_CORRECTION = "Holm (step-down Bonferroni, as statsmodels multipletests method='holm'; not the Holm-Sidak default)"
 
 
 class _Loggable:
@@ -346,34 +347,42 @@ def _mean_ci(
     # the rows of a scores table) arrive in.
     x = np.sort(x)
     note = ""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = stats.bootstrap(
-            (x,),
-            _mean_stat,
-            n_resamples=n_resamples,
-            vectorized=True,
-            confidence_level=confidence,
-            method="BCa",
-            rng=np.random.default_rng(seed),
-        )
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    # scipy's BCa and percentile intervals on the bootstrap distribution of the mean, computed from
+    # resampling counts (_resample_counts: scipy's own draws) instead of a gathered [B, n] resample array
+    drawn = SimpleNamespace(bootstrap_distribution=_resample_counts(x.size, n_resamples, seed) @ x / x.size)
+
+    def interval(method: str) -> tuple[float, float]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.bootstrap((x,), _mean_stat, n_resamples=0, bootstrap_result=drawn, vectorized=True,
+                                  confidence_level=confidence, method=method)
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+    lo, hi = interval("BCa")
     method = "BCa"
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        res = stats.bootstrap(
-            (x,),
-            _mean_stat,
-            n_resamples=n_resamples,
-            vectorized=True,
-            confidence_level=confidence,
-            method="percentile",
-            rng=np.random.default_rng(seed),
-        )
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        lo, hi = interval("percentile")
         method = "percentile"
         note = "BCa CI undefined (degenerate bootstrap); percentile CI used"
     return lo, hi, method, note
+
+
+@functools.lru_cache(maxsize=2)
+def _resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """[n_resamples, n] how often each value is drawn in each bootstrap resample, as float64.
+
+    The draws are exactly those of ``scipy.stats.bootstrap(..., rng=np.random.default_rng(seed))``
+    (int32 draws give the same stream as its int64 ones, in half the time), so the CI is scipy's; the
+    resample means are then one matrix-vector product, and every sample of the same size and seed (all
+    models and pairs of an ``analyze`` run) shares one draw. Read-only: it is cached.
+    """
+    draws = np.random.default_rng(seed).integers(0, n, (n_resamples, n), dtype=np.int32)
+    offsets = np.arange(n_resamples, dtype=np.int64)[:, None] * n
+    counts = np.bincount((draws + offsets).ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    counts = counts.astype(np.float64)
+    counts.flags.writeable = False
+    return counts
 
 
 def bootstrap_mean_ci(
@@ -427,13 +436,21 @@ def _signflip_pvalue(diffs: np.ndarray, n_resamples: int, seed: int) -> tuple[fl
     rng = np.random.default_rng(seed)
     observed = float(np.mean(d))
     gamma = abs(np.finfo(float).eps * 100 * observed)  # scipy's tie tolerance
-    batch = max(1, (1 << 22) // n)  # bound the sign matrix at ~32 MB
+    # Signs in blocks of 8: one random byte per block picks one of the block's 256 precomputed signed sums,
+    # so a resample costs n/8 table look-ups instead of n multiply-adds of a +/-1 matrix.
+    blocks = -(-n // 8)
+    padded = np.zeros(blocks * 8)
+    padded[:n] = d  # a padded zero contributes nothing whatever its sign
+    signs = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1) * 2.0 - 1  # [256, 8]
+    tables = signs @ padded.reshape(blocks, 8).T  # [256, blocks]
+    columns = np.arange(blocks)
+    batch = max(1, (1 << 22) // blocks)  # bound the look-ups of one step
     less = greater = 0
     done = 0
     while done < n_resamples:
         b = min(batch, n_resamples - done)
-        signs = rng.integers(0, 2, size=(b, n), dtype=np.int8) * 2 - 1
-        null = (signs @ d) / n
+        codes = rng.integers(0, 256, size=(b, blocks), dtype=np.uint8)
+        null = tables[codes, columns].sum(axis=1) / n
         less += int(np.count_nonzero(null <= observed + gamma))
         greater += int(np.count_nonzero(null >= observed - gamma))
         done += b
@@ -824,7 +841,10 @@ def paired_comparison(
 
 
 def holm(pvalues: Sequence[float] | Mapping[str, float] | np.ndarray, alpha: float = 0.05) -> HolmResult:
-    """Holm step-down adjustment: ``multipletests(method="holm")``.
+    """Holm step-down adjustment, the formula of ``multipletests(method="holm")``.
+
+    Computed here rather than by statsmodels, whose Holm branch runs ``gc.collect()`` on every call
+    (a third of a second in a large process, three times per ``analyze``).
 
     Deliberately plain Holm (Bonferroni step-down), not statsmodels' default
     Holm–Šidák. A mapping keeps its keys as names; a sequence is named
@@ -841,7 +861,7 @@ def holm(pvalues: Sequence[float] | Mapping[str, float] | np.ndarray, alpha: flo
     reject = np.zeros(p.shape, dtype=bool)
     ok = np.isfinite(p)
     if ok.any():
-        rej, adj, _, _ = multipletests(p[ok], alpha=alpha, method="holm")
+        rej, adj = _holm_step_down(p[ok], alpha)
         adjusted[ok] = adj
         reject[ok] = rej
     return HolmResult(
@@ -851,6 +871,20 @@ def holm(pvalues: Sequence[float] | Mapping[str, float] | np.ndarray, alpha: flo
         reject=tuple(bool(v) for v in reject),
         alpha=float(alpha),
     )
+
+
+def _holm_step_down(p: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reject, adjusted p) of Holm's step-down Bonferroni, line for line as statsmodels computes them."""
+    order = np.argsort(p)
+    sorted_p = p[order]
+    m = sorted_p.size
+    not_reject = sorted_p > alpha / np.arange(m, 0, -1)
+    first = np.nonzero(not_reject)[0]
+    not_reject[(first[0] if first.size else m):] = True  # step-down: stop at the first non-rejection
+    adjusted = np.minimum(np.maximum.accumulate(sorted_p * np.arange(m, 0, -1)), 1.0)
+    reject, out = np.empty(m, dtype=bool), np.empty(m)
+    reject[order], out[order] = ~not_reject, adjusted
+    return reject, out
 
 
 def tost(values, baseline: float = 0.5, margin: float = 0.05, alpha: float = 0.05) -> TostResult:

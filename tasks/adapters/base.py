@@ -46,6 +46,12 @@ class ModelSpec:
     # The mission's opt-in to run code shipped with the weights (trust_remote_code); the CLI's
     # --trust-remote-code (env FUSIONAUDIT_TRUST_REMOTE_CODE=1) must be given too (docs/security.md).
     trust_remote_code: bool = False
+    # Where and in which precision to run (the mission's runtime section / cycle run --device --dtype):
+    # device None or "auto": a GPU when there is one (transformers models then load with
+    # device_map="auto", spreading a model larger than one GPU over all of them), else the CPU;
+    # dtype None or "auto": float32 on the CPU, the checkpoint's own precision elsewhere.
+    device: str | None = None
+    dtype: str | None = None
 
     @property
     def random_config(self) -> dict:
@@ -121,6 +127,12 @@ class AttentionSummary:
     # head-mean attention map of the first k samples per layer
     # (layer name -> [k, Q, K]), for plots only; empty otherwise.
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    # [batch] the model's score from the traced forward, where that forward is the scored one (the
+    # diagnostics then need no separate plain pass); None where the trace covers only part of the model.
+    score: torch.Tensor | None = None
+    # Capability "separable": the traced towers' embeddings (image [B, D], text [B, D]) as encode_image /
+    # encode_text give them, so the Shapley passes reuse them instead of running the towers again.
+    embeddings: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -184,6 +196,8 @@ class LoadedModel(Protocol):
     #   similarity(image_emb [B, D], text_emb [B, D]) -> [B]  (== score when nothing is masked)
     #     masking inside encode_* is exactly mask_tokens' masking, so
     #     similarity(encode_image(x, i), encode_text(x, t)) == score(mask_tokens(x, i, t)).
+    #     encode_* run their tower once per distinct row (tasks.adapters.towers): a whole-modality
+    #     baseline, the same in every row, costs one row of the tower per call.
     # Optional capability "rollout": trace() also fills
     #   AttentionSummary.extras["rollout_visual_share"] [B, layers] (see there).
     # Optional capability "relevance" (gradients flow through the attention):

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
 from tasks.adapters.base import AttentionSummary, Inputs, Smoke
+
+from tasks.adapters.towers import encode_distinct
 from tasks.adapters.hf_common import (
     AttentionHooks,
     HFAdapter,
@@ -58,14 +60,19 @@ class DualEncoderModel(ImageTextModel):
     def encode_image(self, inputs: Inputs, image_keep: torch.Tensor | None = None) -> torch.Tensor:
         """[B, D] unit image embeddings; grid cells not in ``image_keep`` are zeroed first (as in mask_tokens)."""
         dtype = next(self.model.parameters()).dtype
-        pixels = self.masked_pixels(inputs, image_keep).to(self.device, dtype=dtype)
-        return F.normalize(self.model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1).cpu()
+        pixels = self.masked_pixels(inputs, image_keep)
+        return encode_distinct(lambda x: self._image_embedding(x.to(self.device, dtype=dtype)), pixels)
 
     @torch.no_grad()
     def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
         """[B, D] unit text embeddings; caption tokens not in ``text_keep`` become the mask id first."""
-        ids = self.masked_ids(inputs, text_keep).to(self.device)
-        mask = inputs.tensors["attention_mask"].to(self.device)
+        ids, mask = self.masked_ids(inputs, text_keep), inputs.tensors["attention_mask"]
+        return encode_distinct(lambda i, m: self._text_embedding(i.to(self.device), m.to(self.device)), ids, mask)
+
+    def _image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1).cpu()
+
+    def _text_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output.float(),
                            dim=-1).cpu()
 
@@ -82,7 +89,11 @@ class DualEncoderModel(ImageTextModel):
 
     @torch.no_grad()
     def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
-        """Each tower's per-layer self-attention entropy, reduced inside forward hooks."""
+        """Each tower's per-layer self-attention entropy, reduced inside forward hooks.
+
+        Both towers run whole (a CNN image tower too, without hooks of its own), so the traced forward also
+        gives the embeddings and the score: the Shapley passes then need no unmasked pass of their own.
+        """
         t = self._on_device(inputs)
         valid = t["attention_mask"].bool()
 
@@ -92,9 +103,9 @@ class DualEncoderModel(ImageTextModel):
         with AttentionHooks(self.model, self.attention, masks, rename=self._layer_name, keep_maps=keep_maps,
                             n_image_tokens=self.n_image_tokens, n_text_tokens=int(valid.sum(1).max()),
                             n_text_per_sample=valid.sum(1).cpu()) as hooks:
-            if "vision" in self.tower_names.values():
-                self.model.get_image_features(pixel_values=t["pixel_values"])
-            self.model.get_text_features(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+            image_emb = self._image_embedding(t["pixel_values"])
+            text_emb = self._text_embedding(t["input_ids"], t["attention_mask"])
+        hooks.summary.score, hooks.summary.embeddings = self.similarity(image_emb, text_emb), (image_emb, text_emb)
         return hooks.summary
 
 

@@ -333,19 +333,38 @@ def open_pretrained(model_cls, spec: ModelSpec, config_cls, *, device: str | Non
     if not spec.allow_random_init:
         if error is not None:
             raise error
-        raise WeightsUnavailable(
-            spec.name, f"{folder} has a config.json but no weights ({' / '.join(WEIGHT_FILES)})", [str(folder)],
-            f"on a connected machine: {fetch_command(spec.source, hub_cache_dir(), spec.revision)} "
-            "(or copy the complete folder and set source: /path/to/dir); "
-            "or pass --allow-random-init to run the architecture with random weights")
+        raise _no_weights(spec, folder)
     if folder is not None:
         _check_model_type(spec, folder, config_cls)
     config = random_config(config_cls, spec, folder)
+    if kw.pop("device_map", None):  # random weights are built on the CPU; _place moves them to the GPU
+        device = device or default_device()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls._from_config(config, attn_implementation="eager", **kw)
     digest = hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:12]
     return _place(model, device), True, f"random-init@seed{seed}:{digest}"
+
+
+def _no_weights(spec: ModelSpec, folder: Path) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        spec.name, f"{folder} has a config.json but no weights ({' / '.join(WEIGHT_FILES)})", [str(folder)],
+        f"on a connected machine: {fetch_command(spec.source, hub_cache_dir(), spec.revision)} "
+        "(or copy the complete folder and set source: /path/to/dir); "
+        "or pass --allow-random-init to run the architecture with random weights")
+
+
+def require_weights(spec: ModelSpec) -> None:
+    """Raise the ``WeightsUnavailable`` that ``open_pretrained`` would, before transformers is imported.
+
+    The same look-up (cache first, a download only where the hub is allowed and reachable), so a
+    model without weights is Blocked without paying for the import of its model class.
+    """
+    if spec.allow_random_init:
+        return  # random weights can always be built: the adapter decides
+    folder = resolve_pretrained(spec, files=("config.json",))
+    if not weight_files(folder):
+        raise _no_weights(spec, folder)
 
 
 def _check_model_type(spec: ModelSpec, folder: Path, config_cls) -> None:
@@ -359,6 +378,16 @@ def _place(model: nn.Module, device: str | None) -> nn.Module:
     if device is not None:
         model = model.to(device)
     return model.eval()
+
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """A dtype name of the mission's runtime section (DTYPES) as torch's dtype."""
+    if name not in DTYPES[1:]:
+        raise ValueError(f"dtype {name!r}: use one of {DTYPES}")
+    return getattr(torch, name)
 
 
 def default_device() -> str:
@@ -742,8 +771,18 @@ class HFAdapter:
         return locate_pretrained(spec)
 
     def open(self, spec: ModelSpec):
-        """(model, random_init, revision); float32 on CPU, where half precision is slow or unsupported."""
-        kw = {"dtype": torch.float32} if self.device == "cpu" else {}
+        """(model, random_init, revision); float32 on CPU, where half precision is slow or unsupported.
+
+        ``spec.dtype`` other than auto sets the precision; on a GPU machine with ``spec.device`` auto the
+        weights load with ``device_map="auto"`` (accelerate), so a model larger than one GPU spreads over all.
+        """
+        kw = {"dtype": torch_dtype(spec.dtype)} if spec.dtype not in (None, "auto") else (
+            {"dtype": torch.float32} if self.device == "cpu" else {})
         if self.random_defaults:
             spec = replace(spec, random_init_config=(*self.random_defaults, *spec.random_init_config))
+        if spec.device in (None, "auto") and self.device.startswith("cuda"):
+            model, random_init, revision = open_pretrained(self.model_cls, spec, self.config_cls,
+                                                           device_map="auto", **kw)
+            self.device = str(next(model.parameters()).device)  # inputs go where the first layers are
+            return model, random_init, revision
         return open_pretrained(self.model_cls, spec, self.config_cls, device=self.device, **kw)

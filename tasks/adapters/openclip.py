@@ -34,23 +34,22 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlparse
 
-import huggingface_hub
 import open_clip
 import torch
 from huggingface_hub import constants as hf_constants
-from open_clip.constants import HF_WEIGHTS_NAME
-from open_clip.pretrained import _get_safe_alternatives  # the order open_clip tries files in
 from PIL import Image
 from torch import nn
 
 from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
-from tasks.adapters.hf_common import _reachable, hub_cache_dir, hub_offline  # one notion of the hub cache
+from tasks.adapters.openclip_weights import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
+from tasks.adapters.openclip_weights import locate_tag, missing_checkpoint, unreachable
+from tasks.adapters.towers import encode_distinct
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
-_CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
+# the mission's dtype names as open_clip's precision argument (its weights are float32 on "auto")
+_PRECISION = {"auto": "fp32", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 
@@ -147,31 +146,13 @@ class OpenClipAdapter:
         if path.is_file():
             return self._open(spec, arch, pretrained=str(path), checkpoint=path, label=path.name)
         if os.sep in spec.source or path.suffix in _CHECKPOINT_SUFFIXES:
-            raise WeightsUnavailable(
-                spec.name, f"checkpoint file {path} does not exist", [str(path)],
-                f"pass an existing open_clip checkpoint file as the model source, or one of the "
-                f"pretrained tags of {arch}: {open_clip.list_pretrained_tags_by_model(arch)}")
+            raise missing_checkpoint(spec, arch, path)
         raise ValueError(f"{spec.source!r} is neither a pretrained tag of {arch} nor a file; "
                          f"known tags: {open_clip.list_pretrained_tags_by_model(arch)}")
 
     def _locate(self, arch: str, tag: str, cfg: dict) -> tuple[Path, list[str], Path | None, str, str]:
-        """Where open_clip will look for a tag's weights: (cache dir, searched, cached file, endpoint, fetch hint)."""
-        fetch = f"python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\""
-        if not cfg.get("hf_hub"):  # legacy URL-only weights: open_clip keeps them flat in cache_dir or ~/.cache/clip
-            cache = Path(self.cache_dir or "~/.cache/clip").expanduser()
-            target = cache / os.path.basename(cfg["url"])
-            return cache, [str(target)], (target if target.is_file() else None), cfg["url"], fetch
-        repo, filename = os.path.split(cfg["hf_hub"])  # "org/repo/" means the default file name
-        filename = filename or HF_WEIGHTS_NAME
-        cache = Path(self.cache_dir).expanduser() if self.cache_dir else hub_cache_dir()
-        cached = None
-        for name in (*_get_safe_alternatives(filename), filename):  # the order open_clip tries them in
-            hit = huggingface_hub.try_to_load_from_cache(repo, name, cache_dir=cache)
-            if isinstance(hit, str):
-                cached = Path(hit)
-                break
-        searched = [str(cache / f"models--{repo.replace('/', '--')}")]
-        return cache, searched, cached, hf_constants.ENDPOINT, f"{fetch} (or: hf download {repo} {filename})"
+        """Where open_clip will look for a tag's weights (tasks.adapters.openclip_weights, shared with the Blocked check)."""
+        return locate_tag(arch, tag, cfg, self.cache_dir)
 
     def _load_tag(self, spec: ModelSpec, arch: str, cfg: dict) -> OpenClipModel:
         tag = spec.source
@@ -179,16 +160,11 @@ class OpenClipAdapter:
         if cached is not None:
             with _cache_only():
                 return self._open(spec, arch, tag, cached, label=tag, cache_dir=str(cache))
+        why = unreachable(spec, arch, tag, cache, searched, endpoint, fetch)
+        if why is not None:
+            raise why
         mitigation = (f"on a connected machine run: {fetch}, then copy that machine's hub cache "
-                      f"(~/.cache/huggingface/hub) to {cache} here, "
-                      "or pass a local checkpoint path as the model source")
-        missing = f"weights for {arch}/{tag} are not in the local cache"
-        command = fetch.split(" (or: ")[0]  # one runnable command for the handoff's shared block
-        if hub_offline():
-            raise WeightsUnavailable(spec.name, f"{missing} and HF_HUB_OFFLINE is set", searched, mitigation, command)
-        if not _reachable(endpoint):  # fail in seconds rather than after open_clip's ~45 s of retries
-            raise WeightsUnavailable(spec.name, f"{missing} and {urlparse(endpoint).hostname} is unreachable",
-                                     searched, mitigation, command)
+                      f"(~/.cache/huggingface/hub) to {cache} here, or pass a local checkpoint path as the model source")
         try:
             loaded = self._open(spec, arch, tag, None, label=tag, cache_dir=str(cache))  # downloads into the cache
         except (RuntimeError, OSError) as e:  # open_clip wraps download errors in RuntimeError
@@ -202,6 +178,7 @@ class OpenClipAdapter:
               label: str, cache_dir: str | None = None) -> OpenClipModel:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, cache_dir=cache_dir, device=self.device,
+            precision=_PRECISION[spec.dtype or "auto"],
             pretrained_text=False,  # never fetch separate HF text-tower weights (random init or full checkpoint)
         )
         tokenizer = open_clip.get_tokenizer(arch, cache_dir=cache_dir)
@@ -239,6 +216,7 @@ class OpenClipModel:
                  random_init: bool, device: str):
         self.spec, self.model, self.preprocess, self.tokenizer = spec, model, preprocess, tokenizer
         self.revision, self.random_init, self.device = revision, random_init, device
+        self.dtype = next(model.parameters()).dtype  # images are cast to it (float16 / bfloat16 runs)
         # CLIP keeps the text transformer on the model itself; CustomTextCLIP under ``.text``.
         text = getattr(model, "text", model)
         self.pool_type = getattr(text, "text_pool_type", None) or getattr(text, "pool_type", None)
@@ -280,7 +258,7 @@ class OpenClipModel:
         image = inputs.tensors["image"]
         if image_keep is not None:
             image = self._mask_cells(image, image_keep)
-        return self.model.encode_image(image.to(self.device), normalize=True)
+        return encode_distinct(lambda x: self.model.encode_image(x.to(self.device, self.dtype), normalize=True), image)
 
     @torch.no_grad()
     def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
@@ -288,7 +266,7 @@ class OpenClipModel:
         text = inputs.tensors["text"]
         if text_keep is not None:
             text = self._mask_words(text, text_keep)
-        return self.model.encode_text(text.to(self.device), normalize=True)
+        return encode_distinct(lambda x: self.model.encode_text(x.to(self.device), normalize=True), text)
 
     @torch.no_grad()
     def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -363,7 +341,7 @@ class OpenClipModel:
         """
         if "trace" not in self.capabilities:
             raise NotImplementedError("neither tower is built from nn.MultiheadAttention blocks (timm / HF towers)")
-        image = inputs.tensors["image"].to(self.device)
+        image = inputs.tensors["image"].to(self.device, self.dtype)
         text = inputs.tensors["text"].to(self.device)
         eot = self.eot_index(text)
         rows: dict[str, dict[str, torch.Tensor]] = {}
@@ -393,11 +371,9 @@ class OpenClipModel:
             for i, attn in enumerate(blocks):
                 handles.append(attn.register_forward_pre_hook(_want_weights, with_kwargs=True))
                 handles.append(attn.register_forward_hook(reducer(f"{tower}.{i}", tower)))
-        try:
-            if self.visual_attn:
-                self.model.encode_image(image)
-            if self.text_attn:
-                self.model.encode_text(text)
+        try:  # both towers run whole, so the traced forward also gives the embeddings and the score
+            image_emb = self.model.encode_image(image, normalize=True)
+            text_emb = self.model.encode_text(text, normalize=True)
         finally:
             for h in handles:
                 h.remove()
@@ -405,4 +381,5 @@ class OpenClipModel:
                  for i in range(len(blocks))]
         stack = {key: torch.stack([rows[n][key] for n in names], dim=1) for key in rows[names[0]]}
         return AttentionSummary(layer_names=names, **stack, n_image_tokens=n_tokens["visual"],
-                                n_text_tokens=n_tokens["text"], spans=None, maps=maps)
+                                n_text_tokens=n_tokens["text"], spans=None, maps=maps,
+                                score=self.similarity(image_emb, text_emb), embeddings=(image_emb, text_emb))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from functools import lru_cache
 from importlib.metadata import entry_points
 
@@ -27,6 +28,14 @@ BUILTIN = {
 }
 
 
+# Built-in adapters whose weights a light check finds (or not) before the adapter module, and with it
+# transformers, is imported: deciding Blocked costs no heavy import.
+_HF = "tasks.adapters.hf_common:require_weights"
+WEIGHTS_CHECK = {name: _HF for name in ("clip", "align", "blip-itm", "blip2-itm", "vilt", "llava", "llava-next",
+                                        "idefics", "qwen2-vl", "qwen2.5-vl", "internvl")}
+WEIGHTS_CHECK["openclip"] = "tasks.adapters.openclip_weights:require_weights"
+
+
 class UnknownAdapter(ValueError):
     pass
 
@@ -39,15 +48,26 @@ def available() -> dict[str, str]:
     return found
 
 
-def get_adapter(name: str) -> Adapter:
+def get_adapter(name: str, device: str | None = None) -> Adapter:
+    """An adapter instance; ``device`` (other than None/"auto") goes to adapters that take one."""
     known = available()
     if name not in known:
         raise UnknownAdapter(f"unknown adapter {name!r}: use one of {sorted(known)} or install a plugin that provides it")
     module, _, attr = known[name].partition(":")
-    return getattr(importlib.import_module(module), attr)()
+    cls = getattr(importlib.import_module(module), attr)
+    if device in (None, "auto") or "device" not in inspect.signature(cls).parameters:
+        return cls()
+    return cls(device=device)
 
 
 @lru_cache(maxsize=4)
 def load_model(spec: ModelSpec) -> LoadedModel:
-    """Open a model once per process; the adapter stage and the diagnostics share it."""
-    return get_adapter(spec.adapter).load(spec)
+    """Open a model once per process; the adapter stage and the diagnostics share it.
+
+    Raises ``WeightsUnavailable`` (Blocked) from the light weights check where the adapter has one.
+    """
+    check = WEIGHTS_CHECK.get(spec.adapter) if available().get(spec.adapter) == BUILTIN.get(spec.adapter) else None
+    if check is not None:
+        module, _, attr = check.partition(":")
+        getattr(importlib.import_module(module), attr)(spec)
+    return get_adapter(spec.adapter, spec.device).load(spec)

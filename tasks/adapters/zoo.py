@@ -442,7 +442,7 @@ class ZooModel:
 
         handles = [layer.attn.attn_probs.register_forward_hook(hook) for layer in self.net.layers]
         try:
-            self.net(t["patches"], t["token_ids"], t["text_padding"])
+            score = self.net(t["patches"], t["token_ids"], t["text_padding"])  # the hooks only read: same score
         finally:
             for h in handles:
                 h.remove()
@@ -457,6 +457,7 @@ class ZooModel:
             extras={"rollout_visual_share": torch.stack(rollout_share, dim=1)},
             n_text_per_sample=text_counts,
             maps=maps,
+            score=score,
         )
 
     def relevance(self, inputs: Inputs) -> torch.Tensor:

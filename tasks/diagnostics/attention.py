@@ -58,7 +58,7 @@ def reduce_attention(
     if not bool(img_k.any()):  # no image keys in this layer: allocation is undefined, not zero
         visual_share, text_share, other_share, sink_mass, visual_sink_aware = (
             torch.full((b,), float("nan")) for _ in range(5))
-    ent = -(p * p.clamp_min(1e-12).log()).sum(-1).mean(1)  # [B, Q], heads averaged
+    ent = torch.special.entr(p).sum(-1).mean(1)  # [B, Q], heads averaged; one temporary, entr(0) = 0
     if k > 1:
         ent = ent / math.log(k)
     return {

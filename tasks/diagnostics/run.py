@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.adapters.base import LoadedModel
+from tasks.adapters.base import AttentionSummary, LoadedModel
 from tasks.diagnostics.ablation import ablation_visual_share
 from tasks.diagnostics.attention import attention_efficiency, mcs_entropy
 from tasks.diagnostics.baselines import COLUMNS as BASELINE_COLUMNS, baseline_shares
@@ -120,7 +120,16 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
         chunk = samples[start:start + batch_size]
         images, captions, ids = [s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk]
         inputs = model.prepare(images, captions, ids)
-        row = _contributions(model, inputs)
+        summary = None
+        if "trace" in caps:  # first: its forward also gives the plain score (and a dual encoder's embeddings)
+            k = max(0, min(keep_maps - len(maps), len(chunk))) if "maps" in caps else 0
+            with torch.no_grad():
+                summary = model.trace(inputs, keep_maps=k) if k else model.trace(inputs)
+            table, kept, spans = _attention(summary, inputs, k)
+            layers.append(table)
+            maps.update(kept)
+            map_spans = map_spans or (spans if kept else None)
+        row = _contributions(model, inputs, summary)
         if "mask" in caps:  # the same share under other masking baselines (robustness of the verdict)
             v = {c: torch.tensor(row[c].to_numpy()) for c in ("v_full", "v_image_only", "v_text_only")}
             row = row.assign(**baseline_shares(model, images, captions, ids, v["v_full"], v["v_image_only"],
@@ -131,12 +140,7 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
         if "relevance" in caps:
             row["relevance_visual_share"] = model.relevance(inputs).detach().cpu().numpy()
         rows.append(row)
-        if "trace" in caps:
-            k = max(0, min(keep_maps - len(maps), len(chunk))) if "maps" in caps else 0
-            table, kept, spans = _attention(model, inputs, k)
-            layers.append(table)
-            maps.update(kept)
-            map_spans = map_spans or (spans if kept else None)
+        del summary
         _trim_heap()
     per_sample = pd.concat(rows, ignore_index=True)
     per_layer = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(columns=list(PER_LAYER_COLUMNS))
@@ -160,14 +164,27 @@ def _ordered(present, wanted: tuple[str, ...]) -> list[str]:
     return list(wanted) + [c for c in present if c not in wanted]
 
 
-def _contributions(model: LoadedModel, inputs) -> pd.DataFrame:
+def _contributions(model: LoadedModel, inputs, summary: AttentionSummary | None = None) -> pd.DataFrame:
+    """The four coalition values and what they give, from the fewest passes the model allows.
+
+    The traced forward's score is v(I, T) where the trace has it. A dual encoder (capability
+    "separable") needs no pass of the whole model per coalition: v(I), v(T) and v(∅) pair the full
+    embeddings (the trace's, where it ran) with the towers' embeddings of the masked batch, and a
+    whole-modality baseline is the same row across the batch, so each tower runs it once
+    (tasks.adapters.towers). Same values as four score() calls, up to float rounding.
+    """
+    caps = model.capabilities
     with torch.no_grad():
-        v_full = model.score(inputs)
-        if "mask" not in model.capabilities:
-            return pd.DataFrame({"sample_id": inputs.sample_ids, "v_full": v_full.numpy()})
-        v_image = model.score(model.mask(inputs, image_keep=True, text_keep=False))
-        v_text = model.score(model.mask(inputs, image_keep=False, text_keep=True))
-        v_empty = model.score(model.mask(inputs, image_keep=False, text_keep=False))
+        if "separable" in caps and "mask" in caps:
+            v_full, v_image, v_text, v_empty = _separable_values(model, inputs, summary)
+        else:
+            v_full = summary.score if summary is not None and summary.score is not None else model.score(inputs)
+            if "mask" not in caps:
+                return pd.DataFrame({"sample_id": inputs.sample_ids, "v_full": v_full.float().cpu().numpy()})
+            v_image = model.score(model.mask(inputs, image_keep=True, text_keep=False))
+            v_text = model.score(model.mask(inputs, image_keep=False, text_keep=True))
+            v_empty = model.score(model.mask(inputs, image_keep=False, text_keep=False))
+    v_full, v_image, v_text, v_empty = (v.float().cpu() for v in (v_full, v_image, v_text, v_empty))
     values = modality_shapley(v_full, v_image, v_text, v_empty)
     return pd.DataFrame({
         "sample_id": inputs.sample_ids,
@@ -175,6 +192,19 @@ def _contributions(model: LoadedModel, inputs) -> pd.DataFrame:
         **{k: t.numpy() for k, t in values.items()},
         "ablation_visual_share": ablation_visual_share(v_full, v_image, v_text).numpy(),
     })
+
+
+def _separable_values(model, inputs, summary: AttentionSummary | None) -> tuple[torch.Tensor, ...]:
+    """v(I,T), v(I), v(T), v(∅) of a dual encoder from its tower embeddings."""
+    if summary is not None and summary.embeddings is not None:
+        image, text = summary.embeddings
+    else:
+        image, text = model.encode_image(inputs), model.encode_text(inputs)
+    masked = model.mask(inputs, image_keep=False, text_keep=False)
+    no_image, no_text = model.encode_image(masked), model.encode_text(masked)
+    v_full = summary.score if summary is not None and summary.score is not None else model.similarity(image, text)
+    return v_full, model.similarity(image, no_text), model.similarity(no_image, text), \
+        model.similarity(no_image, no_text)
 
 
 def _mm_shap(model, images, captions, ids, permutations: int, target_se: float | None, seed: int) -> dict:
@@ -190,9 +220,7 @@ def _mm_shap(model, images, captions, ids, permutations: int, target_se: float |
             "mm_shap_sum_text": sum_text, "mm_shap_signed_v": signed}
 
 
-def _attention(model: LoadedModel, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict, tuple[int, int, int, int] | None]:
-    with torch.no_grad():
-        summary = model.trace(inputs, keep_maps=keep_maps) if keep_maps else model.trace(inputs)
+def _attention(summary: AttentionSummary, inputs, keep_maps: int) -> tuple[pd.DataFrame, dict, tuple[int, int, int, int] | None]:
     b, n_layers = summary.visual_share.shape
     per_sample_text = summary.n_text_per_sample
     n_text = summary.n_text_tokens if per_sample_text is None else per_sample_text.reshape(-1, 1)

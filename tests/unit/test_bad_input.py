@@ -97,3 +97,19 @@ def test_with_debug_the_same_error_raises_with_its_traceback(tmp_path):
     result = runner.invoke(app, ["cycle", "run", "--mission", str(bad), "--debug"])
     assert isinstance(result.exception, MissionError)
     assert result.exc_info[2] is not None  # the traceback is there for the user who asked
+
+
+def test_runtime_overrides_apply_and_bad_ones_name_the_option():
+    mission = prepare_mission(str(WEEK1), runtime={"device": "cpu", "dtype": None, "batch_size": 8})
+    assert (mission.runtime.device, mission.runtime.dtype, mission.runtime.batch_size) == ("cpu", "auto", 8)
+    with pytest.raises(MissionError, match=r"--device 'gpu0'.*device: auto, cpu, cuda, cuda:N or mps"):
+        prepare_mission(str(WEEK1), runtime={"device": "gpu0"})
+    with pytest.raises(MissionError, match=r"--batch-size 0"):
+        prepare_mission(str(WEEK1), runtime={"batch_size": 0})
+    out = CliRunner().invoke(app, ["cycle", "run", "--dtype", "fp8"])
+    assert out.exit_code == 2 and "--dtype 'fp8'" in out.output and "Traceback" not in out.output
+
+
+def test_an_adapter_gets_the_device_it_is_asked_for():
+    assert get_adapter("openclip", device="cpu").device == "cpu"
+    assert get_adapter("zoo", device="cpu").name == "zoo"  # takes no device: built as before

@@ -92,3 +92,13 @@ def test_diagnostic_memory_main(capsys):
     assert _all_positive_finite(figures)
     assert figures["ratio"] == pytest.approx(figures["large_peak_above_mib"] / figures["small_peak_above_mib"])
     assert "12 / 4" in capsys.readouterr().out
+
+
+def test_diagnose_cost_main(capsys):
+    from benchmarks import diagnose_cost
+
+    figures = diagnose_cost.main(["--quick", "--arch", "bench-tiny", "--model-config", TINY, "--batch", "4",
+                                  "--repeats", "1"])
+    assert _all_positive_finite(figures)
+    assert figures["diagnose_over_plain_cpu"] == pytest.approx(figures["diagnose_cpu_s"] / figures["plain_cpu_s"])
+    assert "diagnose / plain (cpu)" in capsys.readouterr().out

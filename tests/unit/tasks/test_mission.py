@@ -45,3 +45,14 @@ def test_criteria_are_checkable_predicates():
     c = load_mission(WEEK1).action("T5").acceptance[0]
     assert str(c) == "bib_entries >= 10"
     assert c.holds(12) and not c.holds(3) and not c.holds(None)
+
+
+def test_runtime_defaults_and_checks():
+    from tasks.mission import Runtime
+
+    runtime = load_mission(Path(__file__).resolve().parents[3] / "missions" / "week1.yaml").runtime
+    assert (runtime.device, runtime.dtype, runtime.batch_size) == ("auto", "auto", 32)
+    assert Runtime(device="cuda:1", dtype="bfloat16", batch_size=256).device == "cuda:1"
+    for bad in ({"device": "gpu"}, {"dtype": "fp8"}, {"batch_size": 0}):
+        with pytest.raises(ValueError):
+            Runtime(**bad)

@@ -457,6 +457,16 @@ def test_holm_known_answer_and_not_holm_sidak():
     assert r.adjusted[3] != pytest.approx(sidak[3], rel=1e-6)  # 0.02 vs 0.0199
 
 
+def test_holm_is_statsmodels_holm_on_random_families_with_ties():
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 5, 17):
+        p = np.round(rng.uniform(0, 0.2, m), 3)  # rounding makes ties
+        r = holm(p, alpha=0.05)
+        rej, adj, _, _ = multipletests(p, alpha=0.05, method="holm")
+        assert r.reject == tuple(bool(v) for v in rej)
+        assert np.array_equal(np.asarray(r.adjusted), adj)
+
+
 def test_holm_names_and_nan():
     r = holm({"clip": 0.01, "blip": float("nan"), "llava": 0.04})
     assert r.names == ("clip", "blip", "llava")

@@ -108,3 +108,33 @@ def test_a_dual_encoder_gets_mm_shap_but_no_cross_modal_attention(tmp_path):
     assert ps[["modality_shapley_v", "ablation_visual_share", "mm_shap_v", "mm_shap_se"]].notna().all().all()
     assert ps["mcs_entropy"].isna().all()  # each tower has one modality only
     assert out.n_layers == 4 and set(out.attention_maps[ps["sample_id"][0]]) == {"visual.0", "visual.1", "text.0", "text.1"}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clip-config")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 16},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}}
+    (folder / "fusionaudit-tiny-cached.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    return OpenClipAdapter(device="cpu").load(ModelSpec(name="tiny-clip", adapter="openclip", source="",
+                                                        arch="fusionaudit-tiny-cached", allow_random_init=True))
+
+
+@pytest.mark.parametrize("which", ["fusion", "tiny_clip"])
+def test_the_cached_route_gives_the_plain_routes_values(which, request):
+    """diagnose reuses the traced forward and (dual encoders) tower embeddings: the same four values as four
+    plain score() calls on the masked batches, to 1e-6."""
+    model, samples = request.getfixturevalue(which), make_synthetic(7, seed=5)
+    out = diagnose(model, samples, batch_size=4, mm_shap_permutations=0, keep_maps=0).per_sample
+    plain = []
+    for start in range(0, len(samples), 4):
+        chunk = samples[start:start + 4]
+        inputs = model.prepare([s.image for s in chunk], [s.caption for s in chunk], [s.sample_id for s in chunk])
+        plain.append(torch.stack([model.score(model.mask(inputs, i, t)).float()
+                                  for i, t in ((True, True), (True, False), (False, True), (False, False))], 1))
+    plain = torch.cat(plain).numpy()
+    cached = out[["v_full", "v_image_only", "v_text_only", "v_empty"]].to_numpy()
+    assert np.abs(cached - plain).max() <= 1e-6 * max(1.0, np.abs(plain).max())
