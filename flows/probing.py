@@ -19,7 +19,7 @@ from tasks import evidence, reporting
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome
 from tasks.adapters.registry import available
 from tasks.mission import MissionError
-from tasks.paths import reports_root
+from tasks.runtime.paths import reports_root
 from tasks.probing.ground_truth import load_spatial
 from tasks.probing.mission import ProbingMission, load_probing_mission
 from tasks.probing.stages import (alignment_stage, decision_stage, extraction_stage, models_stage, probes_stage,

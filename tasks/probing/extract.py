@@ -21,7 +21,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from tasks.diagnostics.run import _trim_heap  # the one place that hands freed heap pages back
-from tasks.paths import cache_dir
+from tasks.runtime.paths import cache_dir
 from tasks.probing.points import pool, states
 
 CODE_FILES = ("points.py", "extract.py")
