@@ -50,17 +50,25 @@ def cycle_run(
     previous: Optional[str] = typer.Option(None, help="with --next: the cycle id to plan from (default: the latest finished)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
-    from flows.cycle import next_cycle
-    from flows.week1 import DEFAULT_MISSION, prepare_mission, week1_cycle
+    """Run a cycle of the mission's kind (Week-1 diagnosis, training, ...); with --next, cycle N+1 planned from cycle N."""
+    from flows.kinds import kind_of
     from tasks.evidence import tracking_uri
-    from tasks.preflight import run_preflight
     from tasks.mission import MissionError
+    from tasks.preflight import run_preflight
+
+    from flows.week1 import DEFAULT_MISSION
 
     path = str(mission or DEFAULT_MISSION)
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     try:
-        prepare_mission(path, model_list, samples)  # fail before anything runs
+        kind = kind_of(path)
+        if kind.name != "week1" and (model_list or next_ or fan_out or allow_random_init or bib):
+            raise MissionError(f"--models, --next, --fan-out, --allow-random-init and --bib apply to week1 missions; "
+                               f"{path} is a {kind.name} mission: drop them (its variants and seeds are in the file)")
+        if kind.name == "week1":
+            kind.load()(path, model_list, samples)  # fail before anything runs
+        else:
+            kind.load()(path, samples=samples)
         run_preflight()  # evidence store, Prefect API, disk: fail in seconds, not after retries
         _check_store(tracking_uri())
         if fan_out:
@@ -68,14 +76,20 @@ def cycle_run(
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
     where = os.environ.get("PREFECT_API_URL") or "Prefect's local API"
-    console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
+    console.print(f"[bold]fusionaudit[/] {kind.name} cycle: mission {path}, evidence {tracking_uri()}, orchestration {where}")
     bibs = [str(b) for b in bib]
-    if next_:
+    if kind.name != "week1":
+        state = kind.flow_fn()(mission_path=path, samples=samples, return_state=True)
+    elif next_:
+        from flows.cycle import next_cycle
+
         if model_list:
             _fail(ValueError("--next plans the models from the previous cycle: drop --models"), debug)
         state = next_cycle(mission_path=path, previous_cycle=previous, samples=samples, allow_random_init=allow_random_init,
                            fan_out=fan_out, bib_files=bibs, return_state=True)
     else:
+        from flows.week1 import week1_cycle
+
         state = week1_cycle(mission_path=path, models=model_list, samples=samples, allow_random_init=allow_random_init,
                             bib_files=bibs, fan_out=fan_out, return_state=True)
     if not state.is_completed():

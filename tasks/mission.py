@@ -112,6 +112,7 @@ class Gates(_Strict):
 
 
 class Mission(_Strict):
+    kind: Literal["week1"] = "week1"  # flows/kinds.py routes other kinds to their own schema and flow
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     title: str
     hypothesis: str
