@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
 
 from agents.quality_officer import assess
 from tasks import evidence
-from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked
+from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
 from tasks.paths import cache_dir, reports_root
 from tasks.recovery import owner_tags, reap_orphans
@@ -86,7 +86,7 @@ def checkpoint_path(key: str) -> Path:
 
 
 @task(name="train-model", persist_result=True, cache_policy=CacheKeyFnPolicy(cache_key_fn=_train_cache_key),
-      retries=1, retry_delay_seconds=2)
+      retries=1, retry_delay_seconds=2, retry_condition_fn=transient_only)
 def train_model(config: TrainConfig, data: Data, seed: int, run_id: str, deadline: float) -> TrainResult:
     """Train one (config, seed), resuming from its checkpoint; each checkpoint is logged to ``run_id`` as an artifact."""
     key = train_key(config, data, seed)
