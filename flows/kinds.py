@@ -33,7 +33,7 @@ class MissionKind:
 KINDS: dict[str, MissionKind] = {
     "week1": MissionKind("week1", "flows.week1:prepare_mission", "flows.week1:week1_cycle",
                          "diagnose models for modality collapse (missions/week1.yaml)"),
-    "training": MissionKind("training", "flows.training:prepare_training_mission", "flows.training:training_cycle",
+    "training": MissionKind("training", "tasks.training.mission:prepare_training_mission", "flows.training:training_cycle",
                             "train mitigations, re-diagnose, decide per variant (missions/week2-mitigation.yaml)"),
 }
 

@@ -17,23 +17,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import evidence
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Outcome, open_child, record, tracked
-from tasks.mission import MissionError
-from tasks.training.mission import TrainingMission, load_training_mission
+from tasks.training.mission import prepare_training_mission
 from tasks.training.stages import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
                                    log_training, rediagnose, start_cycle, train_key, train_model, write_reports)
 
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per table read clutters the CLI
-
-
-def prepare_training_mission(mission_path: str, samples: int | None = None, **unused) -> TrainingMission:
-    """Load and apply the CLI overrides; raise MissionError naming the input and the fix."""
-    mission = load_training_mission(mission_path)
-    if samples is not None:
-        if samples < 8:
-            raise MissionError(f"--samples {samples}: use at least 8 held-out samples (the paired statistics need them)")
-        mission = mission.model_copy(update={"data": mission.data.model_copy(update={"eval_samples": samples})})
-    return mission
 
 
 @flow(name="training-cycle", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))

@@ -211,4 +211,14 @@ def load_training_mission(path: str | Path) -> TrainingMission:
     return parse_training_mission(text, str(path))
 
 
-__all__ = ["TrainingMission", "load_training_mission", "parse_training_mission", "parameters"]
+def prepare_training_mission(mission_path: str | Path, samples: int | None = None) -> TrainingMission:
+    """Load and apply the CLI overrides (``--samples``: held-out samples); MissionError names the input and the fix."""
+    mission = load_training_mission(mission_path)
+    if samples is not None:
+        if samples < 8:
+            raise MissionError(f"--samples {samples}: use at least 8 held-out samples (the paired statistics need them)")
+        mission = mission.model_copy(update={"data": mission.data.model_copy(update={"eval_samples": samples})})
+    return mission
+
+
+__all__ = ["TrainingMission", "load_training_mission", "prepare_training_mission", "parse_training_mission", "parameters"]
