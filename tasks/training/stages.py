@@ -35,7 +35,12 @@ from tasks.training.train import TrainResult, train
 from tasks.training.trained_model import as_loaded_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CODE_FILES = ("tasks/training/*.py", "tasks/adapters/zoo.py", "tasks/data/synthetic.py", "tasks/diagnostics/*.py")
+# What a trained model depends on (its cache key), and what its re-diagnosis adds: editing a report or the
+# mission schema retrains nothing.
+TRAIN_CODE = ("tasks/training/config.py", "tasks/training/data.py", "tasks/training/model.py", "tasks/training/losses.py",
+              "tasks/training/ogm_ge.py", "tasks/training/gradient_flow.py", "tasks/training/train.py",
+              "tasks/adapters/zoo.py", "tasks/data/synthetic.py")
+DIAGNOSE_CODE = ("tasks/training/trained_model.py", "tasks/diagnostics/*.py")
 
 
 class BudgetExhausted(NotRetryable):
@@ -53,9 +58,9 @@ class TrainingCycle:
     deadline: float          # time.time() after which no new training starts (budget.max_minutes)
 
 
-def code_version() -> str:
+def code_version(patterns: tuple[str, ...] = TRAIN_CODE) -> str:
     digest = hashlib.sha256(METRICS_VERSION.encode())
-    for pattern in CODE_FILES:
+    for pattern in patterns:
         for path in sorted(PROJECT_ROOT.glob(pattern)):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -73,7 +78,7 @@ def _train_cache_key(context, parameters) -> str:
 
 def _diagnose_cache_key(context, parameters) -> str:
     r: TrainResult = parameters["result"]
-    blob = json.dumps({"model": f"{r.config.digest()}-{r.seed}", "code": code_version(),
+    blob = json.dumps({"model": f"{r.config.digest()}-{r.seed}", "code": code_version(TRAIN_CODE + DIAGNOSE_CODE),
                        "data": parameters["data"].model_dump(mode="json"), "metrics": list(parameters["metrics"])})
     return "rediagnose-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
