@@ -93,7 +93,7 @@ def _fit(config, task, seed, checkpoint, on_checkpoint, device, freeze) -> Train
             net.load_state_dict(saved["model"])
             optimiser.load_state_dict(saved["optimiser"])
             schedule.load_state_dict(saved["schedule"])
-            gen.set_state(saved["generator"])
+            gen.set_state(saved["generator"].cpu())  # map_location moved it with the rest
             curves, grads, first = saved["curves"], saved["grads"], saved["step"]
     n = len(targets)
     net.train()
