@@ -61,7 +61,7 @@ def cycle_run(
     batch_size: Optional[int] = typer.Option(None, help="samples per diagnostics batch (overrides the mission)"),
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
-    """Run a Week-1 cycle (or, with --next, cycle N+1 planned from cycle N) and print the handoff's path and decision."""
+    """Run a cycle of the mission's kind (Week-1 diagnosis, training, probing); with --next, Week-1 cycle N+1 planned from cycle N."""
     from flows.cli_progress import live, quiet_logs, results_table
     from tasks.runtime.preflight import PreflightError, check_mlflow
 
@@ -88,7 +88,7 @@ def cycle_run(
     try:
         from flows.kinds import kind_of
 
-        kind = kind_of(path)
+        kind = kind_of(path).name
         runtime = {"device": device, "dtype": dtype, "batch_size": batch_size}
     except MissionError as exc:
         _fail(exc, debug)
@@ -152,27 +152,30 @@ def _mlflow_ui_hint(uri: str) -> str:
 def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | None, allow_random_init: bool,
               week1_only: bool, debug: bool) -> None:
     """A mission of another kind (flows/kinds.py): validate it with its loader, run its flow, print the handoff."""
-    from flows import kinds
+    from flows.kinds import KINDS
     from tasks.evidence import tracking_uri
     from tasks.mission import MissionError
     from tasks.runtime.preflight import run_preflight
 
-    loader, cycle_flow = kinds.loader(kind), kinds.cycle_flow(kind)
+    kwargs = {"mission_path": path, "samples": samples}
     try:
         if week1_only:
-            raise MissionError(f"--next, --fan-out and --bib apply to Week-1 missions; {path} is a {kind} mission: drop them")
-        loader(path)
+            raise MissionError(f"--next, --fan-out and --bib apply to week1 missions; {path} is a {kind} mission: drop them")
+        KINDS[kind].load()(path)
         if kind == "probing":
             from flows.probing import prepare_probing_mission
 
             prepare_probing_mission(path, models, samples)  # the CLI overrides, checked before anything runs
+            kwargs |= {"models": models, "allow_random_init": allow_random_init}
+        elif models or allow_random_init:
+            raise MissionError(f"--models and --allow-random-init apply to week1 and probing missions; {path} is a {kind} "
+                               "mission: drop them (its variants and seeds are in the file)")
         run_preflight()
         _check_store(tracking_uri())
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
     console.print(f"[bold]fusionaudit[/] {kind} cycle: mission {escape(path)}, evidence {escape(tracking_uri())}")
-    state = cycle_flow(mission_path=path, models=models, samples=samples, allow_random_init=allow_random_init,
-                       return_state=True)
+    state = KINDS[kind].flow_fn()(**kwargs, return_state=True)
     if not state.is_completed():
         try:
             state.result()
@@ -181,7 +184,7 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
     result = state.result()
     console.print(f"\n[bold]{escape(state.message or '')}[/]")
     console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
-    console.print(f"Decision: [bold]{escape(result['decision'])}[/]")
+    console.print(f"Decision: [bold]{escape(str(result['decision']))}[/]")
     if result["findings"]:
         err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
         raise typer.Exit(1)
@@ -189,9 +192,9 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
 
 def _load_any(path):
     """The mission at ``path`` with its kind's loader (flows/kinds.py)."""
-    from flows.kinds import kind_of, loader
+    from flows.kinds import kind_of
 
-    return loader(kind_of(path))(path)
+    return kind_of(path).load()(path)
 
 
 def _check_store(uri: str) -> None:
