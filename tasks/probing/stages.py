@@ -250,7 +250,7 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render the handoff from evidence, verify every citation, render again with the verdict."""
     from agents.quality_officer import assess
     from tasks.probing.report import probing_view, render
-    from tasks.reporting import make_env
+    from tasks.rendering import make_env
 
     env = make_env()
     first = assess(render(env, probing_view(cycle.mission, evidence.read_run(cycle.run_id)), cycle.report_dir))

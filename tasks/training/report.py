@@ -15,7 +15,7 @@ import yaml
 
 from tasks import evidence, literature, paper
 from tasks.cited import Cited
-from tasks.reporting import make_env
+from tasks.rendering import make_env
 from tasks.training import checklist, plots
 from tasks.training.mission import TrainingMission, Variant
 from tasks.training.stages import ablation_groups, action, training_runs

@@ -24,7 +24,7 @@ from agents.quality_officer import assess
 from tasks import evidence
 from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
-from tasks.paths import cache_dir, reports_root
+from tasks.runtime.paths import cache_dir, reports_root
 from tasks.recovery import owner_tags, reap_orphans
 from tasks.training import checklist, plots
 from tasks.training.compare import compare_variants
