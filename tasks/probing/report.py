@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agents.quality_officer import check_criteria, final_status
+from tasks.acceptance import check_criteria, final_status
 from tasks.cited import Cited
 from tasks.evidence import RunEvidence
 from tasks.mission import PRIORITY_ORDER

@@ -15,10 +15,10 @@ import yaml
 
 from tasks import evidence, literature, paper
 from tasks.cited import Cited
+from tasks.evidence import COMPLETED
 from tasks.rendering import make_env
 from tasks.training import checklist, plots
 from tasks.training.mission import TrainingMission, Variant
-from tasks.training.stages import ablation_groups, action, training_runs
 
 
 @dataclass
@@ -106,3 +106,27 @@ def _write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------ evidence helpers (shared with the stages)
+
+def ablation_groups(mission: TrainingMission) -> dict[str, list[str]]:
+    """parameter → the single-delta variants that change it (an ablation curve needs two or more)."""
+    groups: dict[str, list[str]] = {}
+    for v in mission.variants:
+        if len(v.deltas) == 1:
+            groups.setdefault(v.deltas[0].parameter, []).append(v.name)
+    return {p: names for p, names in groups.items() if len(names) >= 2}
+
+
+def action(tree: evidence.RunEvidence, action_id: str) -> evidence.RunEvidence | None:
+    return tree.child("fa.action_id", action_id)
+
+
+def training_runs(tree: evidence.RunEvidence) -> dict[str, evidence.RunEvidence]:
+    """``config seed N`` → its finished training run, read from the TRAIN action."""
+    train_action = action(tree, "TRAIN")
+    if train_action is None:
+        return {}
+    return {f"{c.tags['fa.config']} seed {c.tags['fa.seed']}": c for c in train_action.children
+            if c.tags.get("fa.kind") == "training" and c.tags.get("fa.status") == COMPLETED}

@@ -31,6 +31,7 @@ from tasks.training.compare import compare_variants
 from tasks.training.config import TrainConfig
 from tasks.training.data import make_task
 from tasks.training.mission import Data, TrainingMission
+from tasks.training.report import ablation_groups, action, training_runs
 from tasks.training.train import TrainResult, train
 from tasks.training.trained_model import as_loaded_model
 
@@ -188,15 +189,6 @@ def compare_stage(cycle: TrainingCycle, per_sample: pd.DataFrame) -> Outcome:
     return record(run, Outcome("COMPARE", COMPLETED, run.run_id, data={v: c.decision for v, c in result.items()}))
 
 
-def ablation_groups(mission: TrainingMission) -> dict[str, list[str]]:
-    """parameter → the single-delta variants that change it (an ablation curve needs two or more)."""
-    groups: dict[str, list[str]] = {}
-    for v in mission.variants:
-        if len(v.deltas) == 1:
-            groups.setdefault(v.deltas[0].parameter, []).append(v.name)
-    return {p: names for p, names in groups.items() if len(names) >= 2}
-
-
 def _ablations(cycle: TrainingCycle, per_sample: pd.DataFrame, folder: Path) -> list[Path]:
     m = cycle.mission
     drawn = []
@@ -225,19 +217,6 @@ def checklist_stage(cycle: TrainingCycle) -> Outcome:
         values |= {"checklist/items": len(results), "checklist/items_passed": sum(r.passed for r in results)}
         run.metrics(values)
     return record(run, Outcome("CHECKLIST", COMPLETED, run.run_id))
-
-
-def action(tree: evidence.RunEvidence, action_id: str) -> evidence.RunEvidence | None:
-    return tree.child("fa.action_id", action_id)
-
-
-def training_runs(tree: evidence.RunEvidence) -> dict[str, evidence.RunEvidence]:
-    """``config seed N`` → its finished training run, read from the TRAIN action."""
-    train_action = action(tree, "TRAIN")
-    if train_action is None:
-        return {}
-    return {f"{c.tags['fa.config']} seed {c.tags['fa.seed']}": c for c in train_action.children
-            if c.tags.get("fa.kind") == "training" and c.tags.get("fa.status") == COMPLETED}
 
 
 # ------------------------------------------------------------------ the cycle run and the reports
