@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.mission import Action as _WeekAction
-from tasks.mission import Criterion, MissionError, Priority, Role, _explain, _find_cycle  # noqa: F401 - shared rules
+from tasks.mission import Criterion, MissionError, Priority, Role, _find_cycle, parse_yaml_model, read_mission_text  # noqa: F401 - shared rules
 
 # The stages of flows/probing.py; each action names the one it is executed by.
 Stage = Literal["models", "extraction", "probes", "alignment", "decision"]
@@ -216,28 +215,10 @@ class ProbingMission(_Strict):
 
 
 def parse_probing_mission(text: str, source: str = "<mission>") -> ProbingMission:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MissionError(f"{source}: not valid YAML{where}: fix the syntax ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise MissionError(f"{source}: a probing mission is a YAML mapping (see missions/p4-spatial-probing.yaml)")
-    try:
-        return ProbingMission.model_validate(data)
-    except ValidationError as exc:
-        message = _explain(exc).replace("missions/week1.yaml", "missions/p4-spatial-probing.yaml")
-        raise MissionError(f"{source}: {message}") from None
+    return parse_yaml_model(text, source, ProbingMission, "missions/p4-spatial-probing.yaml")
 
 
 def load_probing_mission(path: str | Path) -> ProbingMission:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MissionError(f"{path}: mission file not found: pass an existing file with --mission (see missions/)") from None
-    except UnicodeDecodeError:
-        raise MissionError(f"{path}: not UTF-8 text: save the mission as UTF-8") from None
-    mission = parse_probing_mission(text, str(path))
+    mission = parse_probing_mission(read_mission_text(path), str(path))
     return mission.model_copy(update={"data": mission.data.resolved(path.resolve().parent)})

@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.mission import MissionError, Op, _explain
+from tasks.mission import MissionError, Op, _explain, parse_yaml_model, read_mission_text
 from tasks.training.config import TrainConfig, apply_deltas, parameters
 
 Scalar = int | float | str | bool | None
@@ -185,30 +184,11 @@ class TrainingMission(_Strict):
 
 
 def parse_training_mission(text: str, source: str = "<mission>") -> TrainingMission:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise MissionError(f"{source}: not valid YAML{where}: fix the syntax ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise MissionError(f"{source}: a training mission is a YAML mapping (see missions/week2-mitigation.yaml)")
-    try:
-        return TrainingMission.model_validate(data)
-    except ValidationError as exc:
-        message = _explain(exc).replace("missions/week1.yaml", "missions/week2-mitigation.yaml")
-        raise MissionError(f"{source}: {message}") from None
+    return parse_yaml_model(text, source, TrainingMission, "missions/week2-mitigation.yaml")
 
 
 def load_training_mission(path: str | Path) -> TrainingMission:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MissionError(f"{path}: mission file not found: pass an existing file with --mission (see missions/)") from None
-    except UnicodeDecodeError:
-        raise MissionError(f"{path}: not UTF-8 text: save the mission as UTF-8") from None
-    return parse_training_mission(text, str(path))
+    return parse_training_mission(read_mission_text(path), str(path))
 
 
 def prepare_training_mission(mission_path: str | Path, samples: int | None = None) -> TrainingMission:

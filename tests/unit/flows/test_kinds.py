@@ -52,7 +52,7 @@ def test_bad_training_mission_exits_2_before_anything_trains(tmp_path):
 def test_week1_only_options_are_refused_for_a_training_mission():
     result = runner.invoke(app, ["cycle", "run", "--mission", str(ROOT / "missions" / "week2-mitigation.yaml"),
                                  "--models", "zoo-balanced"])
-    assert result.exit_code == 2 and "apply to week1 missions" in result.output
+    assert result.exit_code == 2 and "apply to week1 and probing missions" in result.output
 
 
 def test_kind_defaults_to_week1_and_reads_probing():
