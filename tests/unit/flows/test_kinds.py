@@ -73,4 +73,4 @@ def test_cli_rejects_a_bad_probing_mission_with_exit_2(tmp_path):
 
 def test_cli_rejects_week1_only_options_on_a_probing_mission():
     result = CliRunner().invoke(app, ["cycle", "run", "--mission", str(ROOT / "missions" / "p4-spatial-probing.yaml"), "--next"])
-    assert result.exit_code == 2 and "apply to Week-1 missions" in result.output
+    assert result.exit_code == 2 and "apply to week1 missions" in result.output
