@@ -7,7 +7,10 @@ weights must end NEED_MORE_DATA with the zoo's controls passing.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,9 +33,11 @@ CROSS_ARCHITECTURE = re.compile(r"across (the )?(vision-language )?architectures
 
 
 def _run(args: list[str]) -> str:
-    result = CliRunner().invoke(app, ["cycle", "run", *args])
-    assert result.exit_code == 0, result.output
-    return re.search(r"Handoff: (\S+)", result.output).group(1)
+    """``fusionaudit cycle run`` as a user runs it: the installed command, in its own process (own Prefect API)."""
+    command = [str(Path(sys.executable).parent / "fusionaudit"), "cycle", "run", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, env=os.environ | {"COLUMNS": "400"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return re.search(r"Handoff: (\S+)", done.stdout).group(1)
 
 
 def _stats_run(handoff: str) -> evidence.RunEvidence:
@@ -57,7 +62,7 @@ def _reports_verify_and_claim_nothing_across_architectures(handoff: str) -> None
 
 
 @pytest.fixture(scope="module")
-def planted_cycle(prefect_api, tmp_path_factory):
+def planted_cycle(tmp_path_factory):
     mission = yaml.safe_load((ROOT / "missions" / "week1.yaml").read_text())
     mission["id"] = "planted-truth"
     mission["models"] = [{"name": f"planted-{v.replace('_', '-')}", "adapter": "planted", "source": v} for v in planted.VARIANTS]
@@ -99,7 +104,7 @@ def test_the_planted_cycle_decides_what_the_truths_imply(planted_cycle):
     _reports_verify_and_claim_nothing_across_architectures(planted_cycle)
 
 
-def test_default_cycle_without_weights_needs_more_data_and_its_controls_pass(prefect_api):
+def test_default_cycle_without_weights_needs_more_data_and_its_controls_pass():
     handoff_path = _run(["--samples", str(SAMPLES)])
     handoff = Path(handoff_path).read_text()
     stats = _stats_run(handoff_path)
