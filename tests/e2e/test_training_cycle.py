@@ -111,7 +111,8 @@ def test_sigkill_during_training_resumes_from_the_logged_checkpoint(tmp_path):
             cycles = _cycles(client, exp.experiment_id) if exp else []
             runs = _training_runs(client, exp.experiment_id, cycles[0].info.run_id) if cycles else []
             finished = [r for r in runs if r.data.tags.get("fa.status") == "Completed"]
-            partial = [r for r in runs if "fa.status" not in r.data.tags and "checkpoint_step" in r.data.metrics]
+            partial = [r for r in runs if "fa.status" not in r.data.tags  # mid-way: far from its last step
+                       and 0 < r.data.metrics.get("checkpoint_step", 0) <= 120]
             if finished and partial:
                 break
             time.sleep(0.3)
@@ -135,6 +136,10 @@ def test_sigkill_during_training_resumes_from_the_logged_checkpoint(tmp_path):
     rerun = {r.data.params["train_key"]: r for r in _training_runs(client, exp.experiment_id, _cycles(client, exp.experiment_id)[0].info.run_id)}
     for key in finished_keys:  # finished before the kill: never retrained
         assert rerun[key].data.tags["fa.cached"] == "true"
+    resumed = 0
     for key, step in killed_at.items():  # killed mid-way: resumed at (or after) the checkpoint it had logged
-        assert rerun[key].data.tags["fa.cached"] == "false"
+        if rerun[key].data.tags["fa.cached"] == "true":
+            continue  # it finished between our read of the evidence and the kill: finished work is never redone
         assert rerun[key].data.metrics["resumed_from_step"] >= step > 0
+        resumed += 1
+    assert resumed >= 1
