@@ -112,7 +112,7 @@ def test_changes_cite_evidence_that_verifies(week1, first):
     assert len(plan.changes) >= 3
     assert all(c.evidence and all(ref.split(":", 1)[0] in run_ids for ref in c.evidence) for c in plan.changes)
     findings, checked = check_text("\n".join(f"- {c}" for c in plan.changes))
-    assert findings == [] and checked == 1  # no external model tested (controls are not listed), T7's observed value
+    assert findings == [] and checked == 3  # the decision (a cited tag), T7's observed value and its logged threshold
 
 
 def test_pending_actions_json_keeps_the_existing_fields(week1, first):
