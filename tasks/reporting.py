@@ -256,6 +256,7 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
                 view.stat_params |= {into + k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
             view.call = stats_run.params.get(f"{entry.name}/call", "")
             view.call_cited = stats_run.m(f"{entry.name}/call/{view.call.replace('-', '_').replace(' ', '_')}")
+            view.call_ev = stats_run.p(f"{entry.name}/call")  # the call as a cited word claim
             view.role = stats_run.params.get(f"{entry.name}/role", "")
             view.stat_text["call_reason"] = stats_run.params.get(f"{entry.name}/call_reason", "")
             view.stat_text["direction"] = stats_run.params.get(f"{entry.name}/direction", "")

@@ -21,16 +21,25 @@ FAKE_RUN = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def handoff(week1, cycle_logger, tmp_path_factory) -> str:
-    cycle_id = cycle_logger(week1, blocked={"openclip-vit-b-32": "weights not found"})
-    tree = evidence.read_run(cycle_id)
-    stats_run = tree.child("fa.action_id", "T3")
-    evidence.RunLog(stats_run.run_id).params({f"{m}/call": call for m, call in
-                                              (("zoo-balanced", "not shown to differ"), ("zoo-text-dominant", "collapsed"),
-                                               ("zoo-vision-dominant", "collapsed"))})
-    view = reporting.cycle_view(week1, evidence.read_run(cycle_id))
+def reports(week1, cycle_logger, tmp_path_factory) -> dict[str, str]:
+    # the three zoo models logged as external subjects (not controls), so the handoff carries a GO decision,
+    # a gate table with every column, and verdict words for each model: every kind of claim there is to tamper with
+    subjects = week1.model_copy(update={"models": tuple(m.model_copy(update={"calibration": False}) for m in week1.models)})
+    cycle_id = cycle_logger(subjects, blocked={"openclip-vit-b-32": "weights not found"})
+    view = reporting.cycle_view(subjects, evidence.read_run(cycle_id))
     paths = reporting.render_reports(rendering.make_env(), view, tmp_path_factory.mktemp("reports"))
-    return next(p for p in paths if p.name == "execution_progress_update.md").read_text(encoding="utf-8")
+    return {p.name: p.read_text(encoding="utf-8") for p in paths}
+
+
+@pytest.fixture(scope="module")
+def handoff(reports) -> str:
+    return reports["execution_progress_update.md"]
+
+
+@pytest.fixture(scope="module")
+def model_page(reports) -> str:
+    """The text-dominant model's page: its verdict, call and dominant modality as cited words."""
+    return reports["zoo-text-dominant_diagnostic_results.md"]
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -51,9 +60,11 @@ def _sub_once(text: str, old: str, new: str) -> str:
 
 
 def _swap_claim(regex: str, new: str):
+    """Rewrite the first claim matching ``regex`` (followed by its footnote) where it stands (a label is reused)."""
     def tamper(text: str) -> tuple[str, int]:
-        claim, label, line = _ref(text, regex)
-        return _sub_once(text, f"{claim}[^{label}]", f"{new}[^{label}]"), int(line)
+        m = re.search(rf"(?P<claim>{regex})(?=\[\^e\d+\])", text)
+        assert m, regex
+        return text[:m.start()] + new + text[m.end():], text[:m.start()].count("\n") + 1
     return tamper
 
 
@@ -85,6 +96,15 @@ def _in_line(needle: str, old: str, new: str):
     return tamper
 
 
+def _drop_first_ref(needle: str):
+    def tamper(text: str) -> tuple[str, int]:
+        line_no = _line_of(text, needle)
+        lines = text.split("\n")
+        lines[line_no - 1] = re.sub(r"\[\^e\d+\]", "", lines[line_no - 1], count=1)
+        return "\n".join(lines), line_no
+    return tamper
+
+
 def _swap_refs(text: str) -> tuple[str, int]:
     """Move a citation onto a different claim: two footnotes of one row trade places."""
     line_no = _line_of(text, "| `zoo-text-dominant` | 0.")
@@ -105,8 +125,8 @@ CASES = {
     "CI low rounded to 0": _swap_claim(r"0\.01\d", "0"),
     "p-value rounded to 0": _swap_claim(r"\d\.\d\de-\d\d", "0"),
     "p-value reformatted": _swap_claim(r"\d\.\d\de-\d\d", "2.2e-49"),
-    "count written as a float": _swap_claim(r"(?<=Models tested: )3", "3.0"),
-    "count changed": _swap_claim(r"(?<=Models tested: )3", "4"),
+    "count written as a float": _swap_claim(r"(?<=External models tested: )3", "3.0"),
+    "count changed": _swap_claim(r"(?<=External models tested: )3", "4"),
     "number with thousands separator": _swap_claim(r"1\.250", "1,250"),
     # words: the decision, flags, statuses, verdicts, balance calls
     "decision in the heading GO -> PIVOT": _swap_claim(r"\*\*GO\*\*", "**PIVOT**"),
@@ -115,9 +135,6 @@ CASES = {
     "threshold column no -> yes": _swap_claim(r"(?<=\| )\*\*no\*\*", "**yes**"),
     "action status Completed -> Blocked": _swap_claim(r"\*\*Completed\*\*", "**Blocked**"),
     "blocked model shown Completed": _in_line("is **Blocked**", "**Blocked**", "**Completed**"),
-    "verdict label COLLAPSE -> no collapse shown": _swap_claim(r"\*\*COLLAPSE\*\*", "**no collapse shown**"),
-    "balance call -> balanced": _swap_claim(r"\*\*not shown to differ\*\*", "**balanced**"),
-    "dominant modality text -> image": _swap_claim(r"\*\*text\*\*", "**image**"),
     "citation moved onto a different claim": _swap_refs,
     # footnotes
     "footnote definition removed": _definition(r"e3", lambda line: ""),
@@ -126,8 +143,8 @@ CASES = {
     "footnote definition malformed": _definition(r"e3", lambda line: line.split(":")[0] + ": trust me",
                                                 named_at_definition=True),
     "footnote reference to an undefined label": _in_line("Rule that fired", "**GO**[^e1]", "**GO**[^e999]"),
-    "footnote reference dropped": _in_line("| `zoo-text-dominant` | 0.", "[^e3]", ""),
-    "word footnote on a number": _in_line("Models tested: ", "3[^", "3[^e1]x[^"),
+    "footnote reference dropped": _drop_first_ref("| `zoo-text-dominant` | 0."),
+    "word footnote on a number": _in_line("External models tested: ", "3[^", "3[^e1]x[^"),
     # uncited numbers and words through what used to be exempt
     "uncited number in prose": _append("An uncited claim: 42 models collapsed."),
     "number in a code span": _append("Imbalance of the strongest model: `0.512`."),
@@ -142,6 +159,24 @@ CASES = {
 }
 
 
+# verdict words shown on a model's page (the handoff links the pages)
+PAGE_CASES = {
+    "verdict label COLLAPSE -> no collapse shown": _swap_claim(r"\*\*COLLAPSE\*\*", "**no collapse shown**"),
+    "balance call collapsed -> balanced": _swap_claim(r"\*\*collapsed\*\*", "**balanced**"),
+    "dominant modality text -> image": _swap_claim(r"\*\*text\*\*", "**image**"),
+}
+
+
+@pytest.mark.parametrize("case", list(PAGE_CASES))
+def test_tampering_a_model_page_is_caught_and_names_the_line(model_page, case, tmp_path):
+    text, line = PAGE_CASES[case](model_page)
+    path = tmp_path / "zoo-text-dominant_diagnostic_results.md"
+    path.write_text(text, encoding="utf-8")
+    result = assess([path])
+    assert not result.verified, case
+    assert any(f.startswith(f"{path}:{line}:") for f in result.findings), (case, line, result.findings)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_tampering_is_caught_and_names_the_line(handoff, case, tmp_path):
     text, line = CASES[case](handoff)
@@ -154,7 +189,7 @@ def test_tampering_is_caught_and_names_the_line(handoff, case, tmp_path):
 
 
 def test_the_suite_is_at_least_25_cases():
-    assert len(CASES) >= 25
+    assert len(CASES) + len(PAGE_CASES) >= 25
 
 
 def test_untouched_handoff_verifies_with_footnotes(handoff, tmp_path):
