@@ -49,7 +49,7 @@ def kind_of(mission_path: str | Path) -> MissionKind:
     """The kind a mission file declares. A file that cannot be read is left to its loader's messages (week1's)."""
     try:
         data = yaml.safe_load(Path(mission_path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):  # ValueError: a date YAML cannot build
         return KINDS[DEFAULT_KIND]
     name = data.get("kind", DEFAULT_KIND) if isinstance(data, dict) else DEFAULT_KIND
     if name not in KINDS:
