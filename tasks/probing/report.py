@@ -48,6 +48,7 @@ class ModelView:
     probes_run: str = ""
     curves: str = ""
     heatmap: str = ""
+    status_ev: Cited | None = None  # the model run's fa.status tag: a status word in a report is a cited claim
 
     @property
     def label(self) -> str:
@@ -80,6 +81,7 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
             view.role = opened.tags.get("fa.role", view.role)
             view.reason, view.mitigation = opened.tags.get("fa.reason", ""), opened.tags.get("fa.mitigation", "")
             view.family = opened.tags.get("fa.family", "")
+            view.status_ev = opened.t("fa.status")
         probed = runs["probes"].child("fa.model", entry.name) if runs["probes"] else None
         aligned = runs["alignment"].child("fa.model", entry.name) if runs["alignment"] else None
         vision = next(p.id for p in entry.points if entry.stage(p) == "vision")
