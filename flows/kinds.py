@@ -47,6 +47,8 @@ def _resolve(ref: str):
 
 def kind_of(mission_path: str | Path) -> MissionKind:
     """The kind a mission file declares. A file that cannot be read is left to its loader's messages (week1's)."""
+    if not Path(mission_path).is_file():  # a folder or a pipe is never read here: the loader names it
+        return KINDS[DEFAULT_KIND]
     try:
         data = yaml.safe_load(Path(mission_path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError):  # ValueError: a date YAML cannot build
