@@ -178,7 +178,9 @@ class LoadedModel(Protocol):
     def mask(self, inputs: Inputs, image_keep: bool, text_keep: bool) -> Inputs:
         """The inputs with a whole modality replaced by its baseline where keep is False."""
 
-    def trace(self, inputs: Inputs) -> AttentionSummary: ...
+    # Optional capability "trace" (attention statistics reduced inside the hooks; DESIGN.md: an adapter
+    # never stubs a method it cannot support, so the protocol does not require it):
+    #   trace(inputs) -> AttentionSummary
 
     # Optional capability "mask_tokens" (MM-SHAP):
     #   players(inputs) -> Players

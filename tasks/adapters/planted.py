@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tasks.adapters.base import Inputs, ModelSpec
+from tasks.adapters.base import Inputs, ModelSpec, Smoke
 
 VARIANTS = ("image_only", "text_only", "constant", "additive", "multiplicative", "mixed")
 _LETTERS = frozenset(string.ascii_lowercase)
@@ -104,6 +104,7 @@ class PlantedAdapter:
     name = "planted"
     family = PlantedModel.family
     capabilities = PlantedModel.capabilities
+    smoke = Smoke(source="additive", weights=False)  # closed form: nothing to download, nothing Blocked
 
     def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
         return True, ["(closed form, no weights)"]

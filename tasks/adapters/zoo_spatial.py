@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import Inputs, ModelSpec
+from tasks.adapters.base import Inputs, ModelSpec, Smoke
 from tasks.data.synthetic import PAD_ID, VOCAB, tokenize
 
 VARIANTS = ("keeps", "destroys")
@@ -125,6 +125,7 @@ class SpatialZooAdapter:
     name = "zoo-spatial"
     family = SpatialZooModel.family
     capabilities = SpatialZooModel.capabilities
+    smoke = Smoke(source="keeps", weights=False)  # built from its seed: nothing to download, nothing Blocked
 
     def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
         return True, ["built in memory from its seed"]

@@ -100,7 +100,7 @@ def test_the_planted_cycle_decides_what_the_truths_imply(planted_cycle):
     assert stats.tags["fa.decision"] == "GO" and stats.m("gates/models_collapsed").value == 3
     assert stats.m("gates/architectures_counted").value == 1  # one adapter: no claim across architectures
     handoff = Path(planted_cycle).read_text()
-    assert "## Recommendation: GO" in handoff and "Test that decided" in handoff
+    assert "## Recommendation: **GO**" in handoff and "Test that decided" in handoff
     _reports_verify_and_claim_nothing_across_architectures(planted_cycle)
 
 
@@ -109,9 +109,9 @@ def test_default_cycle_without_weights_needs_more_data_and_its_controls_pass():
     handoff = Path(handoff_path).read_text()
     stats = _stats_run(handoff_path)
     assert stats.tags["fa.decision"] == "NEED_MORE_DATA" and stats.m("gates/models_tested").value == 0
-    assert "## Recommendation: NEED_MORE_DATA" in handoff
-    assert re.search(r"\*\*NEED_MORE_DATA\*\*: 0 \[[0-9a-f]{32}:gates/models_tested\] external model\(s\) tested", handoff)
-    assert re.search(r"7 \[[0-9a-f]{32}:gates/models_blocked\] external model\(s\) Blocked", handoff)
+    assert "## Recommendation: **NEED_MORE_DATA**" in handoff
+    assert re.search(r"\*\*NEED_MORE_DATA\*\*\[\^e\d+\]: 0\[\^e\d+\] external model\(s\) tested", handoff)
+    assert re.search(r"7\[\^e\d+\] external model\(s\) Blocked", handoff)
     controls = handoff.split("## Controls (never counted by the gates)")[1].split("##")[0]
     for name in ("zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant"):
         row = next(line for line in controls.splitlines() if line.startswith(f"| `{name}`"))

@@ -23,7 +23,8 @@ from tasks.adapters.registry import available, get_adapter
 from tasks.data.synthetic import make_synthetic
 
 EXAMPLES = Path(__file__).resolve().parents[4] / "examples"
-CAPABILITIES = {"score", "mask", "trace", "mask_tokens", "separable", "rollout", "relevance", "maps"}
+CAPABILITIES = {"score", "mask", "trace", "mask_tokens", "separable", "rollout", "relevance", "maps",
+                "states"}  # states: hidden states at named extraction points (probing missions, tasks/probing/extract.py)
 
 
 def _example_plugins() -> dict[str, Path]:
