@@ -37,6 +37,13 @@ def cite_flag(value: Cited | None, yes: str = "yes", no: str = "no") -> Markdown
     return Markdown(f"{format_word(word)} {value.citation}")
 
 
+def composed(text: str) -> Markdown:
+    """Markdown the project composed itself from fixed words and schema-validated identifiers (model names and action
+    ids match ``[a-z0-9_.-]`` / ``[A-Za-z0-9_-]``), e.g. the headline's blocker and next action: kept as written.
+    Never for free text a user or a library supplied: that goes through ``code`` or the escaping finalize."""
+    return Markdown(text)
+
+
 _TEX_SPECIALS = {
     "\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
     "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
@@ -75,5 +82,5 @@ def make_env(template_dir: Path | str | None = None) -> Environment:
     env = Environment(loader=FileSystemLoader(template_dir or TEMPLATES), undefined=StrictUndefined, autoescape=False,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, finalize=_finalize)
     env.template_class = _FootnotedTemplate
-    env.filters.update(cite=cite, cite_flag=cite_flag, code=code, text=md_text, tex=tex_escape)
+    env.filters.update(cite=cite, cite_flag=cite_flag, code=code, composed=composed, text=md_text, tex=tex_escape)
     return env
