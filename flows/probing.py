@@ -75,21 +75,14 @@ def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: b
 
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
     """Run the mission's action for ``stage`` unless a dependency did not complete; a crash is a Failed outcome."""
-    from tasks.actions import action_run, dependency_block, record
+    from tasks.actions import dependency_block, outcome_of
 
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
     outcome = dependency_block(cycle, action, outcomes)
     if outcome is None:
-        result = stage_task(cycle, action, *args, return_state=True).result(raise_on_failure=False)
-        if isinstance(result, Outcome):
-            outcome = result
-        else:
-            with action_run(cycle, action) as run:
-                outcome = Outcome(action.id, FAILED, run.run_id, reason=f"{type(result).__name__}: {result}",
-                                  mitigation="see the flow run's logs; re-run the cycle after fixing the cause")
-            record(run, outcome)
+        outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
     outcomes[action.id] = outcome
     return outcome
 

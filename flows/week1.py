@@ -17,8 +17,7 @@ from prefect.states import Completed
 from agents.planner import pending_actions
 from flows.diagnose import dispatch
 from tasks import evidence, progress, reporting
-from tasks.actions import (BLOCKED, FAILED, Cycle, Outcome, action_run, dependency_block, escalation_block, record,
-                           stage_label)
+from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, dependency_block, escalation_block, outcome_of, stage_label
 from tasks.adapters.registry import available
 from tasks.mission import SAMPLES_MAX, Mission, MissionError, Runtime, load_mission
 from tasks.runtime.paths import DEFAULT_MISSION, reports_root
@@ -121,15 +120,7 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
     progress.report("stage", stage_label(action), len(outcomes), stage_count(cycle.mission))
     outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
     if outcome is None:
-        state = stage_task(cycle, action, *args, return_state=True)
-        result = state.result(raise_on_failure=False)
-        if isinstance(result, Outcome):
-            outcome = result
-        else:  # the task raised after its retries: record the cause on the action's run
-            with action_run(cycle, action) as run:
-                outcome = Outcome(action.id, FAILED, run.run_id, reason=f"{type(result).__name__}: {result}",
-                                  mitigation="see the flow run's logs; re-run the cycle after fixing the cause")
-            record(run, outcome)
+        outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
     outcomes[action.id] = outcome
     return outcome
 

@@ -168,3 +168,15 @@ def transient_only(task, task_run, state) -> bool:
     except Exception:  # noqa: BLE001 - anything else is unexpected: surface it, do not loop
         return False
     return False
+
+
+def outcome_of(cycle: Cycle, action: Action, state) -> Outcome:
+    """A stage task's Outcome; a task that raised after its retries is recorded as Failed on the action's run."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, Outcome):
+        return result
+    with action_run(cycle, action) as run:
+        outcome = Outcome(action.id, FAILED, run.run_id, reason=f"{type(result).__name__}: {result}",
+                          mitigation="see the flow run's logs; re-run the cycle after fixing the cause")
+    record(run, outcome)
+    return outcome
