@@ -22,9 +22,9 @@ def verify_files(paths: list[Path]) -> tuple[list[str], int]:
     findings: list[str] = []
     checked = 0
     for path in paths:
-        found, n = evidence.verify_markdown(path.read_text(encoding="utf-8"))
+        found, n = check_text(path.read_text(encoding="utf-8"))  # footnotes resolved, claims and words checked
         checked += n
-        findings += [f"{path.name}: {f}" for f in found]
+        findings += [f"{path.name}: line {f.line}: {f.problem}" for f in found]
     return findings, checked
 
 

@@ -346,10 +346,11 @@ def latex_to_text(text: str) -> str:
 def md_literal(text: str) -> str:
     """Plain text for Markdown with every token that holds a digit in a code span.
 
-    Bibliographic numbers (years, pages, "Layer 2") are not evidence; code spans
-    are what the evidence verifier skips.
+    Bibliographic numbers (years, pages, "Layer 2") are not evidence; a code span
+    that holds words is what the evidence verifier reads as text.
     """
-    return re.sub(r"\S*\d\S*", lambda m: f"`{m.group()}`", text.replace("`", "'"))
+    # the word before a number goes in the span too: a span of words is text to the verifier, a bare number a claim
+    return re.sub(r"(?:[^\s\d`]+\s+)?\S*\d\S*", lambda m: f"`{m.group()}`", text.replace("`", "'"))
 
 
 # --------------------------------------------------------------------------- rendering

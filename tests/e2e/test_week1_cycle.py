@@ -48,7 +48,7 @@ def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
 
 def test_handoff_shows_blocked_openclip_with_its_mitigation_and_the_gate_arithmetic(two_cycles):
     handoff = Path(two_cycles[0].result()["handoff"]).read_text()
-    assert "Model `openclip-vit-b-32` is **Blocked** (T1)" in handoff
+    assert re.search(r"Model `openclip-vit-b-32` is \*\*Blocked\*\*\[\^e\d+\] \(T1\)", handoff)
     assert handoff.count("pretrained='laion2b_s34b_b79k'") == 1  # its fetch command once, in the shared block
     assert "huggingface" in handoff and "open_clip" in handoff  # where it looked and how to fetch
     # its alternative was tried in this cycle (T6) and Blocked too: the planner drops it and says why
@@ -73,7 +73,7 @@ def test_every_number_in_every_markdown_report_resolves_in_mlflow(two_cycles):
 
 def test_a_tampered_number_is_caught(two_cycles, tmp_path):
     handoff = Path(two_cycles[0].result()["handoff"]).read_text()
-    tampered = re.sub(r"External models tested: 0 ", "External models tested: 4 ", handoff)
+    tampered = re.sub(r"External models tested: 0\[", "External models tested: 4[", handoff)
     assert tampered != handoff
     path = tmp_path / "tampered.md"
     path.write_text(tampered + "\nAn uncited claim: 42 models collapsed.\n")

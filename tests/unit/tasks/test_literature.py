@@ -102,7 +102,7 @@ def test_text_helpers():
         "Karén Bińkowski ö ç Gül — x–y & Łukasz d"
     assert split_top_level("A and {B and C} and D", r"\s+and\s+") == ["A", "{B and C}", "D"]
     assert tex_escape("zoo_text 50% #1 {a}") == r"zoo\_text 50\% \#1 \{a\}"
-    assert md_literal("Layer 2: BLIP-2 at 1/2") == "Layer `2:` `BLIP-2` at `1/2`"
+    assert md_literal("Layer 2: BLIP-2 at 1/2") == "`Layer 2:` `BLIP-2` `at 1/2`"  # a bare number never stands alone in a span
 
 
 def test_project_bib_is_complete_and_categorised():
