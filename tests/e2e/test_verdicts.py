@@ -51,7 +51,8 @@ def _stats_run(handoff: str) -> evidence.RunEvidence:
 def _reports_verify_and_claim_nothing_across_architectures(handoff: str) -> None:
     report_dir = Path(handoff).parent.parent
     reports = sorted(report_dir.rglob("*.md")) + sorted(report_dir.rglob("*.tex"))
-    md = [p for p in reports if p.suffix == ".md"]
+    # related work cites papers, not evidence: it has nothing for verify to re-read (verify would say so)
+    md = [p for p in reports if p.suffix == ".md" and not p.name.startswith("related_work")]
     result = CliRunner().invoke(app, ["verify", *map(str, md)])
     assert result.exit_code == 0, result.output
     for path in reports:
