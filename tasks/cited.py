@@ -27,7 +27,7 @@ _FOOTNOTE_BODY = re.compile(r"run (?P<run>[0-9a-f]{32}), key (?P<key>\S+)")
 _FENCE = re.compile(r"^\s{0,3}(```|~~~)")
 
 # A 0/1 metric shown as a word: the words each value may be printed as.
-FLAG_WORDS: dict[int, frozenset[str]] = {1: frozenset({"yes", "COLLAPSE", "pass", "robust"}), 0: frozenset({"no", "no collapse shown", "FAIL", "fragile"})}
+FLAG_WORDS: dict[int, frozenset[str]] = {1: frozenset({"yes", "COLLAPSE", "pass", "PASS", "robust"}), 0: frozenset({"no", "no collapse shown", "FAIL", "fragile"})}
 # Words that state a verdict: in bold or alone in a table cell they must carry a citation.
 CLAIM_WORDS = frozenset({"GO", "PIVOT", "NEED_MORE_DATA", "Completed", "Blocked", "Failed", "Killed", "VERIFIED",
                          "NOT VERIFIED", "balanced", "not shown to differ", "yes", "no"}) | frozenset().union(*FLAG_WORDS.values())

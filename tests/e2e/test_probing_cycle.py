@@ -38,7 +38,7 @@ def test_planted_models_are_told_apart_and_controls_never_selected(cycle):
     assert row("zoo-spatial-destroys").count("**FAIL**") == 4
     assert "**No candidate selected.**" in text  # every measured model is a control
     for name in ("llava-next-7b", "internvl2-8b", "qwen2.5-vl-7b"):
-        assert f"| `{name}` | random-init (RANDOM-INIT) | Completed |" in text
+        assert re.search(rf"\| `{re.escape(name)}` \| random-init \(RANDOM-INIT\) \| \*\*Completed\*\*\[\^e\d+\] \|", text)
     assert re.search(r"Model `cogvlm2-19b` is \*\*Blocked\*\*", text)
 
 

@@ -47,7 +47,7 @@ def test_number_format_is_shared_by_reports_and_verifier():
     assert format_number(3.2e-9) == "3.20e-09" and format_number(float("nan")) == "nan"
     # the verifier compares the shown text with the formatter's output: no tolerance, no rescaling
     assert expected_claims(0.0123456) == {"0.012"} and expected_claims(math.nan) == {"nan"}
-    assert expected_claims(1) == {"1", "yes", "COLLAPSE", "pass", "robust"} and expected_claims("GO") == {"GO"}
+    assert expected_claims(1) == {"1", "yes", "COLLAPSE", "pass", "PASS", "robust"} and expected_claims("GO") == {"GO"}
 
 
 def test_experiments_open_on_their_runs_not_the_genai_overview():
