@@ -127,19 +127,7 @@ def cycle_run(
         _fail(RuntimeError(f"Prefect's local API did not start within {limit} s: raise "
                            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (`prefect server start`) "
                            "and set PREFECT_API_URL"), debug)
-    if not state.is_completed():
-        try:
-            state.result()
-        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
-            _fail(exc, debug)
-    result = state.result()
-    console.print(results_table(result.get("models", [])))
-    console.print(f"\n[bold]{escape(state.message or '')}[/]")
-    console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
-    console.print(f"Decision: [bold]{escape(result['decision'])}[/]")
-    if result["findings"]:
-        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
-        raise typer.Exit(1)
+    _finish_cycle(state, debug, results_table)
 
 
 def _mlflow_ui_hint(uri: str) -> str:
@@ -147,6 +135,24 @@ def _mlflow_ui_hint(uri: str) -> str:
     if uri.startswith(("http://", "https://")):
         return uri
     return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _finish_cycle(state, debug: bool, table=None) -> None:
+    """A finished cycle's state as the CLI shows it: one message on failure, else the table, handoff and decision."""
+    if not state.is_completed():
+        try:
+            state.result()
+        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
+            _fail(exc, debug)
+    result = state.result()
+    if table is not None:
+        console.print(table(result.get("models", [])))
+    console.print(f"\n[bold]{escape(state.message or '')}[/]")
+    console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
+    console.print(f"Decision: [bold]{escape(str(result['decision']))}[/]")
+    if result["findings"]:
+        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
+        raise typer.Exit(1)
 
 
 def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | None, allow_random_init: bool,
@@ -176,18 +182,7 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
         _fail(exc, debug)
     console.print(f"[bold]fusionaudit[/] {kind} cycle: mission {escape(path)}, evidence {escape(tracking_uri())}")
     state = KINDS[kind].flow_fn()(**kwargs, return_state=True)
-    if not state.is_completed():
-        try:
-            state.result()
-        except Exception as exc:  # noqa: BLE001 - shown as one message unless --debug
-            _fail(exc, debug)
-    result = state.result()
-    console.print(f"\n[bold]{escape(state.message or '')}[/]")
-    console.print(f"Handoff: {result['handoff']}", markup=False, highlight=False)
-    console.print(f"Decision: [bold]{escape(str(result['decision']))}[/]")
-    if result["findings"]:
-        err.print(f"{len(result['findings'])} verification finding(s), first: {result['findings'][0]}", markup=False, style="red")
-        raise typer.Exit(1)
+    _finish_cycle(state, debug)
 
 
 def _load_any(path):
