@@ -123,6 +123,7 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
     for r in errors.itertuples():
         for k in ("mean_se", "spread", "se_to_spread", "mean_v", "n_samples", "n_repeats"):
             values[f"mc/{r.variant}/p{r.permutations}/{k}"] = float(getattr(r, k))
+        values[f"mc/{r.variant}/p{r.permutations}/permutations"] = float(r.permutations)  # cited in the table
     for variant, group in concentration.groupby("variant"):
         for k in ("top_image_share", "top_text_share", "image_players", "text_players", "image_share"):
             values[f"concentration/{variant}/{k}"] = float(group[k].mean())

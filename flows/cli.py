@@ -180,8 +180,11 @@ def _run_kind(kind: str, path: str, models: list[str] | None, samples: int | Non
         _check_store(tracking_uri())
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
+    from flows.cli_progress import live
+
     console.print(f"[bold]fusionaudit[/] {kind} cycle: mission {escape(path)}, evidence {escape(tracking_uri())}")
-    state = KINDS[kind].flow_fn()(**kwargs, return_state=True)
+    with live(console, "starting Prefect's local API" if not os.environ.get("PREFECT_API_URL") else "starting the flow", 1):
+        state = KINDS[kind].flow_fn()(**kwargs, return_state=True)
     _finish_cycle(state, debug)
 
 

@@ -49,6 +49,9 @@ class LiveDisplay:
                                         for level in LEVELS}
 
     def __call__(self, step: progress.Step) -> None:
+        if step.level == "note":
+            self.progress.console.print(Text(step.name))  # above the live rows; never markup
+            return
         row = self.rows.get(step.level)
         if row is None:
             return

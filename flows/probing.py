@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
 from agents.planner import pending_actions
-from tasks import evidence, reporting
+from tasks import evidence, progress, reporting
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome
 from tasks.adapters.registry import available
 from tasks.mission import MissionError
@@ -24,7 +24,7 @@ from tasks.probing.ground_truth import load_spatial
 from tasks.probing.mission import ProbingMission, load_probing_mission
 from tasks.probing.stages import (alignment_stage, decision_stage, extraction_stage, models_stage, probes_stage,
                                   write_reports)
-from tasks.recovery import owner_tags, reap_orphans
+from tasks.recovery import close_killed_cycles, owner_tags
 from tasks.stages import quality_review
 
 DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "p4-spatial-probing.yaml"
@@ -55,7 +55,7 @@ def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: b
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
-    reap_orphans(experiment)
+    close_killed_cycles(experiment)
     run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
                                                                     "fa.mission": mission.id, "fa.mission_kind": "probing",
                                                                     "fa.cycle_number": "1", **owner_tags()})
@@ -73,6 +73,9 @@ def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: b
     return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
 
 
+STAGES = ("models", "extraction", "probes", "alignment", "decision")  # the cycle's order; the reports follow
+
+
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
     """Run the mission's action for ``stage`` unless a dependency did not complete; a crash is a Failed outcome."""
     from tasks.actions import dependency_block, outcome_of
@@ -80,6 +83,7 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
+    progress.report("stage", f"{action.id} {stage}", STAGES.index(stage), len(STAGES) + 1)
     outcome = dependency_block(cycle, action, outcomes)
     if outcome is None:
         outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
@@ -103,6 +107,7 @@ def probing_cycle(mission_path: str = str(DEFAULT_MISSION), models: list[str] | 
     execute(cycle, "alignment", done, alignment_stage, features)
     execute(cycle, "decision", done, decision_stage, probed.run_id if probed else "", opened.run_id if opened else "")
 
+    progress.report("stage", "quality review and reports", len(STAGES), len(STAGES) + 1)
     counts = quality_review(cycle)
     reports = write_reports(cycle)
     evidence.RunLog(cycle.run_id).finish()

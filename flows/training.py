@@ -15,7 +15,7 @@ from prefect import flow
 from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks import evidence
+from tasks import evidence, progress
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Outcome, open_child, record, tracked
 from tasks.training.mission import prepare_training_mission
 from tasks.training.stages import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
@@ -31,11 +31,15 @@ def training_cycle(mission_path: str, samples: int | None = None):
     mission = prepare_training_mission(mission_path, samples)
     torch.set_num_threads(1)  # two trainings in parallel on two cores; each tiny model gains nothing from more
     cycle = start_cycle(mission, mission_path)
+    progress.report("stage", "TRAIN train and re-diagnose", 0, 4)
     per_sample = _train_and_rediagnose(cycle)
     outcomes = {"TRAIN": per_sample is not None}
     if per_sample is not None and (per_sample["config"] == mission.baseline.name).any():
+        progress.report("stage", "paired comparison", 1, 4)
         compare_stage(cycle, per_sample)
+    progress.report("stage", "checklist", 2, 4)
     checklist_stage(cycle)
+    progress.report("stage", "reports", 3, 4)
     reports = write_reports(cycle)
     evidence.RunLog(cycle.run_id).finish()
     message = f"training mission {mission.id}: {reports['decision']}; handoff {reports['verdict']}"
@@ -58,7 +62,8 @@ def _train_and_rediagnose(cycle: TrainingCycle) -> pd.DataFrame | None:
                             **{f"cfg.{s}.{k}": v for s, part in config.model_dump().items() for k, v in part.items()}})
                 jobs[name, seed] = (run, train_model.submit(config, m.data, seed, run.run_id, cycle.deadline))
         statuses = {COMPLETED: 0, BLOCKED: 0, FAILED: 0}
-        for (name, seed), (run, future) in jobs.items():
+        for i, ((name, seed), (run, future)) in enumerate(jobs.items()):
+            progress.report("model", f"{name} seed {seed}", i, len(jobs))
             state = future.wait() or future.state
             result = future.result(raise_on_failure=False)
             if not state.is_completed():

@@ -21,7 +21,7 @@ from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, dependency_block, esc
 from tasks.adapters.registry import available
 from tasks.mission import SAMPLES_MAX, Mission, MissionError, Runtime, load_mission
 from tasks.runtime.paths import DEFAULT_MISSION, reports_root
-from tasks.recovery import owner_tags, reap_orphans
+from tasks.recovery import close_killed_cycles, owner_tags
 from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
                           quality_review, statistics_stage, write_reports)
 
@@ -81,9 +81,7 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
-    reaped = reap_orphans(experiment)
-    if reaped:
-        print(f"closed {len(reaped)} run(s) of a killed cycle as KILLED: {', '.join(reaped)}")
+    close_killed_cycles(experiment)
     run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id,
                                                                     "fa.cycle_number": "1", **owner_tags(),
                                                                     **(plan or {}).get("tags", {})})

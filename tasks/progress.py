@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Step:
-    level: str      # "stage" | "model" | "batch"
+    level: str      # "stage" | "model" | "batch" | "note" (a line the user must see, e.g. runs of a killed cycle closed)
     name: str       # what is running now, e.g. "T4 diagnostics", "zoo-balanced"
     done: int       # how many of ``total`` are finished
     total: int
@@ -28,6 +28,11 @@ def report(level: str, name: str, done: int, total: int) -> None:
             listener(Step(level, name, done, total))
         except Exception:  # noqa: BLE001 - a display must never break the work it shows
             pass
+
+
+def note(text: str) -> None:
+    """A one-line message for the terminal, shown whatever the log level (``--verbose`` or not)."""
+    report("note", text, 0, 0)
 
 
 @contextmanager

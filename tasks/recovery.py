@@ -14,7 +14,7 @@ import socket
 
 import psutil
 
-from tasks import evidence
+from tasks import evidence, progress
 
 
 def owner_tags() -> dict[str, str]:
@@ -48,3 +48,13 @@ def reap_orphans(experiment_id: str) -> list[str]:
         client.set_tag(rid, "fa.status", "Killed")
         client.set_terminated(rid, "KILLED")
     return sorted(dead)
+
+
+def close_killed_cycles(experiment_id: str) -> list[str]:
+    """``reap_orphans``, told to the flow's log and to the terminal (a CLI shows the note with or without --verbose)."""
+    reaped = reap_orphans(experiment_id)
+    if reaped:
+        note = f"closed {len(reaped)} run(s) of a killed cycle as KILLED: {', '.join(reaped)}"
+        print(note)  # a flow log line (log_prints): the Prefect UI keeps it
+        progress.note(note)
+    return reaped

@@ -26,6 +26,16 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(autouse=True)
+def _cli_log_level_does_not_leak():
+    """A CLI command run in-process without --verbose quiets Prefect's console through the environment; the
+    subprocesses of later tests (a CLI run with --verbose) must not inherit that."""
+    before = os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL")
+    yield
+    if before is None:
+        os.environ.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
     """One Prefect test server for the whole session (starting one costs ~12 s)."""

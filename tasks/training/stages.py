@@ -25,7 +25,7 @@ from tasks import evidence
 from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
 from tasks.runtime.paths import cache_dir, reports_root
-from tasks.recovery import owner_tags, reap_orphans
+from tasks.recovery import close_killed_cycles, owner_tags
 from tasks.training import checklist, plots
 from tasks.training.compare import compare_variants
 from tasks.training.config import TrainConfig
@@ -226,9 +226,7 @@ def start_cycle(mission: TrainingMission, mission_path: str) -> TrainingCycle:
     started = datetime.now(timezone.utc)
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
-    reaped = reap_orphans(experiment)
-    if reaped:
-        print(f"closed {len(reaped)} run(s) of a killed cycle as KILLED: {', '.join(reaped)}")
+    close_killed_cycles(experiment)
     run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
                                                                     "fa.mission": mission.id, "fa.mission_kind": "training",
                                                                     "fa.cycle_number": "1", **owner_tags()})

@@ -129,10 +129,10 @@ def test_sigkill_during_training_resumes_from_the_logged_checkpoint(tmp_path):
             assert [a.path for a in client.list_artifacts(r.info.run_id, "checkpoints")]  # logged as an artifact
     assert killed_at and finished_keys
 
-    second = subprocess.run([CLI, "cycle", "run", "--mission", str(mission), "--verbose"], cwd=ROOT, env=env, capture_output=True, text=True,
+    second = subprocess.run([CLI, "cycle", "run", "--mission", str(mission)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=1200)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "of a killed cycle as KILLED" in second.stdout + second.stderr  # a flow log line: shown with --verbose
+    assert "of a killed cycle as KILLED" in second.stdout + second.stderr  # a note the terminal shows without --verbose
     rerun = {r.data.params["train_key"]: r for r in _training_runs(client, exp.experiment_id, _cycles(client, exp.experiment_id)[0].info.run_id)}
     for key in finished_keys:  # finished before the kill: never retrained
         assert rerun[key].data.tags["fa.cached"] == "true"

@@ -212,8 +212,6 @@ def _browser_or_skip():
         pytest.skip(f"{CHROMIUM} not found: `apt-get install chromium` to run the browser test (.ci/run does)")
 
 
-@pytest.mark.xfail(strict=False, reason="first run with Chromium after the merge (stop 19): the Prefect UI's summary "
-                   "artifact page did not show 'Strength of evidence' within 60 s; open issue 14, see its closing note")
 def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_completed(stack, fanned_out_cycle):
     """Screenshots kept under ARTIFACTS: the summary and handoff artifacts, a Blocked task run, the MLflow runs."""
     _browser_or_skip()
