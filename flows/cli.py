@@ -62,7 +62,8 @@ def cycle_run(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Run a cycle of the mission's kind (Week-1 diagnosis, training, probing); with --next, Week-1 cycle N+1 planned from cycle N."""
-    from flows.cli_progress import live, quiet_logs, results_table
+    from flows.cli_progress import await_local_api, live, quiet_logs, results_table
+    from tasks.runtime.local_api import start_local_api
     from tasks.runtime.preflight import PreflightError, check_mlflow
 
     try:
@@ -72,6 +73,7 @@ def cycle_run(
 
     if not verbose:
         quiet_logs()  # before Prefect is imported
+    api = start_local_api()  # boots while the imports below run
     with console.status("loading fusionaudit (torch, Prefect, MLflow)"):
         from flows.cycle import next_cycle
         from flows.week1 import DEFAULT_MISSION, prepare_mission, stage_count, week1_cycle
@@ -92,6 +94,10 @@ def cycle_run(
         runtime = {"device": device, "dtype": dtype, "batch_size": batch_size}
     except MissionError as exc:
         _fail(exc, debug)
+    try:
+        await_local_api(api, console)
+    except RuntimeError as exc:  # LocalAPIError: the limit and the way around it
+        _fail(exc, debug)
     if kind != "week1":
         _run_kind(kind, path, model_list, samples, allow_random_init, next_ or fan_out or bool(bib), debug)
         return
@@ -104,7 +110,8 @@ def cycle_run(
                 _check_fan_out()
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
-    where = os.environ.get("PREFECT_API_URL") or "Prefect's local API (a temporary server, started now)"
+    where = (f"Prefect's local API at {api.url} (started for this run, stops with it)" if api
+             else os.environ.get("PREFECT_API_URL") or "Prefect's local API (a temporary server, started now)")
     console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {escape(path)}")
     console.print(f"  evidence store: [bold]{escape(tracking_uri())}[/]  (browse it: {escape(_mlflow_ui_hint(tracking_uri()))})")
     console.print(f"  orchestration: {escape(where)}")

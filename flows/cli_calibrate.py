@@ -47,18 +47,21 @@ def calibrate(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks"),
 ) -> None:
     """Calibrate every metric on the zoo: train/load it per seed, run every metric, write and verify the report."""
-    from flows.cli_progress import live, quiet_logs
+    from flows.cli_progress import await_local_api, live, quiet_logs
+    from tasks.runtime.local_api import start_local_api
 
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     if not verbose:
         quiet_logs()  # before Prefect is imported
     try:
         seed_list, perm_list = _ints(seeds, "seeds"), _ints(permutations, "permutations")
+        api = start_local_api()  # boots while the imports below run
         with out.status("loading fusionaudit (torch, Prefect, MLflow)"):
             from flows.calibrate import calibrate as calibrate_flow, check_args
             from tasks.adapters.zoo import VARIANTS
 
         check_args(samples, seed_list, perm_list)  # fail before Prefect starts
+        await_local_api(api, out)
         with live(out, "starting the flow", len(seed_list) * len(VARIANTS) + 3):
             state = calibrate_flow(samples=samples, seeds=seed_list, permutations=perm_list, return_state=True)
         result = state.result()  # raises the flow's error

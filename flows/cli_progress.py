@@ -22,9 +22,16 @@ from tasks import progress
 LEVELS = ("stage", "model", "batch")
 
 
+def await_local_api(api, console: Console) -> None:
+    """Wait for the API ``start_local_api`` started (None: nothing to wait for); raises ``LocalAPIError``."""
+    if api is not None:
+        with console.status("waiting for Prefect's local API"):
+            api.wait_ready()
+
+
 def quiet_logs() -> None:
-    """Errors only on the console handler; the API handler (Prefect UI logs) is untouched."""
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+    """Only critical lines on the console handler (the CLI prints outcomes itself); the API handler (Prefect UI logs) is untouched."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")  # Blocked runs log at ERROR; the CLI reports them
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:  # already imported (tests, a second command in one process): adjust the live handler too
         import sys
@@ -32,7 +39,7 @@ def quiet_logs() -> None:
         if "prefect" in sys.modules:
             for handler in logging.getLogger().handlers:
                 if type(handler).__name__ == "PrefectConsoleHandler":
-                    handler.setLevel(logging.ERROR)
+                    handler.setLevel(logging.CRITICAL)
     except Exception:  # noqa: BLE001 - cosmetics only
         pass
 

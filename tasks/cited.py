@@ -132,6 +132,39 @@ def to_footnotes(markdown: str) -> str:
     return text.rstrip("\n") + "\n\n" + notes + "\n"
 
 
+def used_footnotes(markdown: str) -> str:
+    """``markdown`` without footnote definitions, then the definitions it references (an excerpt stays verifiable)."""
+    lines = markdown.rstrip("\n").split("\n")
+    defs = {m.group("label"): line for line in lines if (m := FOOTNOTE_DEF.match(line))}
+    body = "\n".join(line for line in lines if not FOOTNOTE_DEF.match(line)).rstrip("\n")
+    used = list(dict.fromkeys(m.group("label") for m in FOOTNOTE_REF.finditer(body) if m.group("label") in defs))
+    return body + "\n" + ("\n" + "\n".join(defs[label] for label in used) + "\n" if used else "")
+
+
+REFERENCES_HEADING = "Evidence behind each reference"
+
+
+def footnotes_as_references(markdown: str) -> str:
+    """For viewers without footnotes (the Prefect UI): ``0.993[^e1]`` → ``0.993 [e1]``, definitions → a list at the end.
+
+    The label and its run/key stay as the report has them, so a reader can still look each number up.
+    """
+    lines = markdown.rstrip("\n").split("\n")
+    defs = [(m.group("label"), m.group("body")) for line in lines if (m := FOOTNOTE_DEF.match(line))]
+    body = "\n".join(line for line in lines if not FOOTNOTE_DEF.match(line)).rstrip("\n")
+    body = "\n".join(line if _FENCE.match(line) else _outside_code(line, lambda part: FOOTNOTE_REF.sub(r" \\[\g<label>\\]", part))
+                     for line in body.split("\n"))
+    if not defs:
+        return body + "\n"
+    listed = "\n".join(f"- **{label}**: {_code_ids(text)}" for label, text in defs)
+    return f"{body}\n\n**{REFERENCES_HEADING}** (MLflow run and key; `fusionaudit verify` re-reads each):\n\n{listed}\n"
+
+
+def _code_ids(body: str) -> str:
+    m = _FOOTNOTE_BODY.fullmatch(body.strip())
+    return f"run `{m.group('run')}`, key `{m.group('key')}`" if m else body
+
+
 _CODE_SPAN = re.compile(r"(`+).+?\1")
 
 

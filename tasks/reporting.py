@@ -16,7 +16,7 @@ from pathlib import Path
 from jinja2 import Environment
 
 from tasks.acceptance import CriterionCheck, check_criteria, final_status
-from tasks.cited import Cited
+from tasks.cited import FOOTNOTE_DEF, Cited, used_footnotes
 from tasks.logged_decision import logged_decision
 from tasks.evidence import RunEvidence
 from tasks.headline import Headline, headline
@@ -305,8 +305,10 @@ def inline_images(markdown: str, base: Path) -> str:
 
 
 def first_screen(markdown: str) -> str:
-    """The handoff down to its first detail section: the planning team's one-screen summary."""
-    return markdown.split("\n## ", 1)[0].rstrip() + "\n"
+    """The handoff down to its first detail section (the planning team's one-screen summary), with its footnotes."""
+    head = markdown.split("\n## ", 1)[0].rstrip()
+    notes = [line for line in markdown.split("\n") if FOOTNOTE_DEF.match(line)]
+    return used_footnotes(head + "\n\n" + "\n".join(notes) if notes else head)
 
 
 def write_pending_actions(plan: list[dict], report_dir: Path) -> Path:

@@ -24,6 +24,7 @@ from agents import narrative
 from agents.planner import NextPlan, plan_next
 from agents.quality_officer import assess, check_criteria, check_text, final_status
 from tasks import evidence, literature, paper, progress, reporting, stats_plots
+from tasks.cited import footnotes_as_references
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, blocked,
                            open_child, record, tracked, transient_only)
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
@@ -709,13 +710,16 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     quality.finish()
     handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
     text = handoff.read_text(encoding="utf-8")
-    create_markdown_artifact(markdown=reporting.first_screen(text), key=f"summary-{cycle.mission.id}"[:60],
+    # the Prefect UI renders no footnotes: its artifacts list each reference's run and key at the end instead
+    create_markdown_artifact(markdown=footnotes_as_references(reporting.first_screen(text)), key=f"summary-{cycle.mission.id}"[:60],
                              description=f"Decision and what blocks a stronger answer, cycle {cycle.cycle_id} "
                                          f"(full handoff: artifact handoff-{cycle.mission.id})")
-    create_markdown_artifact(markdown=reporting.inline_images(text, handoff.parent), key=f"handoff-{cycle.mission.id}"[:60],
+    create_markdown_artifact(markdown=footnotes_as_references(reporting.inline_images(text, handoff.parent)),
+                             key=f"handoff-{cycle.mission.id}"[:60],
                              description=f"Week-1 handoff of cycle {cycle.cycle_id}")
     summary = cycle.report_dir / "summaries" / "cycle_summary.md"
-    create_markdown_artifact(markdown=summary.read_text(encoding="utf-8"), key=f"cycle-summary-{cycle.mission.id}"[:60],
+    create_markdown_artifact(markdown=footnotes_as_references(summary.read_text(encoding="utf-8")),
+                             key=f"cycle-summary-{cycle.mission.id}"[:60],
                              description=f"Cycle summary of cycle {cycle.cycle_id}")
     rows = [{"model": m.name + (" (RANDOM-INIT)" if m.random_init else ""), "architecture": m.family or "n/a",
              "status": m.status, "share": _plain(m.stats.get("mean")), "ci95_low": _plain(m.stats.get("ci_low")),

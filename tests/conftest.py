@@ -25,6 +25,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 
+# Imported now, after the settings above: a CLI command run in-process then keeps this session's Prefect (the test
+# harness) instead of starting its own local API, which only a fresh CLI process does (tasks/runtime/local_api.py).
+import prefect  # noqa: E402,F401
+
 
 @pytest.fixture(autouse=True)
 def _cli_log_level_does_not_leak():

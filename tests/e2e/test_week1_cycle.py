@@ -103,15 +103,19 @@ def test_plots_and_pending_actions_are_written(two_cycles):
 def test_handoff_is_published_as_a_prefect_markdown_artifact(two_cycles):
     from prefect.artifacts import Artifact
 
+    from tasks.cited import REFERENCES_HEADING, footnotes_as_references
     from tasks.reporting import first_screen, inline_images
 
     handoff = Path(two_cycles[1].result()["handoff"])
     artifact = Artifact.get("handoff-week1-attention-collapse")
     assert artifact is not None and artifact.type == "markdown"
-    assert artifact.data == inline_images(handoff.read_text(), handoff.parent)  # plots embedded: no file beside it
-    assert "data:image/png;base64," in artifact.data
+    # plots embedded (no file beside it); footnotes as a reference list (the Prefect UI renders no footnotes)
+    assert artifact.data == footnotes_as_references(inline_images(handoff.read_text(), handoff.parent))
+    assert "data:image/png;base64," in artifact.data and "[^" not in artifact.data
     summary = Artifact.get("summary-week1-attention-collapse")
-    assert summary.data == first_screen(handoff.read_text()) and len(summary.data.splitlines()) <= 15
+    assert summary.data == footnotes_as_references(first_screen(handoff.read_text()))
+    screen = summary.data.split(f"**{REFERENCES_HEADING}**")[0].rstrip()
+    assert len(screen.splitlines()) <= 15 and "\\[e1\\]" in screen  # the decision's reference, listed below
 
 
 def test_report_show_prints_the_latest_handoff(two_cycles):

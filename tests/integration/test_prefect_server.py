@@ -238,13 +238,16 @@ def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_c
             page = browser.new_page(viewport={"width": 1600, "height": 1200})
 
             def shot(name: str, url: str, wait_for: str | re.Pattern) -> None:
-                page.goto(url, wait_until="networkidle", timeout=90_000)
+                # "load", not "networkidle": MLflow's UI polls for ever; the text wait below is the real readiness check
+                page.goto(url, wait_until="load", timeout=90_000)
                 page.get_by_text(wait_for).first.wait_for(timeout=60_000)
                 shots[name] = ARTIFACTS / f"{name}.png"
                 page.screenshot(path=str(shots[name]), full_page=True)
 
-            shot("prefect-ui-summary-artifact", f"{ui}/artifacts/key/summary-week1-attention-collapse", "Strength of evidence")
-            shot("prefect-ui-handoff-artifact", f"{ui}/artifacts/key/handoff-week1-attention-collapse",
+            # /artifacts/key/<key> lists the versions; the Markdown renders on the latest version's own page
+            shot("prefect-ui-summary-artifact", f"{ui}/artifacts/artifact/{_artifact_id(stack, 'summary-week1-attention-collapse')}",
+                 "Strength of evidence")
+            shot("prefect-ui-handoff-artifact", f"{ui}/artifacts/artifact/{_artifact_id(stack, 'handoff-week1-attention-collapse')}",
                  re.compile("gate arithmetic"))
             assert page.locator("img[src^='data:image/png']").count() >= 1, "the forest plot is embedded"
             shot("prefect-ui-blocked-task-run", f"{ui}/runs/task-run/{blocked[0].id}", "Blocked")
@@ -255,6 +258,19 @@ def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_c
             browser.close()
     for path in shots.values():
         assert path.stat().st_size > 10_000, path
+
+
+def _artifact_id(stack: Stack, key: str) -> str:
+    """The latest version of a keyed artifact (the cycle creates one per run)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    assert found, f"no artifact with key {key!r}"
+    return str(found[0].id)
 
 
 def _cycle_run_id(mlflow, exp) -> str:

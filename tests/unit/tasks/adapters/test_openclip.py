@@ -12,6 +12,7 @@ import time
 import open_clip
 import pytest
 import torch
+from torch import nn
 from PIL import Image
 
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
@@ -260,3 +261,31 @@ def test_trace_keeps_maps_of_the_first_samples_only_on_request(model, inputs):
     assert summary.maps["visual.0"].shape == (1, 5, 5) and summary.maps["text.1"].shape == (1, 16, 16)
     assert torch.allclose(summary.maps["visual.1"].sum(-1), torch.ones(1, 5), atol=1e-5)
     assert model.trace(inputs).maps == {}
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("mask", ["none", "causal_float", "causal_bool", "padding"])
+def test_lean_self_attention_equals_pytorchs_weights_path(batch_first, mask):
+    """The traced forward's own attention returns PyTorch's output and per-head maps (to float precision)."""
+    from tasks.adapters.openclip import _leanable, _self_attention_with_probs
+
+    torch.manual_seed(0)
+    attn = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    x = torch.randn(3, 7, 16) if batch_first else torch.randn(7, 3, 16)
+    kwargs = {}
+    if mask == "causal_float":
+        kwargs["attn_mask"] = torch.full((7, 7), float("-inf")).triu(1)
+    elif mask == "causal_bool":
+        kwargs["attn_mask"] = torch.ones(7, 7, dtype=torch.bool).triu(1)
+    elif mask == "padding":
+        kwargs["key_padding_mask"] = torch.arange(7)[None, :] >= torch.tensor([7, 5, 3])[:, None]
+    with torch.no_grad():
+        want_out, want_probs = attn(x, x, x, need_weights=True, average_attn_weights=False, **kwargs)
+        out, probs = _self_attention_with_probs(attn, x, x, x, **kwargs)
+    assert _leanable(attn)
+    assert torch.allclose(out, want_out, atol=1e-6) and torch.allclose(probs, want_probs, atol=1e-6)
+
+
+def test_trace_score_equals_the_plain_score(model, inputs):
+    """The traced forward's embeddings give the plain forward's pair logits (the diagnostics use either)."""
+    assert torch.allclose(model.trace(inputs).score, model.score(inputs), atol=1e-5)
