@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from tasks import evidence, progress
 from tasks.actions import COMPLETED, Cycle, NotRetryable
 from tasks.mission import ModelEntry
-from tasks.stages import diagnose_and_log, model_failed
+from tasks.stages.diagnostics import diagnose_and_log, model_failed
 
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
 

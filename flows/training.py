@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import evidence, progress
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Outcome, open_child, record, tracked
 from tasks.training.mission import prepare_training_mission
-from tasks.training.stages import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
+from tasks.stages.training import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
                                    log_training, rediagnose, start_cycle, train_key, train_model, write_reports)
 
 

@@ -1,7 +1,7 @@
 """A small Week-1 cycle logged to the real MLflow store (SQLite in the session's temp home), the way the stages log it.
 
 No Prefect: runs are opened with ``tasks.evidence.start_run`` and carry the
-tags, params and metrics that ``tasks/stages.py`` and ``tasks/actions.py`` write.
+tags, params and metrics that ``tasks/stages/`` and ``tasks/actions.py`` write.
 """
 from __future__ import annotations
 

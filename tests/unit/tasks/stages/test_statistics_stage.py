@@ -15,9 +15,9 @@ from tasks import evidence, rendering, reporting
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.mission import load_mission
-from tasks.stages import statistics_stage
+from tasks.stages.statistics import statistics_stage
 
-MISSION = Path(__file__).resolve().parents[3] / "missions" / "week1.yaml"
+MISSION = Path(__file__).resolve().parents[4] / "missions" / "week1.yaml"
 EXTERNAL = ("clip-vit-b-32", "align-base", "blip-itm-base")
 
 

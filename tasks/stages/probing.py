@@ -1,6 +1,6 @@
 """The Prefect tasks of a probing cycle: thin wrappers that log evidence around the pure modules.
 
-models (P1) ─▶ extraction (P2) ─▶ probes (P3) ─▶ decision (P5)
+start-probing-cycle ─▶ models (P1) ─▶ extraction (P2) ─▶ probes (P3) ─▶ decision (P5)
                                └─▶ alignment (P4)
 
 Each stage opens its action's MLflow run and one child run per model, logs
@@ -10,20 +10,27 @@ every number, and returns an ``Outcome``; a model that cannot be opened is
 from __future__ import annotations
 
 import math
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import evidence
-from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked
+from agents.planner import pending_actions
+from tasks import evidence, reporting
+from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, open_child, record, tracked
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.probing import alignment, decision, plots, probes
 from tasks.probing.extract import Features, extract
 from tasks.probing.ground_truth import SpatialSet, split
-from tasks.probing.mission import Action, ProbingModel
+from tasks.probing.mission import Action, ProbingMission, ProbingModel
 from tasks.probing.points import NotExtractable, n_lm_layers, point_key
+from tasks.recovery import close_killed_cycles, owner_tags
+from tasks.runtime.paths import reports_root
+from tasks.stages._common import finish, open_model_run
 
 
 def model_spec(cycle: Cycle, entry: ProbingModel) -> ModelSpec:
@@ -39,13 +46,29 @@ def role(entry: ProbingModel, random_init: bool) -> str:
     return "calibration" if entry.calibration else "random-init" if random_init else "subject"
 
 
-def _finish(run: evidence.RunLog, outcome: Outcome):
-    record(run, outcome)
-    return blocked(outcome) if outcome.status == BLOCKED else outcome
+# ------------------------------------------------------------------ the cycle run
 
-
-def _model_run(cycle: Cycle, parent: str, entry: ProbingModel) -> evidence.RunLog:
-    return open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+@task(name="start-probing-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: bool) -> Cycle:
+    started = datetime.now(timezone.utc)
+    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    experiment = evidence.ensure_experiment(mission.id)
+    close_killed_cycles(experiment)
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
+                                                                    "fa.mission": mission.id, "fa.mission_kind": "probing",
+                                                                    "fa.cycle_number": "1", **owner_tags()})
+    run.params({"mission_path": mission_path, "data": mission.data.kind, "samples": mission.data.samples,
+                "seed": mission.data.seed, "allow_random_init": allow_random_init,
+                "models": ",".join(m.name for m in mission.models)})
+    report_dir = reports_root() / mission.id / cycle_id
+    actions = pending_actions(mission, started)
+    for entry in actions:
+        entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
+    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
+    as_run = report_dir / "mission.yaml"
+    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    run.artifact(as_run, "mission")
+    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
 
 
 # ------------------------------------------------------------------ P1 models
@@ -56,7 +79,7 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
     opened = {}
     with action_run(cycle, action) as run:
         for entry in cycle.mission.models:
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             child.params({"adapter": entry.adapter, "source": entry.source or "none",
                           "points": ",".join(f"{p.id}={p.at}" + (f"@{p.depth:g}" if p.depth else "") for p in entry.points)})
             try:
@@ -84,7 +107,7 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
         outcome = Outcome(action.id, COMPLETED if opened else BLOCKED, run.run_id, data=opened,
                           reason="" if opened else "no model could be opened",
                           mitigation="" if opened else "provide weights, or run with --allow-random-init")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P2 extraction
@@ -98,7 +121,7 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
         run.params({"dataset": data.kind, "dataset_hash": data.content_hash, "pool": probe.pool})
         for name, keys in opened.items():
             entry = cycle.mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             try:
                 with tracked(child):
                     model = load_model(model_spec(cycle, entry))
@@ -118,7 +141,7 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
                      "points_per_model_min": min((len(k) for _, k in done.values()), default=0)})
         outcome = Outcome(action.id, COMPLETED if done else BLOCKED, run.run_id, data=done,
                           reason="" if done else "no model was extracted", mitigation="" if done else "see P1's blockers")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P3 probes
@@ -137,7 +160,7 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
         run.params({"control_task": probe.control, "pool": probe.pool, "tokens": probe.tokens, "grid": probe.grid})
         for name, (features, keys) in extracted.items():
             entry = mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             per_point: dict[str, dict[str, float]] = {}
             with tracked(child):
                 for pid, key in keys.items():
@@ -158,7 +181,7 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
                      "controls_missing": missing_controls})
         outcome = Outcome(action.id, COMPLETED if tested else BLOCKED, run.run_id,
                           reason="" if tested else "no model had features", mitigation="" if tested else "see P2")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 def _nan(v: float) -> bool:
@@ -174,7 +197,7 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
     with action_run(cycle, action) as run:
         for name, (features, keys) in extracted.items():
             entry = cycle.mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             reps = {pid: np.asarray(features.load(key)) for pid, key in keys.items()}
             names, linear = alignment.cka_matrix(reps)
             _, debiased = alignment.cka_matrix(reps, debiased=True)
@@ -193,7 +216,7 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
         run.metrics({"matrices": made, "matrices_missing": len(extracted) - made})
         outcome = Outcome(action.id, COMPLETED if made else BLOCKED, run.run_id,
                           reason="" if made else "no model had features", mitigation="" if made else "see P2")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P5 decision
@@ -240,7 +263,7 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
         evidence.RunLog(cycle.run_id).tags({"fa.decision": "SELECTED" if chosen else "NONE_SELECTED"})
         outcome = Outcome(action.id, COMPLETED if rows else BLOCKED, run.run_id, data=[r.model for r in chosen],
                           reason="" if rows else "no model was probed", mitigation="" if rows else "see P3")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ reports
