@@ -21,11 +21,11 @@ from agents.quality_officer import assess
 from tasks import calibration, evidence, progress
 from tasks.adapters.zoo import SEEDS, VARIANTS
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS
+from tasks.evidence import schema
 from tasks.rendering import make_env
 from tasks.runtime.paths import reports_root
 from tasks.stages.calibration import DATA_SEED, diagnose_zoo, mm_shap_runs
 
-EXPERIMENT = "fusionaudit-calibration"
 PERMUTATIONS = (2, 4, 8, 16, 32)  # MM-SHAP counts of the Monte-Carlo error study
 CALL_CODE = {"text": -1, "neither": 0, "vision": 1}  # a call as a loggable number
 
@@ -57,7 +57,7 @@ def _finite(values: dict) -> dict:
 def _log_child(experiment: str, parent: str, variant: str, seed: int, calls: pd.DataFrame, facts: dict,
                per_sample: pd.DataFrame) -> str:
     run = evidence.start_run(experiment, f"{variant}-seed{seed}", parent,
-                             tags={"fa.kind": "calibration-model", "fa.variant": variant, "fa.seed": seed})
+                             tags={schema.KIND: "calibration-model", schema.VARIANT: variant, schema.SEED: seed})
     mine = calls[(calls["variant"] == variant) & (calls["seed"] == seed)]
     values: dict[str, float] = {k: v for k, v in facts.items() if k.startswith("held_out/") or k == "from_cache"}
     for r in mine.itertuples():
@@ -78,7 +78,7 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
     for r in scores.itertuples():
         for k in ("sensitivity", "specificity", "separates", "wrong_way", "wrong_way_seeds", "balanced_between",
                   "n_seeds", "text_dominant_mean", "balanced_mean", "vision_dominant_mean"):
-            values[f"scores/{r.metric}/{k}"] = float(getattr(r, k))
+            values[schema.calibration_score_key(r.metric, k)] = float(getattr(r, k))
     for r in agree.itertuples():
         values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/rho"] = r.rho
         values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/n"] = r.n
@@ -95,10 +95,10 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
 def _view(parent_id: str, seeds: list[int], permutations: list[int], threshold: float) -> dict:
     """What the template may show: the run tree read back from MLflow (every number a ``Cited``)."""
     tree = evidence.read_run(parent_id)
-    children = {(c.tags["fa.variant"], int(c.tags["fa.seed"])): c for c in tree.children
-                if c.tags.get("fa.kind") == "calibration-model"}
-    scored = [m for m in calibration.METRICS if tree.m(f"scores/{m}/separates") is not None]
-    flag = lambda m, k: bool(tree.m(f"scores/{m}/{k}") and tree.m(f"scores/{m}/{k}").value == 1)  # noqa: E731
+    children = {(c.tags[schema.VARIANT], int(c.tags[schema.SEED])): c for c in tree.children
+                if c.tags.get(schema.KIND) == "calibration-model"}
+    scored = [m for m in calibration.METRICS if tree.m(schema.calibration_score_key(m, "separates")) is not None]
+    flag = lambda m, k: bool(tree.m(schema.calibration_score_key(m, k)) and tree.m(schema.calibration_score_key(m, k)).value == 1)  # noqa: E731
     scopes = ["pooled", *VARIANTS]
     pairs = [(a, b) for i, a in enumerate(scored) for b in scored[i + 1:]]
     return {
@@ -125,9 +125,9 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
     seeds = [int(s) for s in (SEEDS if seeds is None else seeds)]
     permutations = sorted({int(p) for p in (PERMUTATIONS if permutations is None else permutations)})
     check_args(samples, seeds, permutations, threshold, mc_samples, mc_repeats)
-    experiment = evidence.ensure_experiment(EXPERIMENT)
+    experiment = evidence.ensure_experiment(schema.CALIBRATION_EXPERIMENT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={"fa.kind": "calibration"})
+    parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={schema.KIND: "calibration"})
     try:
         parent.params({"samples": samples, "seeds": ",".join(map(str, seeds)),
                        "permutations": ",".join(map(str, permutations)), "threshold": threshold,
@@ -179,7 +179,7 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         assessment = assess([report])  # the same check the cycle's reports and `fusionaudit verify` use
         problems, checked, verified = assessment.findings, assessment.citations_checked, assessment.verified
         parent.artifact(report, "report")
-        parent.tags({"fa.verdict": "VERIFIED" if verified else "NOT VERIFIED", "fa.report": str(report)})
+        parent.tags({schema.VERDICT: "VERIFIED" if verified else "NOT VERIFIED", schema.REPORT: str(report)})
         parent.finish()
         progress.report("stage", "done", runs_total + 3, runs_total + 3)
     except BaseException:

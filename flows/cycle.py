@@ -9,6 +9,7 @@ from prefect import flow
 from prefect.states import Completed
 
 from flows.week1 import DEFAULT_MISSION, week1_cycle
+from tasks.evidence import schema
 from tasks.mission import load_mission
 from tasks.stages.cycle import plan_from
 
@@ -22,4 +23,4 @@ def next_cycle(mission_path: str = str(DEFAULT_MISSION), previous_cycle: str | N
     path, plan = plan_from(mission_id, previous_cycle)
     state = week1_cycle(mission_path=path, samples=samples, allow_random_init=allow_random_init, fan_out=fan_out,
                         bib_files=bib_files, plan=plan, runtime=runtime, return_state=True)
-    return Completed(message=f"cycle {plan['tags']['fa.cycle_number']}: {state.message}", data=state.result())
+    return Completed(message=f"cycle {plan['tags'][schema.CYCLE_NUMBER]}: {state.message}", data=state.result())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.cited import CITATION
+from tasks.evidence.cited import CITATION
 
 
 class Markdown(str):

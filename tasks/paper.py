@@ -8,7 +8,7 @@ external architectures counted by the gates says that collapse recurs
 across the tested architectures; ``PIVOT`` writes a focused case
 study; ``NEED_MORE_DATA`` reports preliminary counts and makes no claim.
 
-Every number is a :class:`~tasks.cited.Cited` and is written through one of
+Every number is a :class:`~tasks.evidence.cited.Cited` and is written through one of
 two Jinja filters, defined here and only here:
 
 ``cite_md(c, spec="")``
@@ -40,8 +40,8 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined, Undefined
 
-from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import RunEvidence, schema
+from tasks.evidence.cited import Cited
 from tasks.rendering import code, make_env, tex_escape
 
 DECISIONS: tuple[str, ...] = ("GO", "PIVOT", "NEED_MORE_DATA")
@@ -248,16 +248,17 @@ def compile_latex(out: Path) -> int:
 def abstract_facts(ev: RunEvidence, metric: str) -> dict:
     """The abstract's placeholders (models, p-value, Cohen's d, key finding) from the statistics run."""
     names = lambda tag: [n for n in ev.tags.get(tag, "none").split(",") if n != "none"]  # noqa: E731
-    collapsed = names("fa.collapsed")
-    strongest = max(collapsed, key=lambda n: float(ev.m(f"{n}/verdict/imbalance").value)) if collapsed else None
+    verdict = lambda model, field: schema.model_key(model, "verdict", field)  # noqa: E731
+    collapsed = names(schema.COLLAPSED_MODELS)
+    strongest = max(collapsed, key=lambda n: float(ev.m(verdict(n, "imbalance")).value)) if collapsed else None
     return {
-        "decision": ev.tags.get("fa.decision", "NEED_MORE_DATA"),
+        "decision": ev.tags.get(schema.DECISION, "NEED_MORE_DATA"),
         "n_models_tested": ev.m("gates/models_tested"), "n_models_collapsed": ev.m("gates/models_collapsed"),
-        "models_tested": names("fa.tested"),
-        "collapsed_models": [{"name": n, "dominant": ev.params[f"{n}/verdict/dominant"], "imbalance": ev.m(f"{n}/verdict/imbalance")}
+        "models_tested": names(schema.TESTED_MODELS),
+        "collapsed_models": [{"name": n, "dominant": ev.params[verdict(n, "dominant")], "imbalance": ev.m(verdict(n, "imbalance"))}
                              for n in collapsed],
         "strongest_model": strongest,
         "n_architectures": ev.m("gates/architectures_counted"), "min_architectures": ev.m("gates/min_models_tested"),
-        "p_value": ev.m(f"{strongest}/verdict/p_holm") if strongest else None,  # the deciding test, Holm-corrected
-        "cohens_d": ev.m(f"{strongest}/{metric}/cohen_d") if strongest else None,
+        "p_value": ev.m(verdict(strongest, "p_holm")) if strongest else None,  # the deciding test, Holm-corrected
+        "cohens_d": ev.m(schema.model_key(strongest, metric, "cohen_d")) if strongest else None,
     }

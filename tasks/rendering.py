@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined, pass_context
 
-from tasks.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
+from tasks.evidence.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
 from tasks.markdown import Markdown, code, md_text
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -33,7 +33,7 @@ def cite_flag(value: Cited | None, yes: str = "yes", no: str = "no") -> Markdown
         return Markdown("n/a")
     word = yes if flag_word(value.value) == "yes" else no
     if word not in FLAG_WORDS[int(value.value)]:
-        raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.cited.FLAG_WORDS")
+        raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.evidence.cited.FLAG_WORDS")
     return Markdown(f"{format_word(word)} {value.citation}")
 
 
@@ -70,7 +70,7 @@ def _finalize(context, value: object) -> object:
 
 
 class _FootnotedTemplate(Template):
-    """A rendered Markdown report carries its citations as footnotes (``tasks.cited.to_footnotes``)."""
+    """A rendered Markdown report carries its citations as footnotes (``tasks.evidence.cited.to_footnotes``)."""
 
     def render(self, *args, **kwargs) -> str:
         text = super().render(*args, **kwargs)

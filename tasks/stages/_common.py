@@ -8,6 +8,7 @@ from prefect.tasks import exponential_backoff
 from tasks import evidence
 from tasks.actions import BLOCKED, Cycle, Outcome, blocked, open_child, record, transient_only
 from tasks.adapters.base import ModelSpec
+from tasks.evidence import schema
 from tasks.mission import ModelEntry
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ def model_spec(cycle: Cycle, entry: ModelEntry) -> ModelSpec:
 
 def open_model_run(cycle: Cycle, parent: str, name: str) -> evidence.RunLog:
     """A model's child run under an action: every stage that works per model logs there."""
-    return open_child(cycle, parent, name, {"fa.kind": "model", "fa.model": name})
+    return open_child(cycle, parent, name, {schema.KIND: "model", schema.MODEL: name})
 
 
 def finish(run: evidence.RunLog, outcome: Outcome):

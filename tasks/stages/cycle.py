@@ -13,9 +13,10 @@ from prefect.cache_policies import NO_CACHE
 from agents.planner import pending_actions, plan_next
 from tasks import evidence, reporting
 from tasks.actions import Cycle
-from tasks.cycles import find_cycle
+from tasks.evidence import schema
+from tasks.evidence.cycles import find_cycle
 from tasks.mission import Mission, load_mission
-from tasks.recovery import close_killed_cycles, owner_tags
+from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.runtime.paths import reports_root
 
 
@@ -32,8 +33,8 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
     close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id,
-                                                                    "fa.cycle_number": "1", **owner_tags(),
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id, schema.MISSION: mission.id,
+                                                                    schema.CYCLE_NUMBER: "1", **owner_tags(),
                                                                     **(plan or {}).get("tags", {})})
     g = mission.gates
     run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,

@@ -23,6 +23,7 @@ from tasks.data.datasets import load_dataset
 from tasks.diagnostics import plots
 from tasks.diagnostics.layers import imbalance_finding
 from tasks.diagnostics.run import METRICS_VERSION, DiagnosticResult, diagnose
+from tasks.evidence import schema
 from tasks.mission import Action, Dataset, ModelEntry
 from tasks.runtime.batching import run_batched
 from tasks.stages._common import PROJECT_ROOT, RETRY, finish, model_spec, open_model_run
@@ -99,7 +100,7 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
             plots_dir = cycle.report_dir / "results" / f"{entry.name}_attention_plots"
             if not plots_dir.exists():  # drawn on another machine
                 evidence.fetch_artifacts(model_run, "plots", plots_dir.parent / "_fetched").rename(plots_dir)
-        per_model = [c for c in evidence.read_run(run.run_id).children if c.tags.get("fa.status") == COMPLETED]
+        per_model = [c for c in evidence.read_run(run.run_id).children if c.tags.get(schema.STATUS) == COMPLETED]
         run.metrics({
             "models_diagnosed": len(results), "models_failed": len(entries) - len(results), "dataset_samples": len(samples),
             "samples_scored_min": min((float(r.m("samples_scored").value) for r in per_model), default=0),
@@ -169,7 +170,7 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
     if result.retries:
         run.params({"batch_retries": "; ".join(result.retries)})
     run.metrics(metrics)
-    run.tags({"fa.cached": str(cached).lower()})
+    run.tags({schema.CACHED: str(cached).lower()})
     run.table(ps, "per_sample.csv")
     run.table(pl, "per_layer.csv")
     run.table(result.skipped, "skipped_samples.csv")

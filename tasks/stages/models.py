@@ -9,6 +9,7 @@ from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_ru
 from tasks.adapters.base import WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
+from tasks.evidence import schema
 from tasks.mission import Action, ModelEntry
 from tasks.stages._common import RETRY, finish, model_spec, open_model_run
 
@@ -19,13 +20,13 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     run = open_model_run(cycle, parent_run, entry.name)
     spec = model_spec(cycle, entry)
     run.params({"adapter": entry.adapter, "source": entry.source, "arch": entry.arch or "none"})
-    run.tags({"fa.calibration": str(entry.calibration).lower()})
+    run.tags({schema.CALIBRATION: str(entry.calibration).lower()})
     with tracked(run):
         try:
             model = load_model(spec)
         except WeightsUnavailable as exc:
             get_run_logger().warning("%s is Blocked: %s", entry.name, exc)
-            run.tags({"fa.searched": "; ".join(exc.searched) or "nowhere", "fa.fetch": exc.fetch or "none"})
+            run.tags({schema.SEARCHED: "; ".join(exc.searched) or "nowhere", schema.FETCH: exc.fetch or "none"})
             return blocked(record(run, Outcome(entry.name, BLOCKED, run.run_id, reason=exc.reason,
                                                mitigation=f"{exc.mitigation} (looked in: {'; '.join(exc.searched)})")))
         samples = make_synthetic(2, seed=7)
@@ -37,8 +38,8 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
             layers = len(summary.layer_names)
             entropy_ok = (summary.entropy_visual.isfinite() | summary.entropy_text.isfinite()).all(dim=0)
             coverage = float(entropy_ok.float().mean()) if layers else 0.0
-    run.tags({"fa.family": model.family, "fa.capabilities": ",".join(sorted(model.capabilities)),
-              "fa.random_init": str(model.random_init).lower(), "fa.revision": model.revision})
+    run.tags({schema.FAMILY: model.family, schema.CAPABILITIES: ",".join(sorted(model.capabilities)),
+              schema.RANDOM_INIT: str(model.random_init).lower(), schema.REVISION: model.revision})
     run.metrics({"layers_traced": layers, "trace_coverage": coverage, "random_init": int(model.random_init)})
     return record(run, Outcome(entry.name, COMPLETED, run.run_id, data={"family": model.family, "random_init": model.random_init}))
 
@@ -58,7 +59,7 @@ def adapters_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, ...]
         calibration = {e.name for e in entries if e.calibration}
         external = [m for m in loaded if m.key not in calibration and not m.data["random_init"]]
         runs = {m.key: evidence.read_run(m.run_id, with_children=False) for m in external}
-        traced = [r for r in runs.values() if "trace" in r.tags.get("fa.capabilities", "").split(",")]
+        traced = [r for r in runs.values() if "trace" in r.tags.get(schema.CAPABILITIES, "").split(",")]
         run.metrics({
             "models_requested": len(models), "models_loaded": len(loaded), "models_blocked": len(models) - len(loaded),
             "external_models_requested": sum(1 for e in entries if not e.calibration),

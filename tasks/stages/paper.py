@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from agents.quality_officer import check_text
 from tasks import evidence, paper, reporting
 from tasks.actions import COMPLETED, Cycle, Outcome, action_run, action_task_name
+from tasks.evidence import schema
 from tasks.mission import Action
 from tasks.rendering import make_env
 from tasks.stages._common import finish
@@ -49,7 +50,8 @@ def _paper_sections(cycle: Cycle, out: Path) -> list:
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
     if view["stats_run"] is None:
         return []
-    used = {m for m in ANALYSED_METRICS if any(f"{mv.name}/{m}/mean" in view["stats_run"].metrics for mv in view["models"])}
+    used = {m for m in ANALYSED_METRICS
+            if any(schema.model_key(mv.name, m, "mean") in view["stats_run"].metrics for mv in view["models"])}
     used.add(cycle.mission.gates.metric)
     env = paper.with_paper_filters(make_env())
     context = {**view, "s": view["stats_run"], "metrics_used": used, "fa_providecommand": paper.FA_PROVIDECOMMAND}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import uuid
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import numpy as np
 import yaml
@@ -23,12 +24,13 @@ from tasks import evidence, reporting
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, open_child, record, tracked
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
+from tasks.evidence import schema
 from tasks.probing import alignment, decision, plots, probes
 from tasks.probing.extract import Features, extract
 from tasks.probing.ground_truth import SpatialSet, split
 from tasks.probing.mission import Action, ProbingMission, ProbingModel
 from tasks.probing.points import NotExtractable, n_lm_layers, point_key
-from tasks.recovery import close_killed_cycles, owner_tags
+from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.runtime.paths import reports_root
 from tasks.stages._common import finish, open_model_run
 
@@ -54,9 +56,9 @@ def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: b
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
     close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
-                                                                    "fa.mission": mission.id, "fa.mission_kind": "probing",
-                                                                    "fa.cycle_number": "1", **owner_tags()})
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
+                                                                    schema.MISSION: mission.id, schema.MISSION_KIND: "probing",
+                                                                    schema.CYCLE_NUMBER: "1", **owner_tags()})
     run.params({"mission_path": mission_path, "data": mission.data.kind, "samples": mission.data.samples,
                 "seed": mission.data.seed, "allow_random_init": allow_random_init,
                 "models": ",".join(m.name for m in mission.models)})
@@ -97,8 +99,8 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
                 continue
             keys = {p.id: point_key(entry, p, layers) for p in entry.points}
             child.params({f"point/{pid}": key for pid, key in keys.items()})
-            child.tags({"fa.role": role(entry, model.random_init), "fa.random_init": str(model.random_init).lower(),
-                        "fa.family": model.family, "fa.revision": model.revision})
+            child.tags({schema.ROLE: role(entry, model.random_init), schema.RANDOM_INIT: str(model.random_init).lower(),
+                        schema.FAMILY: model.family, schema.REVISION: model.revision})
             child.metrics({"lm_layers": layers, "random_init": int(model.random_init), "points": len(keys)})
             record(child, Outcome(entry.name, COMPLETED, child.run_id))
             opened[entry.name] = keys
@@ -134,7 +136,7 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
                 continue
             child.metrics({"samples": features.n, "points": len(keys),
                            **{f"dim/{pid}": features.load(key).shape[1] for pid, key in keys.items()}})
-            child.tags({"fa.cached": str(features.cached).lower()})
+            child.tags({schema.CACHED: str(features.cached).lower()})
             record(child, Outcome(name, COMPLETED, child.run_id))
             done[name] = (features, keys)
         run.metrics({"models_extracted": len(done), "samples": len(data.samples),
@@ -205,8 +207,8 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
             metrics = {}
             for i, a in enumerate(names):
                 for j, b in enumerate(names):
-                    metrics[f"cka/{a}/{b}"] = linear[i, j]
-                    metrics[f"cka_debiased/{a}/{b}"] = debiased[i, j]
+                    metrics[schema.cka_key(a, b)] = linear[i, j]
+                    metrics[schema.cka_key(a, b, debiased=True)] = debiased[i, j]
             child.metrics({k: v for k, v in metrics.items() if not _nan(v)} | {"samples": len(reps[vision])})
             child.params({"reference_point": vision, "point_order": ",".join(names)})
             child.artifact(plots.cka_heatmap(name, names, linear, debiased,
@@ -229,8 +231,8 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
     opened = evidence.read_run(models_run)
     rows = []
     for entry in mission.models:
-        child = probed.child("fa.model", entry.name)
-        model = opened.child("fa.model", entry.name)
+        child = probed.child(schema.MODEL, entry.name)
+        model = opened.child(schema.MODEL, entry.name)
         if child is None or model is None:
             continue
         per_point: dict[str, dict[str, float]] = {}
@@ -238,7 +240,7 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
             pid, _, metric = key.partition("/")
             per_point.setdefault(pid, {})[metric] = float(c.value)
         points = [p.id for p in entry.points if entry.stage(p) in mission.decision.stages]
-        rows.append(decision.judge(entry.name, model.tags.get("fa.role", "subject"), per_point, points,
+        rows.append(decision.judge(entry.name, model.tags.get(schema.ROLE, "subject"), per_point, points,
                                    mission.thresholds, mission.decision.pass_on))
     chosen = decision.select(rows, mission.selection.top, mission.selection.rank_by, mission.selection.require)
     planted = {m.name: m.planted for m in mission.models if m.planted}
@@ -248,19 +250,19 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
         params = {}
         for r in rows:
             for c in r.cells:
-                metrics |= {f"matrix/{r.model}/{c.metric}/value": c.value, f"matrix/{r.model}/{c.metric}/judged": c.judged,
-                            f"matrix/{r.model}/{c.metric}/passed": c.passed}
-                params[f"matrix/{r.model}/{c.metric}/point"] = c.point
-            metrics[f"matrix/{r.model}/passed"] = sum(c.passed for c in r.cells)
+                cell = partial(schema.matrix_key, r.model, c.metric)  # cell("passed") -> matrix/<model>/<metric>/passed
+                metrics |= {cell("value"): c.value, cell("judged"): c.judged, cell("passed"): c.passed}
+                params[cell("point")] = c.point
+            metrics[schema.matrix_key(r.model, "passed")] = sum(c.passed for c in r.cells)
         subjects = [r for r in rows if r.role == "subject"]
         metrics |= {"models_judged": len(rows), "subjects_judged": len(subjects), "selected": len(chosen),
                     "selection_top": mission.selection.top,
                     "calibration_separated": -1 if separated is None else int(separated)}
         run.metrics({k: v for k, v in metrics.items() if not _nan(v)})
         run.params(params | {"pass_on": mission.decision.pass_on, "decision_stages": ",".join(mission.decision.stages)})
-        run.tags({"fa.selected": ",".join(r.model for r in chosen) or "none",
-                  "fa.roles": ",".join(f"{r.model}={r.role}" for r in rows)})
-        evidence.RunLog(cycle.run_id).tags({"fa.decision": "SELECTED" if chosen else "NONE_SELECTED"})
+        run.tags({schema.SELECTED_MODELS: ",".join(r.model for r in chosen) or "none",
+                  schema.ROLES: ",".join(f"{r.model}={r.role}" for r in rows)})
+        evidence.RunLog(cycle.run_id).tags({schema.DECISION: "SELECTED" if chosen else "NONE_SELECTED"})
         outcome = Outcome(action.id, COMPLETED if rows else BLOCKED, run.run_id, data=[r.model for r in chosen],
                           reason="" if rows else "no model was probed", mitigation="" if rows else "see P3")
     return finish(run, outcome)
@@ -277,14 +279,14 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
 
     env = make_env()
     first = assess(render(env, probing_view(cycle.mission, evidence.read_run(cycle.run_id)), cycle.report_dir))
-    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     quality.metrics({"citations_checked": first.citations_checked, "findings": len(first.findings)})
-    quality.tags({"fa.verdict": "VERIFIED" if first.verified else "NOT VERIFIED"})
+    quality.tags({schema.VERDICT: "VERIFIED" if first.verified else "NOT VERIFIED"})
     tree = evidence.read_run(cycle.run_id)
-    paths = render(env, probing_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality")), cycle.report_dir)
+    paths = render(env, probing_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality")), cycle.report_dir)
     final = assess(paths)
     verdict = "VERIFIED" if final.verified and first.verified else "NOT VERIFIED"
-    quality.tags({"fa.verdict": verdict})
+    quality.tags({schema.VERDICT: verdict})
     quality.metrics({"citations_checked_final": final.citations_checked, "findings_final": len(final.findings)})
     if final.findings:
         (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(final.findings) + "\n",
@@ -292,5 +294,5 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     for path in paths:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()
-    decision = tree.tags.get("fa.decision", "NONE_SELECTED")
+    decision = tree.tags.get(schema.DECISION, "NONE_SELECTED")
     return {"handoff": str(paths[0]), "verdict": verdict, "findings": final.findings, "decision": decision}

@@ -10,6 +10,7 @@ from agents.planner import NextPlan, plan_next
 from agents.quality_officer import assess
 from tasks import evidence, reporting
 from tasks.actions import Cycle, open_child
+from tasks.evidence import schema
 from tasks.mission import Mission
 from tasks.rendering import make_env
 
@@ -30,7 +31,7 @@ def _narrative(view: dict, quality: evidence.RunLog) -> narrative.NarrativeResul
     facts = [c for c in (s.m("gates/models_tested"), s.m("gates/models_collapsed"), s.m("imbalance_threshold")) if c]
     result = narrative.write_paragraph(facts, f"In two sentences, state the cycle's decision ({view['decision']}) "
                                               "and how many models were tested and collapsed.")
-    quality.tags({"fa.narrative": "accepted" if result.accepted else f"rejected: {result.rejected_reason}"})
+    quality.tags({schema.NARRATIVE: "accepted" if result.accepted else f"rejected: {result.rejected_reason}"})
     return result
 
 
@@ -51,13 +52,13 @@ def _chartable_statistics(view: dict) -> None:
     for model in view["models"]:
         if model.diag is None:
             continue
-        prefix = f"{model.name}/"
+        prefix = schema.model_key(model.name, "")
         values = {"stats/" + k.removeprefix(prefix): c.value for k, c in s.metrics.items()
                   if k.startswith(prefix) and isinstance(c.value, (int, float))}
         if values:
             evidence.RunLog(model.diag.run_id).metrics(values)
-            evidence.RunLog(model.diag.run_id).tags({"fa.call": model.call or "n/a",
-                                                     "fa.verdict": "collapse" if model.collapsed else "no collapse shown"})
+            evidence.RunLog(model.diag.run_id).tags({schema.CALL: model.call or "n/a",
+                                                     schema.VERDICT: "collapse" if model.collapsed else "no collapse shown"})
 
 
 @task(name="reports", task_run_name="reports and handoff", cache_policy=NO_CACHE)
@@ -66,8 +67,8 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     env = make_env()
     # The first screen's strength, blocker and next action: derived from the evidence, logged, then cited.
     first = evidence.read_run(cycle.run_id)
-    if "fa.decision" not in first.tags:  # no statistics ran: the gates' answer without evidence, logged so it is cited
-        evidence.RunLog(cycle.run_id).tags({"fa.decision": "NEED_MORE_DATA", "fa.rule": "the statistics did not run"})
+    if schema.DECISION not in first.tags:  # no statistics ran: the gates' answer without evidence, logged so it is cited
+        evidence.RunLog(cycle.run_id).tags({schema.DECISION: "NEED_MORE_DATA", schema.RULE: "the statistics did not run"})
         first = evidence.read_run(cycle.run_id)
     next_plan = _next_plan(cycle.mission, first)
     before = reporting.cycle_view(cycle.mission, first, next_plan=next_plan)
@@ -79,12 +80,12 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     view = reporting.cycle_view(cycle.mission, tree, next_plan=next_plan)
     first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
-    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     verdict = "VERIFIED" if not first else "NOT VERIFIED"
     quality.metrics({"citations_checked": checked, "findings": len(first)})
-    quality.tags({"fa.verdict": verdict})
+    quality.tags({schema.VERDICT: verdict})
     tree = evidence.read_run(cycle.run_id)
-    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality"),
+    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality"),
                                 next_plan=_next_plan(cycle.mission, tree))
     view["narrative"] = _narrative(view, quality)
     paths = reporting.render_reports(env, view, cycle.report_dir)
@@ -92,7 +93,7 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     findings, checked_final = final.findings, final.citations_checked
     if findings:
         verdict = "NOT VERIFIED"
-        quality.tags({"fa.verdict": verdict})
+        quality.tags({schema.VERDICT: verdict})
         (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(findings) + "\n", encoding="utf-8")
     quality.metrics({"citations_checked_final": checked_final, "findings_final": len(findings)})
     for path in paths:

@@ -1,6 +1,8 @@
 """T3: per-model statistics, Holm-corrected collapse verdicts, controls, comparisons and the one gate decision."""
 from __future__ import annotations
 
+from functools import partial
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -10,6 +12,7 @@ from tasks import gates as gates_mod
 from tasks.actions import COMPLETED, Cycle, Outcome, action_run, action_task_name
 from tasks.diagnostics.baselines import ALL as BASELINE_SHARES
 from tasks.diagnostics.run import DiagnosticResult
+from tasks.evidence import schema
 from tasks.mission import Action
 from tasks.reliance_plot import reliance_histogram
 from tasks.scores_table import analyze
@@ -35,11 +38,6 @@ def analysed_scores(results: dict[str, DiagnosticResult]) -> pd.DataFrame:
 
 
 CALLS = ("collapsed", "per-sample dominance", "balanced", "imbalanced", "not testable", "not shown to differ")
-
-
-def call_key(label: str) -> str:
-    """The metric key of a call: ``per-sample dominance`` → ``per_sample_dominance``."""
-    return label.replace("-", "_").replace(" ", "_")
 
 
 def roles(mission, names, random_init: tuple[str, ...] = ()) -> dict[str, str]:
@@ -77,30 +75,31 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
         for r in analysis.per_model:
             name = r.model
             if r.metric != metric:  # the other metrics: descriptive, never a verdict
-                metrics |= {f"{name}/{r.metric}/{k}": getattr(r.summary, k) for k in ("n", "mean", "ci_low", "ci_high")}
+                metrics |= {schema.model_key(name, r.metric, k): getattr(r.summary, k) for k in ("n", "mean", "ci_low", "ci_high")}
                 continue
             v, entry = r.verdict, entries.get(name)
-            metrics |= (r.summary.as_dict(f"{name}/{metric}/") | v.as_dict(f"{name}/verdict/")
-                        | r.equivalence.as_dict(f"{name}/tost/") | r.reliance.as_dict(f"{name}/reliance/"))
-            params |= (r.summary.as_params(f"{name}/{metric}/") | v.as_params(f"{name}/verdict/")
-                       | r.reliance.as_params(f"{name}/reliance/")
-                       | {f"{name}/call": r.call.label, f"{name}/call_reason": r.call.reason, f"{name}/direction": r.call.direction,
-                          f"{name}/role": role[name], f"{name}/architecture": entry.adapter if entry else "unknown"})
+            key = partial(schema.model_key, name)  # key("verdict", "p_holm") -> <name>/verdict/p_holm
+            metrics |= (r.summary.as_dict(key(metric, "")) | v.as_dict(key("verdict", ""))
+                        | r.equivalence.as_dict(key("tost", "")) | r.reliance.as_dict(key("reliance", "")))
+            params |= (r.summary.as_params(key(metric, "")) | v.as_params(key("verdict", ""))
+                       | r.reliance.as_params(key("reliance", ""))
+                       | {key("call"): r.call.label, key("call_reason"): r.call.reason, key("direction"): r.call.direction,
+                          key("role"): role[name], key("architecture"): entry.adapter if entry else "unknown"})
             # each verdict word a report shows is a logged number it can cite: 1 for the call made, 0 for the others
-            metrics |= {f"{name}/call/{call_key(label)}": int(r.call.label == label) for label in CALLS}
+            metrics |= {schema.call_key(name, label): int(r.call.label == label) for label in CALLS}
             passed = None
             if role[name] == gates_mod.CALIBRATION:
                 planted = controls.planted_direction(entry.adapter, entry.source) if entry else None
                 measured = controls.measured_direction(v.collapsed, v.dominant, r.call.label, r.call.direction)
                 passed = controls.control_passed(planted, measured)
-                params |= {f"{name}/control/planted": planted or "unknown", f"{name}/control/measured": measured}
+                params |= {key("control", "planted"): planted or "unknown", key("control", "measured"): measured}
                 if passed is not None:
-                    metrics[f"{name}/control/passed"] = passed
+                    metrics[key("control", "passed")] = passed
             verdicts.append(gates_mod.ModelVerdict(name, role[name], v.collapsed, entry.adapter if entry else name, passed))
         for r in analysis.pairwise:
             if r.metric == metric:
-                key = f"pairs/{r.model_a}_vs_{r.model_b}/"
-                metrics |= r.comparison.as_dict(key) | {key + "p_holm": r.p_holm, key + "reject_holm": r.reject}
+                pair = schema.pair_key(r.model_a, r.model_b)
+                metrics |= r.comparison.as_dict(pair) | {pair + "p_holm": r.p_holm, pair + "reject_holm": r.reject}
         metrics |= _layer_models(results, params)
         metrics |= _calibration_evidence(metric, params)
         metrics |= _baseline_robustness(results, subjects, gates, params)
@@ -109,8 +108,8 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
             if "mm_shap_signed_v" in ps and ps["mm_shap_signed_v"].notna().any() and metric in ps:
                 agreement = metric_agreement.compare(ps[metric], ps["mm_shap_v"], ps["mm_shap_sum_image"],
                                                      ps["mm_shap_sum_text"], ps["mm_shap_signed_v"], gates.imbalance_threshold)
-                metrics |= agreement.as_dict(f"{name}/signed/")
-                params |= agreement.as_params(f"{name}/signed/")
+                metrics |= agreement.as_dict(schema.model_key(name, "signed", ""))
+                params |= agreement.as_params(schema.model_key(name, "signed", ""))
         external = [m.name for m in cycle.mission.models if not m.calibration]
         blocked = [n for n in external if n not in results]
         result = gates_mod.decide(verdicts, gates, blocked)
@@ -123,12 +122,12 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
                     "gates/trustworthy": result.trustworthy}
         run.metrics(metrics)
         run.params(params)
-        run.tags({"fa.decision": result.decision, "fa.rule": result.rule,
-                  "fa.collapsed": ",".join(result.collapsed) or "none", "fa.tested": ",".join(result.tested) or "none",
-                  "fa.excluded": ",".join(result.controls) or "none", "fa.blocked": ",".join(result.blocked) or "none",
-                  "fa.controls_failed": ",".join(result.controls_failed) or "none",
-                  "fa.trustworthy": str(result.trustworthy).lower()})
-        evidence.RunLog(cycle.run_id).tags({"fa.decision": result.decision})
+        run.tags({schema.DECISION: result.decision, schema.RULE: result.rule,
+                  schema.COLLAPSED_MODELS: ",".join(result.collapsed) or "none", schema.TESTED_MODELS: ",".join(result.tested) or "none",
+                  schema.EXCLUDED_MODELS: ",".join(result.controls) or "none", schema.BLOCKED_MODELS: ",".join(result.blocked) or "none",
+                  schema.CONTROLS_FAILED: ",".join(result.controls_failed) or "none",
+                  schema.TRUSTWORTHY: str(result.trustworthy).lower()})
+        evidence.RunLog(cycle.run_id).tags({schema.DECISION: result.decision})
         if results:
             folder = cycle.report_dir / "results"
             forest = stats_plots.forest_plot(analysis.per_model_frame().query("metric == @metric"), gates.imbalance_threshold,
@@ -168,30 +167,29 @@ def _baseline_robustness(results: dict[str, DiagnosticResult], subjects: list[st
             outcome = f"collapsed toward {r.verdict.dominant}" if r.verdict.collapsed else "not collapsed"
             outcomes[short] = outcome
             means.append(r.summary.mean)
-            out |= {f"{name}/robust/{short}/mean": r.summary.mean, f"{name}/robust/{short}/collapsed": r.verdict.collapsed}
-            params[f"{name}/robust/{short}/outcome"] = outcome
+            out |= {schema.model_key(name, "robust", short, "mean"): r.summary.mean,
+                    schema.model_key(name, "robust", short, "collapsed"): r.verdict.collapsed}
+            params[schema.model_key(name, "robust", short, "outcome")] = outcome
         if outcomes:
-            out |= {f"{name}/robust/baselines": len(outcomes), f"{name}/robust/spread": max(means) - min(means),
-                    f"{name}/robust/robust": len(outcomes) == len(BASELINES) and len(set(outcomes.values())) == 1}
+            out |= {schema.model_key(name, "robust", "baselines"): len(outcomes),
+                    schema.model_key(name, "robust", "spread"): max(means) - min(means),
+                    schema.model_key(name, "robust", "robust"): len(outcomes) == len(BASELINES) and len(set(outcomes.values())) == 1}
     return out
-
-
-CALIBRATION_EXPERIMENT = "fusionaudit-calibration"
 
 
 def _calibration_evidence(metric: str, params: dict[str, str]) -> dict[str, float]:
     """Whether the latest ``fusionaudit calibrate`` run showed that the verdict metric separates the zoo."""
     client = evidence.client()
-    exp = client.get_experiment_by_name(CALIBRATION_EXPERIMENT)
+    exp = client.get_experiment_by_name(schema.CALIBRATION_EXPERIMENT)
     runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'", max_results=50,
                               order_by=["attributes.start_time DESC"]) if exp else []
-    latest = next((r for r in runs if f"scores/{metric}/separates" in r.data.metrics), None)
+    latest = next((r for r in runs if schema.calibration_score_key(metric, "separates") in r.data.metrics), None)
     if latest is None:
         params["calibration_run"] = "none"
         return {}
     params["calibration_run"] = latest.info.run_id
-    return {f"calibration/{metric}/{k}": latest.data.metrics[f"scores/{metric}/{k}"]
-            for k in ("separates", "sensitivity", "specificity") if f"scores/{metric}/{k}" in latest.data.metrics}
+    scores = {k: schema.calibration_score_key(metric, k) for k in ("separates", "sensitivity", "specificity")}
+    return {schema.calibration_key(metric, k): latest.data.metrics[key] for k, key in scores.items() if key in latest.data.metrics}
 
 
 def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) -> dict[str, float]:
@@ -203,6 +201,7 @@ def _layer_models(results: dict[str, DiagnosticResult], params: dict[str, str]) 
             continue
         long = pl.rename(columns={"attn_visual_share": "value"}).assign(model=name)[["model", "sample_id", "layer_index", "value"]].dropna()
         fit = fit_layer_model(long)
-        out |= {f"{name}/layers/converged": bool(fit.converged), f"{name}/layers/reliable": bool(fit.reliable)}
-        params[f"{name}/layers/warnings"] = "; ".join(fit.warnings) or "none"
+        out |= {schema.model_key(name, "layers", "converged"): bool(fit.converged),
+                schema.model_key(name, "layers", "reliable"): bool(fit.reliable)}
+        params[schema.model_key(name, "layers", "warnings")] = "; ".join(fit.warnings) or "none"
     return out

@@ -163,7 +163,7 @@ def test_next_cycle_is_planned_from_the_previous_ones_evidence(two_cycles):
     import yaml
 
     from flows.cycle import next_cycle
-    from tasks.cycles import list_cycles
+    from tasks.evidence.cycles import list_cycles
 
     first = two_cycles[0].result()
     state = next_cycle(previous_cycle=first["cycle_id"], samples=40, return_state=True)

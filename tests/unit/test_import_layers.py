@@ -4,7 +4,7 @@
     stages           the Prefect tasks (tasks.stages, tasks.actions): thin wrappers that log evidence
     agents           planner, quality officer, ops commander, narrative: read evidence, never open a model
     pure modules     adapters, data, diagnostics, stats, reporting, literature, paper, ...: no agents, no flows
-    foundation       evidence store, mission schema, citations, runtime (paths, preflight, redaction, ...)
+    foundation       evidence (store, schema, citations, cycles, recovery), mission schema, progress, runtime
 
 A module may import its own layer or any layer below it. grimp (the import graph behind
 import-linter) reads every import statement, those inside functions included, so a lazy
@@ -19,7 +19,7 @@ import pytest
 
 PACKAGES = ("flows", "tasks", "agents")
 STAGES = ("tasks.stages", "tasks.actions")  # the @task wrappers of every mission kind, one module per DAG node
-FOUNDATION = ("tasks.evidence", "tasks.mission", "tasks.cited", "tasks.runtime")
+FOUNDATION = ("tasks.evidence", "tasks.mission", "tasks.progress", "tasks.runtime")  # tasks.evidence: a package
 
 
 @pytest.fixture(scope="module")

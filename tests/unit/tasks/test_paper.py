@@ -6,7 +6,7 @@ import re
 import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
-from tasks.cited import Cited
+from tasks.evidence.cited import Cited
 from tasks.rendering import TEMPLATES, make_env
 from tasks.paper import (
     FA_NEWCOMMAND,

@@ -8,6 +8,7 @@ import pytest
 
 from tasks import evidence
 from tasks.actions import Cycle
+from tasks.evidence import schema
 from tasks.mission import load_mission
 
 MISSION = Path(__file__).resolve().parents[4] / "missions" / "week1.yaml"
@@ -19,5 +20,5 @@ def cycle(tmp_path, monkeypatch) -> Cycle:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mission = load_mission(MISSION)
     experiment = evidence.ensure_experiment(mission.id)
-    run = evidence.start_run(experiment, "cycle c1", tags={"fa.kind": "cycle", "fa.cycle_id": "c1", "fa.mission": mission.id})
+    run = evidence.start_run(experiment, "cycle c1", tags={schema.KIND: "cycle", schema.CYCLE_ID: "c1", schema.MISSION: mission.id})
     return Cycle(mission, str(MISSION), "c1", experiment, run.run_id, tmp_path / "reports", datetime.now(timezone.utc))
