@@ -14,7 +14,7 @@ from tasks import evidence
 from tasks.evidence import FAILED, RunEvidence, schema
 from tasks.evidence.cited import Cited
 from tasks.mission import PRIORITY_ORDER, Action, Mission
-from tasks.rendering import cite, code
+from tasks.reporting.rendering import cite, code
 
 NOT_RUN = "Not run"
 # Infrastructure figures every run carries; reported as duration/memory, not as the action's key metrics.
@@ -117,7 +117,7 @@ def _cite(c: Cited) -> str:
 
 
 def _safe(text: str) -> str:
-    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.markdown.code)."""
+    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.reporting.markdown.code)."""
     return code(text)[1:-1]
 
 

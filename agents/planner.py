@@ -33,9 +33,9 @@ from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence, schema
 from tasks.evidence.cited import Cited
 from tasks.gates import GateResult
 from tasks.logged_decision import logged_decision
-from tasks.markdown import Markdown
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
-from tasks.rendering import cite, code
+from tasks.reporting.markdown import Markdown
+from tasks.reporting.rendering import cite, code
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 

@@ -22,7 +22,7 @@ from tasks import calibration, evidence, progress
 from tasks.adapters.zoo import SEEDS, VARIANTS
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS
 from tasks.evidence import schema
-from tasks.rendering import make_env
+from tasks.reporting.rendering import make_env
 from tasks.runtime.paths import reports_root
 from tasks.stages.calibration import DATA_SEED, diagnose_zoo, mm_shap_runs
 

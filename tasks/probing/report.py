@@ -10,7 +10,7 @@ from tasks.evidence import RunEvidence, schema
 from tasks.evidence.cited import Cited
 from tasks.mission import PRIORITY_ORDER
 from tasks.probing.mission import ProbingMission
-from tasks.reporting import ActionView
+from tasks.reporting.views import ActionView
 
 METRIC_LABELS = {"spatial_iou": "Spatial IoU", "bbox_iou": "Bbox IoU", "map50": "mAP@0.5",
                  "position_accuracy": "position accuracy", "presence_accuracy": "presence accuracy",

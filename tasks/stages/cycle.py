@@ -11,12 +11,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agents.planner import pending_actions, plan_next
-from tasks import evidence, reporting
+from tasks import evidence
 from tasks.actions import Cycle
 from tasks.evidence import schema
 from tasks.evidence.cycles import find_cycle
-from tasks.mission import Mission, load_mission
 from tasks.evidence.recovery import close_killed_cycles, owner_tags
+from tasks.mission import Mission, load_mission
+from tasks.reporting import views
 from tasks.runtime.paths import reports_root
 
 
@@ -47,7 +48,7 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     for entry in actions:  # deadlines count from this cycle's start
         entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
     escalated = tuple((a["id"], a.get("escalation", {}).get("error", "")) for a in actions if a.get("plan") == "escalated")
-    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
+    run.artifact(views.write_pending_actions(actions, report_dir), "handoff")
     report_dir.mkdir(parents=True, exist_ok=True)
     as_run = report_dir / "mission.yaml"  # the mission with CLI overrides applied: what the next cycle plans from
     as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

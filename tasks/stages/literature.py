@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import literature
+from tasks.reporting import literature
 from tasks.actions import COMPLETED, Cycle, Outcome, action_run, action_task_name
 from tasks.mission import Action
 from tasks.stages._common import PROJECT_ROOT, RETRY, finish

@@ -8,11 +8,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from agents.quality_officer import check_text
-from tasks import evidence, paper, reporting
+from tasks import evidence
 from tasks.actions import COMPLETED, Cycle, Outcome, action_run, action_task_name
 from tasks.evidence import schema
 from tasks.mission import Action
-from tasks.rendering import make_env
+from tasks.reporting import paper, views
+from tasks.reporting.rendering import make_env
 from tasks.stages._common import finish
 from tasks.stages.statistics import ANALYSED_METRICS
 
@@ -47,7 +48,7 @@ def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
 def _paper_sections(cycle: Cycle, out: Path) -> list:
     """Method (the formulas of the metrics this cycle used) and results (table, forest plot), Markdown and LaTeX,
     from the cycle's evidence; returns the evidence check's findings on the Markdown twins."""
-    view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
+    view = views.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
     if view["stats_run"] is None:
         return []
     used = {m for m in ANALYSED_METRICS

@@ -20,17 +20,18 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from agents.planner import pending_actions
-from tasks import evidence, reporting
+from tasks import evidence
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, open_child, record, tracked
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.evidence import schema
+from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.probing import alignment, decision, plots, probes
 from tasks.probing.extract import Features, extract
 from tasks.probing.ground_truth import SpatialSet, split
 from tasks.probing.mission import Action, ProbingMission, ProbingModel
 from tasks.probing.points import NotExtractable, n_lm_layers, point_key
-from tasks.evidence.recovery import close_killed_cycles, owner_tags
+from tasks.reporting import views
 from tasks.runtime.paths import reports_root
 from tasks.stages._common import finish, open_model_run
 
@@ -66,7 +67,7 @@ def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: b
     actions = pending_actions(mission, started)
     for entry in actions:
         entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
-    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
+    run.artifact(views.write_pending_actions(actions, report_dir), "handoff")
     as_run = report_dir / "mission.yaml"
     as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
     run.artifact(as_run, "mission")
@@ -275,7 +276,7 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render the handoff from evidence, verify every citation, render again with the verdict."""
     from agents.quality_officer import assess
     from tasks.probing.report import probing_view, render
-    from tasks.rendering import make_env
+    from tasks.reporting.rendering import make_env
 
     env = make_env()
     first = assess(render(env, probing_view(cycle.mission, evidence.read_run(cycle.run_id)), cycle.report_dir))

@@ -8,11 +8,12 @@ from prefect.cache_policies import NO_CACHE
 from agents import narrative
 from agents.planner import NextPlan, plan_next
 from agents.quality_officer import assess
-from tasks import evidence, reporting
+from tasks import evidence
 from tasks.actions import Cycle, open_child
 from tasks.evidence import schema
 from tasks.mission import Mission
-from tasks.rendering import make_env
+from tasks.reporting import views
+from tasks.reporting.rendering import make_env
 
 
 def _plain(value) -> float | None:
@@ -71,24 +72,24 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
         evidence.RunLog(cycle.run_id).tags({schema.DECISION: "NEED_MORE_DATA", schema.RULE: "the statistics did not run"})
         first = evidence.read_run(cycle.run_id)
     next_plan = _next_plan(cycle.mission, first)
-    before = reporting.cycle_view(cycle.mission, first, next_plan=next_plan)
-    head = reporting.headline_of(before)
+    before = views.cycle_view(cycle.mission, first, next_plan=next_plan)
+    head = views.headline_of(before)
     _chartable_statistics(before)
     evidence.RunLog(cycle.run_id).metrics(head.metrics())
     evidence.RunLog(cycle.run_id).tags(head.tags())
     tree = evidence.read_run(cycle.run_id)
-    view = reporting.cycle_view(cycle.mission, tree, next_plan=next_plan)
-    first_pass = assess(reporting.render_reports(env, view, cycle.report_dir))
+    view = views.cycle_view(cycle.mission, tree, next_plan=next_plan)
+    first_pass = assess(views.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     verdict = "VERIFIED" if not first else "NOT VERIFIED"
     quality.metrics({"citations_checked": checked, "findings": len(first)})
     quality.tags({schema.VERDICT: verdict})
     tree = evidence.read_run(cycle.run_id)
-    view = reporting.cycle_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality"),
+    view = views.cycle_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality"),
                                 next_plan=_next_plan(cycle.mission, tree))
     view["narrative"] = _narrative(view, quality)
-    paths = reporting.render_reports(env, view, cycle.report_dir)
+    paths = views.render_reports(env, view, cycle.report_dir)
     final = assess(paths)
     findings, checked_final = final.findings, final.citations_checked
     if findings:
@@ -101,10 +102,10 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     quality.finish()
     handoff = cycle.report_dir / "handoff" / "execution_progress_update.md"
     text = handoff.read_text(encoding="utf-8")
-    create_markdown_artifact(markdown=reporting.first_screen(text), key=f"summary-{cycle.mission.id}"[:60],
+    create_markdown_artifact(markdown=views.first_screen(text), key=f"summary-{cycle.mission.id}"[:60],
                              description=f"Decision and what blocks a stronger answer, cycle {cycle.cycle_id} "
                                          f"(full handoff: artifact handoff-{cycle.mission.id})")
-    create_markdown_artifact(markdown=reporting.inline_images(text, handoff.parent), key=f"handoff-{cycle.mission.id}"[:60],
+    create_markdown_artifact(markdown=views.inline_images(text, handoff.parent), key=f"handoff-{cycle.mission.id}"[:60],
                              description=f"Week-1 handoff of cycle {cycle.cycle_id}")
     summary = cycle.report_dir / "summaries" / "cycle_summary.md"
     create_markdown_artifact(markdown=summary.read_text(encoding="utf-8"), key=f"cycle-summary-{cycle.mission.id}"[:60],

@@ -26,8 +26,8 @@ from tasks import evidence
 from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
 from tasks.evidence import schema
-from tasks.runtime.paths import cache_dir, reports_root
 from tasks.evidence.recovery import close_killed_cycles, owner_tags
+from tasks.runtime.paths import cache_dir, reports_root
 from tasks.training import checklist, plots
 from tasks.training.compare import compare_variants
 from tasks.training.config import TrainConfig

@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tasks import evidence, literature, paper
+from tasks import evidence
 from tasks.evidence import COMPLETED, schema
 from tasks.evidence.cited import Cited
-from tasks.rendering import make_env
+from tasks.reporting import literature, paper
+from tasks.reporting.rendering import make_env
 from tasks.training import checklist, plots
 from tasks.training.mission import TrainingMission, Variant
 

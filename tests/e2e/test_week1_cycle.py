@@ -103,7 +103,7 @@ def test_plots_and_pending_actions_are_written(two_cycles):
 def test_handoff_is_published_as_a_prefect_markdown_artifact(two_cycles):
     from prefect.artifacts import Artifact
 
-    from tasks.reporting import first_screen, inline_images
+    from tasks.reporting.views import first_screen, inline_images
 
     handoff = Path(two_cycles[1].result()["handoff"])
     artifact = Artifact.get("handoff-week1-attention-collapse")

@@ -1,7 +1,8 @@
 """The literature stage on a real SQLite MLflow store: the related-work section written, logged and counted."""
 from __future__ import annotations
 
-from tasks import evidence, literature
+from tasks import evidence
+from tasks.reporting import literature
 from tasks.stages._common import PROJECT_ROOT
 from tasks.stages.literature import literature_stage
 

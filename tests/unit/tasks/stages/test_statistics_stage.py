@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from agents.planner import plan_next
-from tasks import evidence, rendering, reporting
+from tasks import evidence
+from tasks.reporting import rendering
+from tasks.reporting import views as reporting
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.mission import load_mission

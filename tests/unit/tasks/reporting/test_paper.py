@@ -1,4 +1,4 @@
-"""The abstract draft and the citation filters (tasks/paper.py)."""
+"""The abstract draft and the citation filters (tasks/reporting/paper.py)."""
 from __future__ import annotations
 
 import re
@@ -7,8 +7,8 @@ import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
 from tasks.evidence.cited import Cited
-from tasks.rendering import TEMPLATES, make_env
-from tasks.paper import (
+from tasks.reporting.rendering import TEMPLATES, make_env
+from tasks.reporting.paper import (
     FA_NEWCOMMAND,
     CollapsedModel,
     abstract_context,
@@ -179,7 +179,7 @@ def test_wording_follows_the_decision():
 
 
 def test_render_without_caller_filters_and_default_env():
-    # no filters, the one environment's whitespace rules (tasks/rendering.py)
+    # no filters, the one environment's whitespace rules (tasks/reporting/rendering.py)
     bare_env = Environment(loader=make_env(TEMPLATES).loader, undefined=StrictUndefined,
                            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     assert render_abstract(bare_env, facts("GO", 2)) == render_abstract(None, facts("GO", 2))

@@ -20,8 +20,8 @@ from tasks.acceptance import CriterionCheck, check_criteria, final_status
 from tasks.evidence import RunEvidence, schema
 from tasks.evidence.cited import Cited
 from tasks.logged_decision import logged_decision
-from tasks.headline import Headline, headline
 from tasks.mission import PRIORITY_ORDER, Mission
+from tasks.reporting.headline import Headline, headline
 
 # ------------------------------------------------------------------ the view
 

@@ -42,7 +42,7 @@ from jinja2 import Environment, StrictUndefined, Undefined
 
 from tasks.evidence import RunEvidence, schema
 from tasks.evidence.cited import Cited
-from tasks.rendering import code, make_env, tex_escape
+from tasks.reporting.rendering import code, make_env, tex_escape
 
 DECISIONS: tuple[str, ...] = ("GO", "PIVOT", "NEED_MORE_DATA")
 ABSTRACT_TEX = "paper/abstract.tex.j2"
