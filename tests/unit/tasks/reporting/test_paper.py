@@ -7,7 +7,6 @@ import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
 from tasks.evidence.cited import Cited
-from tasks.reporting.rendering import TEMPLATES, make_env
 from tasks.reporting.paper import (
     FA_NEWCOMMAND,
     CollapsedModel,
@@ -17,6 +16,7 @@ from tasks.reporting.paper import (
     render_abstract,
     with_paper_filters,
 )
+from tasks.reporting.rendering import TEMPLATES, make_env
 
 RUN_A, RUN_B, RUN_C = "a1" * 16, "b2" * 16, "c3" * 16
 MODELS = ["openai/clip-vit-base-patch32", "Salesforce/blip-itm-base-coco", "zoo_text", "zoo_vision"]

@@ -12,11 +12,11 @@ import pytest
 
 from agents.planner import plan_next
 from tasks import evidence
-from tasks.reporting import rendering
-from tasks.reporting import views as reporting
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.mission import load_mission
+from tasks.reporting import rendering
+from tasks.reporting import views as reporting
 from tasks.stages.statistics import statistics_stage
 
 MISSION = Path(__file__).resolve().parents[4] / "missions" / "week1.yaml"
