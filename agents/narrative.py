@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tasks.runtime.redaction import redact
 from agents.quality_officer import check_text
-from tasks.cited import Cited
+from tasks.evidence.cited import Cited
 
 URL_ENV, MODEL_ENV, KEY_ENV = "FUSIONAUDIT_NARRATIVE_URL", "FUSIONAUDIT_NARRATIVE_MODEL", "FUSIONAUDIT_NARRATIVE_API_KEY"
 TIMEOUT_S = 60.0

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 from agents.quality_officer import CriterionCheck, check_criteria, final_status
 from tasks import evidence
-from tasks.cited import Cited
-from tasks.evidence import FAILED, RunEvidence
+from tasks.evidence import FAILED, RunEvidence, schema
+from tasks.evidence.cited import Cited
 from tasks.mission import PRIORITY_ORDER, Action, Mission
-from tasks.rendering import cite, code
+from tasks.reporting.rendering import cite, code
 
 NOT_RUN = "Not run"
 # Infrastructure figures every run carries; reported as duration/memory, not as the action's key metrics.
@@ -117,7 +117,7 @@ def _cite(c: Cited) -> str:
 
 
 def _safe(text: str) -> str:
-    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.markdown.code)."""
+    """Inside a code span the template writes: one line, no backtick, no pipe (tasks.reporting.markdown.code)."""
     return code(text)[1:-1]
 
 
@@ -158,22 +158,22 @@ def _data(run: RunEvidence, cycle: RunEvidence) -> DataUsed:
 
 def action_report(mission: Mission, action: Action, cycle: RunEvidence) -> ActionReport:
     """One action of the cycle as its evidence shows it; ``Not run`` when the cycle has no run for it."""
-    run = cycle.child("fa.action_id", action.id)
+    run = cycle.child(schema.ACTION_ID, action.id)
     base = dict(action_id=action.id, title=action.title, stage=action.stage, owner=action.owner, priority=action.priority)
     if run is None:
         return ActionReport(**base, run_id=None, status=NOT_RUN, final_status=NOT_RUN, reason="", mitigation="")
     checks = [c for c in check_criteria(mission, cycle) if c.action_id == action.id]
-    status = run.tags.get("fa.status", FAILED)
-    models = [ModelRunReport(name=c.tags["fa.model"], run_id=c.run_id, status=c.tags.get("fa.status", FAILED),
-                             reason=c.tags.get("fa.reason", ""), cached=c.tags.get("fa.cached") == "true",
+    status = run.tags.get(schema.STATUS, FAILED)
+    models = [ModelRunReport(name=c.tags[schema.MODEL], run_id=c.run_id, status=c.tags.get(schema.STATUS, FAILED),
+                             reason=c.tags.get(schema.REASON, ""), cached=c.tags.get(schema.CACHED) == "true",
                              metrics=_key_metrics(c), duration=duration(c))
-              for c in run.children if c.tags.get("fa.kind") == "model" and c.tags.get("fa.model")]
+              for c in run.children if c.tags.get(schema.KIND) == "model" and c.tags.get(schema.MODEL)]
     files = artifacts(run.run_id) + [a for m in models for a in artifacts(m.run_id)]
     return ActionReport(**base, run_id=run.run_id, status=status, final_status=final_status(status, checks),
-                        reason=run.tags.get("fa.reason", ""), mitigation=run.tags.get("fa.mitigation", ""),
+                        reason=run.tags.get(schema.REASON, ""), mitigation=run.tags.get(schema.MITIGATION, ""),
                         models=models, data=_data(run, cycle), artifacts=files, metrics=_key_metrics(run),
                         duration=duration(run), peak_rss_mb=run.m("peak_rss_mb"), peak_gpu_mb=run.m("peak_gpu_mb"),
-                        criteria=checks, status_ev=run.t("fa.status"))
+                        criteria=checks, status_ev=run.t(schema.STATUS))
 
 
 def cycle_reports(mission: Mission, cycle: RunEvidence) -> list[ActionReport]:

@@ -9,15 +9,15 @@
 - a Failed action is retried once; one that failed in two consecutive cycles
   is escalated (listed with its error) instead of being retried again.
 
-What it reads from the previous cycle run (and its children):
-  cycle run        tags ``fa.cycle_id``, ``fa.cycle_number`` (default 1),
-                   ``fa.failures/<action_id>`` (consecutive failed cycles before it, default 0);
+What it reads from the previous cycle run (and its children), by the names of ``tasks.evidence.schema``:
+  cycle run        tags ``CYCLE_ID``, ``CYCLE_NUMBER`` (default 1),
+                   ``failures_tag(action_id)`` (consecutive failed cycles before it, default 0);
                    param ``models``
-  action runs      tags ``fa.action_id``, ``fa.status``, ``fa.reason``; metrics named by acceptance criteria
-  model runs       children of any action run: tags ``fa.kind=model``, ``fa.model``, ``fa.status``, ``fa.reason``
+  action runs      tags ``ACTION_ID``, ``STATUS``, ``REASON``; metrics named by acceptance criteria
+  model runs       children of any action run: tags ``KIND`` = model, ``MODEL``, ``STATUS``, ``REASON``
   statistics run   metrics ``<model>/<gates.metric>/n``, ``<model>/verdict/collapsed`` (Holm-corrected for
                    subjects), ``<model>/control/passed``; params ``<model>/role``, ``<model>/architecture``;
-                   tag ``fa.blocked`` (external models not tested)
+                   tag ``BLOCKED_MODELS`` (external models not tested)
 """
 from __future__ import annotations
 
@@ -25,16 +25,17 @@ import json
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
+from functools import partial
 
 from agents.quality_officer import check_criteria, final_status
 from tasks import stats
-from tasks.cited import Cited
-from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence
+from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence, schema
+from tasks.evidence.cited import Cited
 from tasks.gates import GateResult
 from tasks.logged_decision import logged_decision
-from tasks.markdown import Markdown
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
-from tasks.rendering import cite, code
+from tasks.reporting.markdown import Markdown
+from tasks.reporting.rendering import cite, code
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 
@@ -131,9 +132,9 @@ class NextPlan:
 
     def cycle_tags(self) -> dict[str, str]:
         """Tags the next cycle run must carry so the plan after it can count consecutive failures."""
-        return {"fa.cycle_number": str(self.cycle_number), "fa.previous_cycle_run": self.previous_run_id,
-                "fa.escalated": ",".join(e.action_id for e in self.escalated) or "none",
-                **{f"fa.failures/{a}": str(n) for a, n in sorted(self.failures.items())}}
+        return {schema.CYCLE_NUMBER: str(self.cycle_number), schema.PREVIOUS_CYCLE_RUN: self.previous_run_id,
+                schema.ESCALATED: ",".join(e.action_id for e in self.escalated) or "none",
+                **{schema.failures_tag(a): str(n) for a, n in sorted(self.failures.items())}}
 
 
 def plan_next(mission: Mission, previous: RunEvidence) -> NextPlan:
@@ -147,7 +148,7 @@ def plan_next(mission: Mission, previous: RunEvidence) -> NextPlan:
     except ValueError as exc:
         raise ValueError(f"plan_next: the next mission for {mission.id!r} does not validate ({exc}): "
                          "check the models' alternatives in the mission file") from exc
-    return NextPlan(next_mission, decision, changes, _int_tag(previous, "fa.cycle_number", 1) + 1, previous.run_id,
+    return NextPlan(next_mission, decision, changes, _int_tag(previous, schema.CYCLE_NUMBER, 1) + 1, previous.run_id,
                     subs, retried, escalated, failures)
 
 
@@ -160,7 +161,7 @@ def _int_tag(run: RunEvidence, key: str, default: int) -> int:
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
     action = mission.for_stage(stage)
-    return cycle.child("fa.action_id", action.id) if action else None
+    return cycle.child(schema.ACTION_ID, action.id) if action else None
 
 
 # ------------------------------------------------------------------ gates
@@ -188,12 +189,12 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
     result = logged_decision(mission, previous)
     if run is not None:
         for name in result.tested:
-            prefix = f"{name}/{gates.metric}/"
-            cited = [c for c in (run.m(prefix + "mean"), run.m(f"{name}/verdict/p_holm"), run.m(f"{name}/verdict/collapsed"))
-                     if c is not None]
+            key = partial(schema.model_key, name)
+            cited = [c for c in (run.m(key(gates.metric, "mean")), run.m(key("verdict", "p_holm")),
+                                 run.m(key("verdict", "collapsed"))) if c is not None]
             shown = ", ".join(f"{label} {cite(c)}" for label, c in zip(("image share", "Holm p", "collapsed"), cited))
             changes.append(Change(f"Model {code(name)}: {'collapse' if name in result.collapsed else 'no collapse shown'} "
-                                  f"({shown}; {code(run.params.get(f'{name}/verdict/reason', ''))}).",
+                                  f"({shown}; {code(run.params.get(key('verdict', 'reason'), ''))}).",
                                   tuple(c.citation[1:-1] for c in cited), kind="verdict"))
     where = f"run {code(run.run_id)}" if run else "no statistics run"
     # the mission's gate values are the brief's text, not measurements: shown in a code span
@@ -202,7 +203,7 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
     collapsed = ", ".join(map(code, result.collapsed)) or "none"
     controls = ", ".join(map(code, result.controls)) or "none"
     # the decision is a cited claim where the statistics logged the same one (they call the same function)
-    logged = run.tags.get("fa.decision") if run else None
+    logged = run.tags.get(schema.DECISION) if run else None
     said = f"**{result.decision}** [{run.run_id}:tags/fa.decision]" if logged == result.decision else result.decision
     text = (f"Decision {said} from the per-model verdicts logged in {where}: {result.rule} "
             f"(external models tested: {tested}; collapsed: {collapsed}; controls, never counted: {controls}; "
@@ -221,15 +222,15 @@ def _model_runs(previous: RunEvidence) -> dict[str, list[RunEvidence]]:
     runs: dict[str, list[RunEvidence]] = {}
     for action in previous.children:
         for child in action.children:
-            if child.tags.get("fa.kind") == "model" and child.tags.get("fa.model"):
-                runs.setdefault(child.tags["fa.model"], []).append(child)
+            if child.tags.get(schema.KIND) == "model" and child.tags.get(schema.MODEL):
+                runs.setdefault(child.tags[schema.MODEL], []).append(child)
     return runs
 
 
 def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
     runs = _model_runs(previous)
-    blocked = {name: next(r for r in rs if r.tags.get("fa.status") == BLOCKED)
-               for name, rs in runs.items() if any(r.tags.get("fa.status") == BLOCKED for r in rs)}
+    blocked = {name: next(r for r in rs if r.tags.get(schema.STATUS) == BLOCKED)
+               for name, rs in runs.items() if any(r.tags.get(schema.STATUS) == BLOCKED for r in rs)}
     ran_before = set(filter(None, previous.params.get("models", "").split(","))) | {m.name for m in mission.models}
     by_name = {m.name: m for m in mission.models + mission.alternatives}
 
@@ -240,7 +241,7 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
             chosen.append(entry)
             continue
         run = blocked[entry.name]
-        reason = run.tags.get("fa.reason", "") or "no reason logged"
+        reason = run.tags.get(schema.REASON, "") or "no reason logged"
         picked, skipped = [], []
         for alt in entry.alternatives:
             if alt in blocked:
@@ -286,12 +287,12 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
     failures: dict[str, int] = {}
     retried: dict[str, str] = {}
     escalated: list[Escalation] = []
-    cycle_id = previous.tags.get("fa.cycle_id", previous.run_id)
+    cycle_id = previous.tags.get(schema.CYCLE_ID, previous.run_id)
     for action in _ordered(mission):
-        prior = _int_tag(previous, f"fa.failures/{action.id}", 0)
-        run = previous.child("fa.action_id", action.id)
+        prior = _int_tag(previous, schema.failures_tag(action.id), 0)
+        run = previous.child(schema.ACTION_ID, action.id)
         mine = [c for c in checks if c.action_id == action.id]
-        status = final_status(run.tags.get("fa.status", FAILED), mine) if run else "Not run"
+        status = final_status(run.tags.get(schema.STATUS, FAILED), mine) if run else "Not run"
         if status == COMPLETED:
             count = 0
         elif status == FAILED:
@@ -324,10 +325,10 @@ def _numeric(c: Cited | None) -> bool:
 
 def _error(run: RunEvidence, checks) -> str:
     """The logged reason, or the criteria the action missed with their observed values."""
-    reason = run.tags.get("fa.reason", "")
+    reason = run.tags.get(schema.REASON, "")
     missed = [f"criterion {code(c.description)} not met: {code(c.metric)} = "
               f"{cite(c.evidence) if c.evidence else 'not logged'}, required {c.op} "
               f"{cite(c.required_evidence) if _numeric(c.required_evidence) else code(f'{c.required:g} (mission)')}"
               for c in checks if not c.passed]
     parts = ([code(reason)] if reason else []) + missed
-    return "; ".join(parts) or code(run.tags.get("fa.status", "no reason logged"))
+    return "; ".join(parts) or code(run.tags.get(schema.STATUS, "no reason logged"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tasks import evidence
 from tasks.acceptance import CriterionCheck, check_criteria, final_status  # noqa: F401 - the officer's checks
-from tasks.cited import CITATION, CLAIM_WORDS, from_footnotes
+from tasks.evidence.cited import CITATION, CLAIM_WORDS, from_footnotes
 
 
 

@@ -15,21 +15,17 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 
 from agents.quality_officer import assess
 from tasks import calibration, evidence, progress
-from tasks.adapters.zoo import SEEDS, VARIANTS, ZooModel, load_zoo_model
-from tasks.data.synthetic import make_synthetic
-from tasks.diagnostics.mm_shap import mm_shap
-from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, diagnose
+from tasks.adapters.zoo import SEEDS, VARIANTS
+from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS
+from tasks.evidence import schema
+from tasks.reporting.rendering import make_env
 from tasks.runtime.paths import reports_root
-from tasks.rendering import make_env
+from tasks.stages.calibration import DATA_SEED, diagnose_zoo, mm_shap_runs
 
-EXPERIMENT = "fusionaudit-calibration"
-# Not the zoo's training (1000) or check (1001) data, nor the tests' (7): samples no model has seen.
-DATA_SEED = 2024
 PERMUTATIONS = (2, 4, 8, 16, 32)  # MM-SHAP counts of the Monte-Carlo error study
 CALL_CODE = {"text": -1, "neither": 0, "vision": 1}  # a call as a loggable number
 
@@ -53,40 +49,6 @@ def check_args(samples: int, seeds: list[int], permutations: list[int], threshol
         raise ValueError("calibrate: " + "; ".join(problems))
 
 
-@task(name="zoo-diagnose", cache_policy=NO_CACHE)
-def diagnose_zoo(variant: str, seed: int, samples: int, mm_shap_permutations: int) -> tuple[pd.DataFrame, dict]:
-    """Per-sample metrics of one zoo model (trained or loaded) and its training facts."""
-    model = load_zoo_model(variant, seed=seed)  # raises ZooTrainingError: a model without its behaviour never enters
-    data = make_synthetic(samples, seed=DATA_SEED)
-    result = diagnose(model, data, mm_shap_permutations=mm_shap_permutations, keep_maps=0)
-    facts = {**{f"held_out/{k}": v for k, v in model.held_out_accuracy.items()},
-             "from_cache": int(model.from_cache), "revision": model.revision}
-    return result.per_sample.assign(variant=variant, seed=seed), facts
-
-
-@task(name="mm-shap-mc-error", cache_policy=NO_CACHE)
-def mm_shap_runs(variant: str, seed: int, permutations: list[int], n_samples: int,
-                 repeats: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """MM-SHAP of a few samples at each permutation count, repeated with different sampling seeds.
-
-    Returns the runs (for ``calibration.mc_error``) and each sample's credit
-    concentration at the largest count (for the balanced model's explanation).
-    """
-    model: ZooModel = load_zoo_model(variant, seed=seed)
-    data = make_synthetic(n_samples, seed=DATA_SEED)
-    images, captions, ids = [s.image for s in data], [s.caption for s in data], [s.sample_id for s in data]
-    rows, spread = [], []
-    for perms in permutations:
-        for repeat in range(repeats):
-            r = mm_shap(model, images, captions, ids, permutations=perms, seed=repeat)
-            rows.append(pd.DataFrame({"variant": variant, "permutations": perms, "repeat": repeat, "sample_id": ids,
-                                      "mm_shap_v": r.v.numpy(), "mm_shap_se": r.se.numpy()}))
-            if perms == max(permutations):
-                spread += [calibration.credit_concentration(pi.numpy(), pt.numpy())
-                           for pi, pt in zip(r.phi_image, r.phi_text)]
-    return pd.concat(rows, ignore_index=True), pd.DataFrame(spread).assign(variant=variant)
-
-
 def _finite(values: dict) -> dict:
     """MLflow stores NaN, but a report should say n/a for a missing value rather than cite a NaN."""
     return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(float(v))}
@@ -95,7 +57,7 @@ def _finite(values: dict) -> dict:
 def _log_child(experiment: str, parent: str, variant: str, seed: int, calls: pd.DataFrame, facts: dict,
                per_sample: pd.DataFrame) -> str:
     run = evidence.start_run(experiment, f"{variant}-seed{seed}", parent,
-                             tags={"fa.kind": "calibration-model", "fa.variant": variant, "fa.seed": seed})
+                             tags={schema.KIND: "calibration-model", schema.VARIANT: variant, schema.SEED: seed})
     mine = calls[(calls["variant"] == variant) & (calls["seed"] == seed)]
     values: dict[str, float] = {k: v for k, v in facts.items() if k.startswith("held_out/") or k == "from_cache"}
     for r in mine.itertuples():
@@ -116,7 +78,7 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
     for r in scores.itertuples():
         for k in ("sensitivity", "specificity", "separates", "wrong_way", "wrong_way_seeds", "balanced_between",
                   "n_seeds", "text_dominant_mean", "balanced_mean", "vision_dominant_mean"):
-            values[f"scores/{r.metric}/{k}"] = float(getattr(r, k))
+            values[schema.calibration_score_key(r.metric, k)] = float(getattr(r, k))
     for r in agree.itertuples():
         values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/rho"] = r.rho
         values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/n"] = r.n
@@ -133,10 +95,10 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
 def _view(parent_id: str, seeds: list[int], permutations: list[int], threshold: float) -> dict:
     """What the template may show: the run tree read back from MLflow (every number a ``Cited``)."""
     tree = evidence.read_run(parent_id)
-    children = {(c.tags["fa.variant"], int(c.tags["fa.seed"])): c for c in tree.children
-                if c.tags.get("fa.kind") == "calibration-model"}
-    scored = [m for m in calibration.METRICS if tree.m(f"scores/{m}/separates") is not None]
-    flag = lambda m, k: bool(tree.m(f"scores/{m}/{k}") and tree.m(f"scores/{m}/{k}").value == 1)  # noqa: E731
+    children = {(c.tags[schema.VARIANT], int(c.tags[schema.SEED])): c for c in tree.children
+                if c.tags.get(schema.KIND) == "calibration-model"}
+    scored = [m for m in calibration.METRICS if tree.m(schema.calibration_score_key(m, "separates")) is not None]
+    flag = lambda m, k: bool(tree.m(schema.calibration_score_key(m, k)) and tree.m(schema.calibration_score_key(m, k)).value == 1)  # noqa: E731
     scopes = ["pooled", *VARIANTS]
     pairs = [(a, b) for i, a in enumerate(scored) for b in scored[i + 1:]]
     return {
@@ -163,9 +125,9 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
     seeds = [int(s) for s in (SEEDS if seeds is None else seeds)]
     permutations = sorted({int(p) for p in (PERMUTATIONS if permutations is None else permutations)})
     check_args(samples, seeds, permutations, threshold, mc_samples, mc_repeats)
-    experiment = evidence.ensure_experiment(EXPERIMENT)
+    experiment = evidence.ensure_experiment(schema.CALIBRATION_EXPERIMENT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={"fa.kind": "calibration"})
+    parent = evidence.start_run(experiment, f"calibration-{stamp}", tags={schema.KIND: "calibration"})
     try:
         parent.params({"samples": samples, "seeds": ",".join(map(str, seeds)),
                        "permutations": ",".join(map(str, permutations)), "threshold": threshold,
@@ -217,7 +179,7 @@ def calibrate(samples: int = 64, seeds: list[int] | None = None, permutations: l
         assessment = assess([report])  # the same check the cycle's reports and `fusionaudit verify` use
         problems, checked, verified = assessment.findings, assessment.citations_checked, assessment.verified
         parent.artifact(report, "report")
-        parent.tags({"fa.verdict": "VERIFIED" if verified else "NOT VERIFIED", "fa.report": str(report)})
+        parent.tags({schema.VERDICT: "VERIFIED" if verified else "NOT VERIFIED", schema.REPORT: str(report)})
         parent.finish()
         progress.report("stage", "done", runs_total + 3, runs_total + 3)
     except BaseException:

@@ -244,7 +244,7 @@ def cycle_list(mission: Path = typer.Option(None, help="mission brief (YAML); de
         check_mlflow()  # seconds, not MLflow's minutes of HTTP retries (and before MLflow is imported)
     except (MissionError, PreflightError) as exc:
         _fail(exc, False)
-    from tasks.cycles import list_cycles
+    from tasks.evidence.cycles import list_cycles
 
     cycles = list_cycles(mission_id)
     if not cycles:

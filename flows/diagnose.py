@@ -14,8 +14,9 @@ from prefect import flow, get_run_logger
 
 from tasks import evidence, progress
 from tasks.actions import COMPLETED, Cycle, NotRetryable
+from tasks.evidence import schema
 from tasks.mission import ModelEntry
-from tasks.stages import diagnose_and_log, model_failed
+from tasks.stages.diagnostics import diagnose_and_log, model_failed
 
 DIAGNOSE_DEPLOYMENT = "diagnose-model/diagnose-model"
 
@@ -106,8 +107,8 @@ def fan_out(cycle: Cycle, parent: str, entries: tuple[ModelEntry, ...], poll_s: 
     finished = {}
     for entry in entries:
         flow_run = ended[entry.name]
-        model_run = evidence.find_child(cycle.experiment_id, parent, {"fa.kind": "model", "fa.model": entry.name})
-        if flow_run.state.is_completed() and model_run and model_run.tags.get("fa.status") == COMPLETED:
+        model_run = evidence.find_child(cycle.experiment_id, parent, {schema.KIND: "model", schema.MODEL: entry.name})
+        if flow_run.state.is_completed() and model_run and model_run.tags.get(schema.STATUS) == COMPLETED:
             finished[entry.name] = model_run.run_id
         else:
             model_failed(cycle, parent, entry, RuntimeError(

@@ -5,27 +5,20 @@
 """
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import yaml
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.states import Completed
 
-from agents.planner import pending_actions
-from tasks import evidence, progress, reporting
+from tasks import evidence, progress
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome
 from tasks.adapters.registry import available
 from tasks.mission import MissionError
-from tasks.runtime.paths import reports_root
 from tasks.probing.ground_truth import load_spatial
 from tasks.probing.mission import ProbingMission, load_probing_mission
-from tasks.probing.stages import (alignment_stage, decision_stage, extraction_stage, models_stage, probes_stage,
-                                  write_reports)
-from tasks.recovery import close_killed_cycles, owner_tags
-from tasks.stages import quality_review
+from tasks.stages.probing import (alignment_stage, decision_stage, extraction_stage, models_stage, probes_stage,
+                                  start_cycle, write_reports)
+from tasks.stages.review import quality_review
 
 DEFAULT_MISSION = Path(__file__).resolve().parent.parent / "missions" / "p4-spatial-probing.yaml"
 
@@ -48,29 +41,6 @@ def prepare_probing_mission(mission_path: str, models: list[str] | None = None, 
         if m.adapter not in adapters:
             raise MissionError(f"{mission_path}: model {m.name} uses unknown adapter {m.adapter!r}: use one of {sorted(adapters)}")
     return mission
-
-
-@task(name="start-probing-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: bool) -> Cycle:
-    started = datetime.now(timezone.utc)
-    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    experiment = evidence.ensure_experiment(mission.id)
-    close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
-                                                                    "fa.mission": mission.id, "fa.mission_kind": "probing",
-                                                                    "fa.cycle_number": "1", **owner_tags()})
-    run.params({"mission_path": mission_path, "data": mission.data.kind, "samples": mission.data.samples,
-                "seed": mission.data.seed, "allow_random_init": allow_random_init,
-                "models": ",".join(m.name for m in mission.models)})
-    report_dir = reports_root() / mission.id / cycle_id
-    actions = pending_actions(mission, started)
-    for entry in actions:
-        entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
-    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
-    as_run = report_dir / "mission.yaml"
-    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    run.artifact(as_run, "mission")
-    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
 
 
 STAGES = ("models", "extraction", "probes", "alignment", "decision")  # the cycle's order; the reports follow

@@ -17,8 +17,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import evidence, progress
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Outcome, open_child, record, tracked
+from tasks.evidence import schema
 from tasks.training.mission import prepare_training_mission
-from tasks.training.stages import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
+from tasks.stages.training import (BudgetExhausted, TrainingCycle, checklist_stage, compare_stage, log_rediagnosis,
                                    log_training, rediagnose, start_cycle, train_key, train_model, write_reports)
 
 
@@ -50,14 +51,14 @@ def _train_and_rediagnose(cycle: TrainingCycle) -> pd.DataFrame | None:
     """Every (configuration, seed) trained as its own task (two at a time), then re-diagnosed; one run each under TRAIN."""
     m = cycle.mission
     action = open_child(cycle, cycle.run_id, "TRAIN train and re-diagnose every variant × seed",
-                        {"fa.kind": "action", "fa.action_id": "TRAIN"})
+                        {schema.KIND: "action", schema.ACTION_ID: "TRAIN"})
     frames = []
     with tracked(action):
         jobs = {}
         for name, config in m.configs().items():
             for seed in m.seeds:
                 run = open_child(cycle, action.run_id, f"{name} seed {seed}",
-                                 {"fa.kind": "training", "fa.config": name, "fa.seed": str(seed)})
+                                 {schema.KIND: "training", schema.CONFIG: name, schema.SEED: str(seed)})
                 run.params({"config": name, "seed": seed, "train_key": train_key(config, m.data, seed),
                             **{f"cfg.{s}.{k}": v for s, part in config.model_dump().items() for k, v in part.items()}})
                 jobs[name, seed] = (run, train_model.submit(config, m.data, seed, run.run_id, cycle.deadline))

@@ -5,25 +5,25 @@
 """
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timedelta, timezone
-
-import yaml
 from pydantic import ValidationError
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
 from prefect.states import Completed
 
-from agents.planner import pending_actions
 from flows.diagnose import dispatch
-from tasks import evidence, progress, reporting
+from tasks import evidence, progress
 from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, dependency_block, escalation_block, outcome_of, stage_label
 from tasks.adapters.registry import available
 from tasks.mission import SAMPLES_MAX, Mission, MissionError, Runtime, load_mission
-from tasks.runtime.paths import DEFAULT_MISSION, reports_root
-from tasks.recovery import close_killed_cycles, owner_tags
-from tasks.stages import (adapters_stage, check_environment, diagnostics_stage, literature_stage, paper_stage,
-                          quality_review, statistics_stage, write_reports)
+from tasks.runtime.paths import DEFAULT_MISSION
+from tasks.stages.cycle import start_cycle
+from tasks.stages.diagnostics import diagnostics_stage
+from tasks.stages.environment import check_environment
+from tasks.stages.literature import literature_stage
+from tasks.stages.models import adapters_stage
+from tasks.stages.paper import paper_stage
+from tasks.stages.reports import write_reports
+from tasks.stages.review import quality_review
+from tasks.stages.statistics import statistics_stage
 
 
 def prepare_mission(mission_path: str, models: list[str] | None = None, samples: int | None = None,
@@ -67,42 +67,6 @@ def prepare_mission(mission_path: str, models: list[str] | None = None, samples:
         if m.adapter not in adapters:
             raise MissionError(f"{mission_path}: model {m.name} uses unknown adapter {m.adapter!r}: use one of {sorted(adapters)}")
     return mission
-
-
-@task(name="start-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fan_out: bool = False,
-                plan: dict | None = None) -> Cycle:
-    """The cycle's parent run, its parameters, the mission as run, and the plan it executes (pending_actions.json).
-
-    ``plan`` comes from the planner when this cycle was planned from the last
-    one (flows/cycle.py): its tags chain the cycles, its actions carry retries
-    and escalations.
-    """
-    started = datetime.now(timezone.utc)
-    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    experiment = evidence.ensure_experiment(mission.id)
-    close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id, "fa.mission": mission.id,
-                                                                    "fa.cycle_number": "1", **owner_tags(),
-                                                                    **(plan or {}).get("tags", {})})
-    g = mission.gates
-    run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
-                "seed": mission.dataset.seed, "allow_random_init": allow_random_init, "fan_out": fan_out,
-                "models": ",".join(m.name for m in mission.models), "gates.metric": g.metric,
-                "gates.min_models_tested": g.min_models_tested, "gates.min_models_collapsed": g.min_models_collapsed,
-                "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
-    report_dir = reports_root() / mission.id / cycle_id
-    actions = (plan or {}).get("actions") or pending_actions(mission, started)
-    for entry in actions:  # deadlines count from this cycle's start
-        entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
-    escalated = tuple((a["id"], a.get("escalation", {}).get("error", "")) for a in actions if a.get("plan") == "escalated")
-    run.artifact(reporting.write_pending_actions(actions, report_dir), "handoff")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    as_run = report_dir / "mission.yaml"  # the mission with CLI overrides applied: what the next cycle plans from
-    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    run.artifact(as_run, "mission")
-    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out,
-                 escalated)
 
 
 def stage_count(mission: Mission) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks import evidence
-from tasks.cited import Cited, format_number
-from tasks.evidence import BLOCKED, COMPLETED, FAILED
+from tasks.evidence import BLOCKED, COMPLETED, FAILED, schema
+from tasks.evidence.cited import Cited, format_number
 from tasks.mission import Mission
 
 
@@ -40,8 +40,8 @@ def check_criteria(mission: Mission, cycle: evidence.RunEvidence) -> list[Criter
     """Each criterion of each action that ran, evaluated on that action's logged metrics, with its evidence."""
     checks = []
     for action in mission.actions:
-        run = cycle.child("fa.action_id", action.id)
-        if run is None or run.tags.get("fa.status") == BLOCKED:
+        run = cycle.child(schema.ACTION_ID, action.id)
+        if run is None or run.tags.get(schema.STATUS) == BLOCKED:
             continue
         for c in action.acceptance:
             observed = run.m(c.metric)

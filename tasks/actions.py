@@ -17,7 +17,7 @@ from prefect.states import Cancelled, State
 
 from tasks import evidence
 from tasks.adapters.base import WeightsUnavailable
-from tasks.evidence import BLOCKED, COMPLETED, FAILED
+from tasks.evidence import BLOCKED, COMPLETED, FAILED, schema
 from tasks.mission import Action, Mission
 from tasks.runtime.resources import measure
 
@@ -106,7 +106,7 @@ def tracked(run: evidence.RunLog):
 
 
 def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
-    run.tags({"fa.status": outcome.status, "fa.reason": outcome.reason, "fa.mitigation": outcome.mitigation})
+    run.tags({schema.STATUS: outcome.status, schema.REASON: outcome.reason, schema.MITIGATION: outcome.mitigation})
     if outcome.status != COMPLETED:
         run.mark_in_name(outcome.status)
     run.finish("FAILED" if outcome.status == FAILED else "FINISHED")
@@ -116,11 +116,11 @@ def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
 @contextmanager
 def action_run(cycle: Cycle, action: Action):
     """Open (or resume) the action's run, measure it, and leave it finished."""
-    run = open_child(cycle, cycle.run_id, f"{action.id} {action.title}", {"fa.kind": "action", "fa.action_id": action.id})
+    run = open_child(cycle, cycle.run_id, f"{action.id} {action.title}", {schema.KIND: "action", schema.ACTION_ID: action.id})
     run.params({"priority": action.priority, "owner": action.owner, "stage": action.stage,
                 "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
                | {f"acceptance/{c.metric}": c.value for c in action.acceptance})
-    run.tags({"fa.title": action.title, "fa.priority": action.priority, "fa.owner": action.owner})
+    run.tags({schema.TITLE: action.title, schema.PRIORITY: action.priority, schema.OWNER: action.owner})
     with tracked(run):
         yield run
 

@@ -5,7 +5,7 @@ the three cannot disagree; a cycle whose statistics did not run has no verdicts 
 """
 from __future__ import annotations
 
-from tasks.evidence import RunEvidence
+from tasks.evidence import RunEvidence, schema
 from tasks.gates import SUBJECT, GateResult, ModelVerdict, decide
 from tasks.mission import Mission
 
@@ -13,18 +13,19 @@ from tasks.mission import Mission
 def action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
     """The child run of the mission's action for ``stage`` in ``cycle``, if it ran."""
     action = mission.for_stage(stage)
-    return cycle.child("fa.action_id", action.id) if action else None
+    return cycle.child(schema.ACTION_ID, action.id) if action else None
 
 
 def logged_verdicts(mission: Mission, stats_run: RunEvidence) -> list[ModelVerdict]:
     """The per-model verdicts the statistics stage logged (role, Holm-corrected collapse, control result)."""
     metric = mission.gates.metric
-    names = sorted({k.split("/", 1)[0] for k in stats_run.metrics if k.endswith(f"/{metric}/n")})
     out = []
-    for name in names:
-        collapsed, passed = stats_run.m(f"{name}/verdict/collapsed"), stats_run.m(f"{name}/control/passed")
-        out.append(ModelVerdict(name, stats_run.params.get(f"{name}/role", SUBJECT), bool(collapsed and collapsed.value == 1),
-                                stats_run.params.get(f"{name}/architecture", name),
+    for name in schema.analysed_models(stats_run.metrics, metric):
+        collapsed = stats_run.m(schema.model_key(name, "verdict", "collapsed"))
+        passed = stats_run.m(schema.model_key(name, "control", "passed"))
+        out.append(ModelVerdict(name, stats_run.params.get(schema.model_key(name, "role"), SUBJECT),
+                                bool(collapsed and collapsed.value == 1),
+                                stats_run.params.get(schema.model_key(name, "architecture"), name),
                                 None if passed is None else bool(passed.value == 1)))
     return out
 
@@ -34,5 +35,5 @@ def logged_decision(mission: Mission, cycle: RunEvidence) -> GateResult:
     run = action_run(mission, cycle, "statistics")
     if run is None:
         return decide([], mission.gates)
-    blocked = [n for n in run.tags.get("fa.blocked", "none").split(",") if n != "none"]
+    blocked = [n for n in run.tags.get(schema.BLOCKED_MODELS, "none").split(",") if n != "none"]
     return decide(logged_verdicts(mission, run), mission.gates, blocked)

@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tasks.acceptance import check_criteria, final_status
-from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import RunEvidence, schema
+from tasks.evidence.cited import Cited
 from tasks.mission import PRIORITY_ORDER
 from tasks.probing.mission import ProbingMission
-from tasks.reporting import ActionView
+from tasks.reporting.views import ActionView
 
 METRIC_LABELS = {"spatial_iou": "Spatial IoU", "bbox_iou": "Bbox IoU", "map50": "mAP@0.5",
                  "position_accuracy": "position accuracy", "presence_accuracy": "presence accuracy",
@@ -57,33 +57,33 @@ class ModelView:
 
 def _action(mission: ProbingMission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
     action = mission.for_stage(stage)
-    return cycle.child("fa.action_id", action.id) if action else None
+    return cycle.child(schema.ACTION_ID, action.id) if action else None
 
 
 def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEvidence | None = None) -> dict:
     checks = check_criteria(mission, cycle)
     actions = []
     for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
-        run = cycle.child("fa.action_id", a.id)
+        run = cycle.child(schema.ACTION_ID, a.id)
         mine = [c for c in checks if c.action_id == a.id]
-        status = run.tags.get("fa.status", "Not run") if run else "Not run"
+        status = run.tags.get(schema.STATUS, "Not run") if run else "Not run"
         actions.append(ActionView(a.id, a.title, a.priority, a.owner, a.stage, run, final_status(status, mine),
-                                  run.tags.get("fa.reason", "") if run else "", run.tags.get("fa.mitigation", "") if run else "",
+                                  run.tags.get(schema.REASON, "") if run else "", run.tags.get(schema.MITIGATION, "") if run else "",
                                   mine))
     runs = {s: _action(mission, cycle, s) for s in ("models", "extraction", "probes", "alignment", "decision")}
     decision = runs["decision"]
     models = []
     for entry in mission.models:
-        opened = runs["models"].child("fa.model", entry.name) if runs["models"] else None
+        opened = runs["models"].child(schema.MODEL, entry.name) if runs["models"] else None
         view = ModelView(entry.name, "calibration" if entry.calibration else "subject",
-                         opened.tags.get("fa.status", "Not run") if opened else "Not run", planted=entry.planted)
+                         opened.tags.get(schema.STATUS, "Not run") if opened else "Not run", planted=entry.planted)
         if opened:
-            view.role = opened.tags.get("fa.role", view.role)
-            view.reason, view.mitigation = opened.tags.get("fa.reason", ""), opened.tags.get("fa.mitigation", "")
-            view.family = opened.tags.get("fa.family", "")
-            view.status_ev = opened.t("fa.status")
-        probed = runs["probes"].child("fa.model", entry.name) if runs["probes"] else None
-        aligned = runs["alignment"].child("fa.model", entry.name) if runs["alignment"] else None
+            view.role = opened.tags.get(schema.ROLE, view.role)
+            view.reason, view.mitigation = opened.tags.get(schema.REASON, ""), opened.tags.get(schema.MITIGATION, "")
+            view.family = opened.tags.get(schema.FAMILY, "")
+            view.status_ev = opened.t(schema.STATUS)
+        probed = runs["probes"].child(schema.MODEL, entry.name) if runs["probes"] else None
+        aligned = runs["alignment"].child(schema.MODEL, entry.name) if runs["alignment"] else None
         vision = next(p.id for p in entry.points if entry.stage(p) == "vision")
         for p in entry.points:
             key = opened.params.get(f"point/{p.id}", "") if opened else ""
@@ -91,7 +91,7 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
             if probed:
                 pv.metrics = {k.split("/", 1)[1]: v for k, v in probed.metrics.items() if k.startswith(p.id + "/")}
             if aligned:
-                pv.cka, pv.cka_debiased = aligned.m(f"cka/{p.id}/{vision}"), aligned.m(f"cka_debiased/{p.id}/{vision}")
+                pv.cka, pv.cka_debiased = aligned.m(schema.cka_key(p.id, vision)), aligned.m(schema.cka_key(p.id, vision, debiased=True))
             view.points.append(pv)
         if probed:
             view.probes_run = probed.run_id
@@ -100,16 +100,16 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
             view.heatmap = f"{entry.name}_cka.png"
         if decision:
             for t in mission.thresholds:
-                prefix = f"matrix/{entry.name}/{t.metric}/"
+                prefix = schema.matrix_key(entry.name, t.metric, "")
                 if decision.m(prefix + "passed") is not None:
                     view.cells[t.metric] = {"value": decision.m(prefix + "value"), "judged": decision.m(prefix + "judged"),
                                             "passed": decision.m(prefix + "passed"),
                                             "point": decision.params.get(prefix + "point", "")}
-            view.passed = decision.m(f"matrix/{entry.name}/passed")
+            view.passed = decision.m(schema.matrix_key(entry.name, "passed"))
         models.append(view)
-    selected = [n for n in (decision.tags.get("fa.selected", "none") if decision else "none").split(",") if n != "none"]
+    selected = [n for n in (decision.tags.get(schema.SELECTED_MODELS, "none") if decision else "none").split(",") if n != "none"]
     return {
-        "mission": mission, "cycle": cycle, "cycle_id": cycle.tags.get("fa.cycle_id", cycle.run_id),
+        "mission": mission, "cycle": cycle, "cycle_id": cycle.tags.get(schema.CYCLE_ID, cycle.run_id),
         "started": datetime.fromtimestamp(cycle.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds"),
         "actions": actions, "models": models, "runs": runs, "decision_run": decision, "selected": selected,
         "labels": METRIC_LABELS, "quality": quality,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasks.cited import Cited
-from tasks.evidence import RunEvidence
+from tasks.evidence import RunEvidence, schema
+from tasks.evidence.cited import Cited
 from tasks.mission import Criterion
 from tasks.training.mission import ChecklistItem
 
@@ -31,7 +31,7 @@ def evaluate(items: tuple[ChecklistItem, ...], training_runs: dict[str, RunEvide
         if item.scope == "training_runs":
             observed = {label: run.m(item.metric) for label, run in training_runs.items()}
         else:
-            observed = {v: compare_run.m(f"{v}/{item.metric}") if compare_run else None for v in variants}
+            observed = {v: compare_run.m(schema.variant_key(v, item.metric)) if compare_run else None for v in variants}
         failing = [label for label, c in observed.items() if not rule.holds(None if c is None else float(c.value))]
         present = [c for c in observed.values() if c is not None]
         results.append(ItemResult(item, len(observed), len(observed) - len(failing), _worst(item, observed, failing, present),

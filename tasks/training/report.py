@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tasks import evidence, literature, paper
-from tasks.cited import Cited
-from tasks.evidence import COMPLETED
-from tasks.rendering import make_env
+from tasks import evidence
+from tasks.evidence import COMPLETED, schema
+from tasks.evidence.cited import Cited
+from tasks.reporting import literature, paper
+from tasks.reporting.rendering import make_env
 from tasks.training import checklist, plots
 from tasks.training.mission import TrainingMission, Variant
 
@@ -29,7 +30,7 @@ class VariantView:
     seeds: list[int] = field(default_factory=list)
 
     def m(self, key: str) -> Cited | None:
-        return self.compare.m(f"{self.variant.name}/{key}")
+        return self.compare.m(schema.variant_key(self.variant.name, key))
 
     def flag(self, key: str) -> bool:
         c = self.m(f"criteria/{key}")
@@ -42,17 +43,16 @@ def view(mission: TrainingMission, tree: evidence.RunEvidence) -> dict:
     variants = []
     if compare:
         for v in mission.variants:
-            decision = compare.params.get(f"{v.name}/decision")
+            decision = compare.params.get(schema.variant_key(v.name, "decision"))
             if decision:
-                seeds = sorted(int(k.split("/")[1].removeprefix("seed")) for k in compare.metrics
-                               if k.startswith(f"{v.name}/seed") and k.endswith("/share_diff"))
+                seeds = schema.variant_seeds(compare.metrics, v.name)
                 variants.append(VariantView(v, decision, compare, seeds))
     items = checklist.evaluate(mission.checklist, runs, compare, [v.name for v in mission.variants])
-    not_trained = [c for c in (train.children if train else []) if c.tags.get("fa.status") not in (None, "Completed")]
+    not_trained = [c for c in (train.children if train else []) if c.tags.get(schema.STATUS) not in (None, "Completed")]
     adopted = [v for v in variants if v.decision == "ADOPT"]
     best = max(variants, key=lambda v: float(v.m("share/mean_a").value) if v.m("share/mean_a") else -1, default=None)
     return {
-        "mission": mission, "cycle": tree, "cycle_id": tree.tags.get("fa.cycle_id", tree.run_id),
+        "mission": mission, "cycle": tree, "cycle_id": tree.tags.get(schema.CYCLE_ID, tree.run_id),
         "started": datetime.fromtimestamp(tree.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds"),
         "compare": compare, "check": check, "train": train, "runs": runs, "variants": variants, "items": items,
         "not_trained": not_trained, "adopted": adopted, "best": best, "baseline_config": mission.baseline.config,
@@ -67,7 +67,7 @@ def draw_curves(runs: dict[str, evidence.RunEvidence], folder: Path) -> list[Pat
     """Training and gradient-flow curves from the tables logged on each training run."""
     curves, grads = [], []
     for run in runs.values():
-        tag = {"config": run.tags["fa.config"], "seed": int(run.tags["fa.seed"])}
+        tag = {"config": run.tags[schema.CONFIG], "seed": int(run.tags[schema.SEED])}
         curves.append(evidence.read_table(run.run_id, "curves.csv").assign(**tag))
         grads.append(evidence.read_table(run.run_id, "grads.csv").assign(**tag))
     if not curves:
@@ -120,7 +120,7 @@ def ablation_groups(mission: TrainingMission) -> dict[str, list[str]]:
 
 
 def action(tree: evidence.RunEvidence, action_id: str) -> evidence.RunEvidence | None:
-    return tree.child("fa.action_id", action_id)
+    return tree.child(schema.ACTION_ID, action_id)
 
 
 def training_runs(tree: evidence.RunEvidence) -> dict[str, evidence.RunEvidence]:
@@ -128,5 +128,5 @@ def training_runs(tree: evidence.RunEvidence) -> dict[str, evidence.RunEvidence]
     train_action = action(tree, "TRAIN")
     if train_action is None:
         return {}
-    return {f"{c.tags['fa.config']} seed {c.tags['fa.seed']}": c for c in train_action.children
-            if c.tags.get("fa.kind") == "training" and c.tags.get("fa.status") == COMPLETED}
+    return {f"{c.tags[schema.CONFIG]} seed {c.tags[schema.SEED]}": c for c in train_action.children
+            if c.tags.get(schema.KIND) == "training" and c.tags.get(schema.STATUS) == COMPLETED}

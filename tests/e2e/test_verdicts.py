@@ -42,7 +42,7 @@ def _run(args: list[str]) -> str:
 
 def _stats_run(handoff: str) -> evidence.RunEvidence:
     cycle_id = Path(handoff).parent.parent.name
-    from tasks.cycles import list_cycles
+    from tasks.evidence.cycles import list_cycles
 
     run_id = next(c.run_id for m in ("planted-truth", "week1-attention-collapse") for c in list_cycles(m) if c.cycle_id == cycle_id)
     return evidence.read_run(run_id).child("fa.action_id", "T3")

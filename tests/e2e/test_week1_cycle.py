@@ -103,8 +103,8 @@ def test_plots_and_pending_actions_are_written(two_cycles):
 def test_handoff_is_published_as_a_prefect_markdown_artifact(two_cycles):
     from prefect.artifacts import Artifact
 
-    from tasks.cited import REFERENCES_HEADING, footnotes_as_references
-    from tasks.reporting import first_screen, inline_images
+    from tasks.evidence.cited import REFERENCES_HEADING, footnotes_as_references
+    from tasks.reporting.views import first_screen, inline_images
 
     handoff = Path(two_cycles[1].result()["handoff"])
     artifact = Artifact.get("handoff-week1-attention-collapse")
@@ -167,7 +167,7 @@ def test_next_cycle_is_planned_from_the_previous_ones_evidence(two_cycles):
     import yaml
 
     from flows.cycle import next_cycle
-    from tasks.cycles import list_cycles
+    from tasks.evidence.cycles import list_cycles
 
     first = two_cycles[0].result()
     state = next_cycle(previous_cycle=first["cycle_id"], samples=40, return_state=True)

@@ -12,8 +12,8 @@ from flows.week1 import prepare_mission
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import UnknownAdapter, available, get_adapter
 from tasks.mission import MissionError
+from tasks.reporting.rendering import make_env
 from tasks.runtime.preflight import describe_template_error
-from tasks.rendering import make_env
 
 WEEK1 = Path(__file__).resolve().parents[2] / "missions" / "week1.yaml"
 

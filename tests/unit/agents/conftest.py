@@ -1,7 +1,7 @@
 """A small Week-1 cycle logged to the real MLflow store (SQLite in the session's temp home), the way the stages log it.
 
 No Prefect: runs are opened with ``tasks.evidence.start_run`` and carry the
-tags, params and metrics that ``tasks/stages.py`` and ``tasks/actions.py`` write.
+tags, params and metrics that ``tasks/stages/`` and ``tasks/actions.py`` write.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from tasks import evidence, stats
 from tasks import controls
+from tasks.evidence import schema
 from tasks.gates import CALIBRATION, RANDOM_INIT, SUBJECT, ModelVerdict, decide
 from tasks.reliance import reliance
 from tasks.mission import Mission, load_mission
@@ -70,8 +71,8 @@ def log_cycle(mission: Mission, *, statuses: dict[str, tuple[str, str]] | None =
     statuses, metrics, blocked = statuses or {}, metrics or {}, blocked or {}
     exp = evidence.ensure_experiment(f"agents-{uuid.uuid4().hex[:8]}")
     cycle_id = f"cycle-{uuid.uuid4().hex[:6]}"
-    cycle = evidence.start_run(exp, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
-                                                               "fa.mission": mission.id, **(cycle_tags or {})})
+    cycle = evidence.start_run(exp, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
+                                                               schema.MISSION: mission.id, **(cycle_tags or {})})
     _write(cycle.run_id, params={"models": ",".join(m.name for m in mission.models), "dataset": mission.dataset.kind,
                                  "samples": 32, "seed": mission.dataset.seed})
     for action in mission.actions:
@@ -79,8 +80,8 @@ def log_cycle(mission: Mission, *, statuses: dict[str, tuple[str, str]] | None =
             continue
         status, reason = statuses.get(action.id, ("Completed", ""))
         run = evidence.start_run(exp, f"{action.id} {action.title}", parent=cycle.run_id,
-                                 tags={"fa.kind": "action", "fa.action_id": action.id, "fa.status": status,
-                                       "fa.reason": reason, "fa.mitigation": "fix it" if reason else ""})
+                                 tags={schema.KIND: "action", schema.ACTION_ID: action.id, schema.STATUS: status,
+                                       schema.REASON: reason, schema.MITIGATION: "fix it" if reason else ""})
         _write(run.run_id,
                metrics=PASSING.get(action.id, {}) | metrics.get(action.id, {})
                | ({"duration_s": 1.25, "peak_rss_mb": 512.5, "peak_gpu_mb": 0} if durations else {}),
@@ -103,12 +104,12 @@ def log_cycle(mission: Mission, *, statuses: dict[str, tuple[str, str]] | None =
 
 def _models(exp: str, parent: str, names: list[str], blocked: dict[str, str], random_init: tuple[str, ...]) -> None:
     for name in names:
-        tags = {"fa.kind": "model", "fa.model": name}
+        tags = {schema.KIND: "model", schema.MODEL: name}
         if name in blocked:
-            tags |= {"fa.status": "Blocked", "fa.reason": blocked[name], "fa.mitigation": "download the weights"}
+            tags |= {schema.STATUS: "Blocked", schema.REASON: blocked[name], schema.MITIGATION: "download the weights"}
             values = {"duration_s": 0.5}
         else:
-            tags |= {"fa.status": "Completed", "fa.reason": "", "fa.random_init": str(name in random_init).lower()}
+            tags |= {schema.STATUS: "Completed", schema.REASON: "", schema.RANDOM_INIT: str(name in random_init).lower()}
             values = {"duration_s": 0.5, "layers_traced": 2, "trace_coverage": 1}
         run = evidence.start_run(exp, name, parent=parent, tags=tags)
         _write(run.run_id, metrics=values)
@@ -118,8 +119,8 @@ def _models(exp: str, parent: str, names: list[str], blocked: dict[str, str], ra
 def _diagnostics(exp: str, run: evidence.RunLog, names: list[str]) -> None:
     run.params({"dataset": "synthetic", "dataset_hash": "abc123def456", "metrics_version": "1"})
     for i, name in enumerate(names):
-        child = evidence.start_run(exp, name, parent=run.run_id, tags={"fa.kind": "model", "fa.model": name,
-                                                                      "fa.status": "Completed", "fa.reason": "", "fa.cached": "false"})
+        child = evidence.start_run(exp, name, parent=run.run_id, tags={schema.KIND: "model", schema.MODEL: name,
+                                                                      schema.STATUS: "Completed", schema.REASON: "", schema.CACHED: "false"})
         _write(child.run_id, metrics={"samples_scored": 32, "plots": 3, "duration_s": 0.75 + i,
                                       "modality_shapley_v_mean": SHARES.get(name, 0.5), "layer/0/attn_visual_share": 0.4})
         if i == 0:  # one per-sample table is enough to see model artifacts listed
@@ -161,10 +162,10 @@ def _statistics(run: evidence.RunLog, mission: Mission, names: list[str], random
     result = decide(verdicts, gates, blocked)
     _write(run.run_id, metrics=metrics | {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed},
            params=params,
-           tags={"fa.decision": result.decision, "fa.rule": result.rule, "fa.collapsed": ",".join(result.collapsed) or "none",
-                 "fa.tested": ",".join(result.tested) or "none", "fa.excluded": ",".join(result.controls) or "none",
-                 "fa.blocked": ",".join(result.blocked) or "none"})
-    cycle.tags({"fa.decision": result.decision})
+           tags={schema.DECISION: result.decision, schema.RULE: result.rule, schema.COLLAPSED_MODELS: ",".join(result.collapsed) or "none",
+                 schema.TESTED_MODELS: ",".join(result.tested) or "none", schema.EXCLUDED_MODELS: ",".join(result.controls) or "none",
+                 schema.BLOCKED_MODELS: ",".join(result.blocked) or "none"})
+    cycle.tags({schema.DECISION: result.decision})
 
 
 @pytest.fixture(scope="session")

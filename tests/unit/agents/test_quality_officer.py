@@ -5,7 +5,7 @@ import pytest
 
 from agents.quality_officer import assess, check_criteria, uncited_numbers
 from tasks import evidence
-from tasks.cited import Cited
+from tasks.evidence.cited import Cited
 
 
 @pytest.fixture(scope="module")

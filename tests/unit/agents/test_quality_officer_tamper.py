@@ -1,6 +1,6 @@
 """Tamper suite: a handoff rendered from a logged cycle verifies untouched; every way of faking it is a finding.
 
-The reports are rendered by the real environment (``tasks.reporting``) from a
+The reports are rendered by the real environment (``tasks.reporting.views``) from a
 cycle logged to the session's SQLite MLflow store; each case edits the
 rendered handoff the way a hostile or careless editor would and checks that
 ``assess`` (what ``fusionaudit verify`` and the quality officer run) names the
@@ -15,7 +15,9 @@ from typer.testing import CliRunner
 
 from agents.quality_officer import assess
 from flows.cli import app
-from tasks import evidence, rendering, reporting
+from tasks import evidence
+from tasks.reporting import rendering
+from tasks.reporting import views as reporting
 
 FAKE_RUN = "0123456789abcdef0123456789abcdef"
 

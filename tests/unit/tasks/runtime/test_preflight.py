@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import reporting
+from tasks.reporting import views as reporting
 from tasks.runtime import preflight
 from tasks.runtime.preflight import PreflightError, check_disk, check_mlflow, check_prefect_api, describe_os_error, run_preflight
 

@@ -1,6 +1,6 @@
 """Checklist items evaluated on logged evidence: all runs must pass, the worst value is cited, missing evidence fails."""
-from tasks.cited import Cited
 from tasks.evidence import RunEvidence
+from tasks.evidence.cited import Cited
 from tasks.training.checklist import evaluate
 from tasks.training.mission import ChecklistItem
 

@@ -1,4 +1,4 @@
-"""The abstract draft and the citation filters (tasks/paper.py)."""
+"""The abstract draft and the citation filters (tasks/reporting/paper.py)."""
 from __future__ import annotations
 
 import re
@@ -6,9 +6,8 @@ import re
 import pytest
 from jinja2 import DictLoader, Environment, StrictUndefined
 
-from tasks.cited import Cited
-from tasks.rendering import TEMPLATES, make_env
-from tasks.paper import (
+from tasks.evidence.cited import Cited
+from tasks.reporting.paper import (
     FA_NEWCOMMAND,
     CollapsedModel,
     abstract_context,
@@ -17,6 +16,7 @@ from tasks.paper import (
     render_abstract,
     with_paper_filters,
 )
+from tasks.reporting.rendering import TEMPLATES, make_env
 
 RUN_A, RUN_B, RUN_C = "a1" * 16, "b2" * 16, "c3" * 16
 MODELS = ["openai/clip-vit-base-patch32", "Salesforce/blip-itm-base-coco", "zoo_text", "zoo_vision"]
@@ -179,7 +179,7 @@ def test_wording_follows_the_decision():
 
 
 def test_render_without_caller_filters_and_default_env():
-    # no filters, the one environment's whitespace rules (tasks/rendering.py)
+    # no filters, the one environment's whitespace rules (tasks/reporting/rendering.py)
     bare_env = Environment(loader=make_env(TEMPLATES).loader, undefined=StrictUndefined,
                            keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     assert render_abstract(bare_env, facts("GO", 2)) == render_abstract(None, facts("GO", 2))

@@ -1,6 +1,6 @@
 """The Prefect tasks of a probing cycle: thin wrappers that log evidence around the pure modules.
 
-models (P1) ─▶ extraction (P2) ─▶ probes (P3) ─▶ decision (P5)
+start-probing-cycle ─▶ models (P1) ─▶ extraction (P2) ─▶ probes (P3) ─▶ decision (P5)
                                └─▶ alignment (P4)
 
 Each stage opens its action's MLflow run and one child run per model, logs
@@ -10,20 +10,30 @@ every number, and returns an ``Outcome``; a model that cannot be opened is
 from __future__ import annotations
 
 import math
+import uuid
+from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import numpy as np
+import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from agents.planner import pending_actions
 from tasks import evidence
-from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, blocked, open_child, record, tracked
+from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, open_child, record, tracked
 from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
+from tasks.evidence import schema
+from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.probing import alignment, decision, plots, probes
 from tasks.probing.extract import Features, extract
 from tasks.probing.ground_truth import SpatialSet, split
-from tasks.probing.mission import Action, ProbingModel
+from tasks.probing.mission import Action, ProbingMission, ProbingModel
 from tasks.probing.points import NotExtractable, n_lm_layers, point_key
+from tasks.reporting import views
+from tasks.runtime.paths import reports_root
+from tasks.stages._common import finish, open_model_run
 
 
 def model_spec(cycle: Cycle, entry: ProbingModel) -> ModelSpec:
@@ -39,13 +49,29 @@ def role(entry: ProbingModel, random_init: bool) -> str:
     return "calibration" if entry.calibration else "random-init" if random_init else "subject"
 
 
-def _finish(run: evidence.RunLog, outcome: Outcome):
-    record(run, outcome)
-    return blocked(outcome) if outcome.status == BLOCKED else outcome
+# ------------------------------------------------------------------ the cycle run
 
-
-def _model_run(cycle: Cycle, parent: str, entry: ProbingModel) -> evidence.RunLog:
-    return open_child(cycle, parent, entry.name, {"fa.kind": "model", "fa.model": entry.name})
+@task(name="start-probing-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: bool) -> Cycle:
+    started = datetime.now(timezone.utc)
+    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    experiment = evidence.ensure_experiment(mission.id)
+    close_killed_cycles(experiment)
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
+                                                                    schema.MISSION: mission.id, schema.MISSION_KIND: "probing",
+                                                                    schema.CYCLE_NUMBER: "1", **owner_tags()})
+    run.params({"mission_path": mission_path, "data": mission.data.kind, "samples": mission.data.samples,
+                "seed": mission.data.seed, "allow_random_init": allow_random_init,
+                "models": ",".join(m.name for m in mission.models)})
+    report_dir = reports_root() / mission.id / cycle_id
+    actions = pending_actions(mission, started)
+    for entry in actions:
+        entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
+    run.artifact(views.write_pending_actions(actions, report_dir), "handoff")
+    as_run = report_dir / "mission.yaml"
+    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    run.artifact(as_run, "mission")
+    return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
 
 
 # ------------------------------------------------------------------ P1 models
@@ -56,7 +82,7 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
     opened = {}
     with action_run(cycle, action) as run:
         for entry in cycle.mission.models:
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             child.params({"adapter": entry.adapter, "source": entry.source or "none",
                           "points": ",".join(f"{p.id}={p.at}" + (f"@{p.depth:g}" if p.depth else "") for p in entry.points)})
             try:
@@ -74,8 +100,8 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
                 continue
             keys = {p.id: point_key(entry, p, layers) for p in entry.points}
             child.params({f"point/{pid}": key for pid, key in keys.items()})
-            child.tags({"fa.role": role(entry, model.random_init), "fa.random_init": str(model.random_init).lower(),
-                        "fa.family": model.family, "fa.revision": model.revision})
+            child.tags({schema.ROLE: role(entry, model.random_init), schema.RANDOM_INIT: str(model.random_init).lower(),
+                        schema.FAMILY: model.family, schema.REVISION: model.revision})
             child.metrics({"lm_layers": layers, "random_init": int(model.random_init), "points": len(keys)})
             record(child, Outcome(entry.name, COMPLETED, child.run_id))
             opened[entry.name] = keys
@@ -84,7 +110,7 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
         outcome = Outcome(action.id, COMPLETED if opened else BLOCKED, run.run_id, data=opened,
                           reason="" if opened else "no model could be opened",
                           mitigation="" if opened else "provide weights, or run with --allow-random-init")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P2 extraction
@@ -98,7 +124,7 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
         run.params({"dataset": data.kind, "dataset_hash": data.content_hash, "pool": probe.pool})
         for name, keys in opened.items():
             entry = cycle.mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             try:
                 with tracked(child):
                     model = load_model(model_spec(cycle, entry))
@@ -111,14 +137,14 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
                 continue
             child.metrics({"samples": features.n, "points": len(keys),
                            **{f"dim/{pid}": features.load(key).shape[1] for pid, key in keys.items()}})
-            child.tags({"fa.cached": str(features.cached).lower()})
+            child.tags({schema.CACHED: str(features.cached).lower()})
             record(child, Outcome(name, COMPLETED, child.run_id))
             done[name] = (features, keys)
         run.metrics({"models_extracted": len(done), "samples": len(data.samples),
                      "points_per_model_min": min((len(k) for _, k in done.values()), default=0)})
         outcome = Outcome(action.id, COMPLETED if done else BLOCKED, run.run_id, data=done,
                           reason="" if done else "no model was extracted", mitigation="" if done else "see P1's blockers")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P3 probes
@@ -137,7 +163,7 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
         run.params({"control_task": probe.control, "pool": probe.pool, "tokens": probe.tokens, "grid": probe.grid})
         for name, (features, keys) in extracted.items():
             entry = mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             per_point: dict[str, dict[str, float]] = {}
             with tracked(child):
                 for pid, key in keys.items():
@@ -158,7 +184,7 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
                      "controls_missing": missing_controls})
         outcome = Outcome(action.id, COMPLETED if tested else BLOCKED, run.run_id,
                           reason="" if tested else "no model had features", mitigation="" if tested else "see P2")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 def _nan(v: float) -> bool:
@@ -174,7 +200,7 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
     with action_run(cycle, action) as run:
         for name, (features, keys) in extracted.items():
             entry = cycle.mission.model(name)
-            child = _model_run(cycle, run.run_id, entry)
+            child = open_model_run(cycle, run.run_id, entry.name)
             reps = {pid: np.asarray(features.load(key)) for pid, key in keys.items()}
             names, linear = alignment.cka_matrix(reps)
             _, debiased = alignment.cka_matrix(reps, debiased=True)
@@ -182,8 +208,8 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
             metrics = {}
             for i, a in enumerate(names):
                 for j, b in enumerate(names):
-                    metrics[f"cka/{a}/{b}"] = linear[i, j]
-                    metrics[f"cka_debiased/{a}/{b}"] = debiased[i, j]
+                    metrics[schema.cka_key(a, b)] = linear[i, j]
+                    metrics[schema.cka_key(a, b, debiased=True)] = debiased[i, j]
             child.metrics({k: v for k, v in metrics.items() if not _nan(v)} | {"samples": len(reps[vision])})
             child.params({"reference_point": vision, "point_order": ",".join(names)})
             child.artifact(plots.cka_heatmap(name, names, linear, debiased,
@@ -193,7 +219,7 @@ def alignment_stage(cycle: Cycle, action: Action, extracted: dict) -> Outcome:
         run.metrics({"matrices": made, "matrices_missing": len(extracted) - made})
         outcome = Outcome(action.id, COMPLETED if made else BLOCKED, run.run_id,
                           reason="" if made else "no model had features", mitigation="" if made else "see P2")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ P5 decision
@@ -206,8 +232,8 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
     opened = evidence.read_run(models_run)
     rows = []
     for entry in mission.models:
-        child = probed.child("fa.model", entry.name)
-        model = opened.child("fa.model", entry.name)
+        child = probed.child(schema.MODEL, entry.name)
+        model = opened.child(schema.MODEL, entry.name)
         if child is None or model is None:
             continue
         per_point: dict[str, dict[str, float]] = {}
@@ -215,7 +241,7 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
             pid, _, metric = key.partition("/")
             per_point.setdefault(pid, {})[metric] = float(c.value)
         points = [p.id for p in entry.points if entry.stage(p) in mission.decision.stages]
-        rows.append(decision.judge(entry.name, model.tags.get("fa.role", "subject"), per_point, points,
+        rows.append(decision.judge(entry.name, model.tags.get(schema.ROLE, "subject"), per_point, points,
                                    mission.thresholds, mission.decision.pass_on))
     chosen = decision.select(rows, mission.selection.top, mission.selection.rank_by, mission.selection.require)
     planted = {m.name: m.planted for m in mission.models if m.planted}
@@ -225,22 +251,22 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
         params = {}
         for r in rows:
             for c in r.cells:
-                metrics |= {f"matrix/{r.model}/{c.metric}/value": c.value, f"matrix/{r.model}/{c.metric}/judged": c.judged,
-                            f"matrix/{r.model}/{c.metric}/passed": c.passed}
-                params[f"matrix/{r.model}/{c.metric}/point"] = c.point
-            metrics[f"matrix/{r.model}/passed"] = sum(c.passed for c in r.cells)
+                cell = partial(schema.matrix_key, r.model, c.metric)  # cell("passed") -> matrix/<model>/<metric>/passed
+                metrics |= {cell("value"): c.value, cell("judged"): c.judged, cell("passed"): c.passed}
+                params[cell("point")] = c.point
+            metrics[schema.matrix_key(r.model, "passed")] = sum(c.passed for c in r.cells)
         subjects = [r for r in rows if r.role == "subject"]
         metrics |= {"models_judged": len(rows), "subjects_judged": len(subjects), "selected": len(chosen),
                     "selection_top": mission.selection.top,
                     "calibration_separated": -1 if separated is None else int(separated)}
         run.metrics({k: v for k, v in metrics.items() if not _nan(v)})
         run.params(params | {"pass_on": mission.decision.pass_on, "decision_stages": ",".join(mission.decision.stages)})
-        run.tags({"fa.selected": ",".join(r.model for r in chosen) or "none",
-                  "fa.roles": ",".join(f"{r.model}={r.role}" for r in rows)})
-        evidence.RunLog(cycle.run_id).tags({"fa.decision": "SELECTED" if chosen else "NONE_SELECTED"})
+        run.tags({schema.SELECTED_MODELS: ",".join(r.model for r in chosen) or "none",
+                  schema.ROLES: ",".join(f"{r.model}={r.role}" for r in rows)})
+        evidence.RunLog(cycle.run_id).tags({schema.DECISION: "SELECTED" if chosen else "NONE_SELECTED"})
         outcome = Outcome(action.id, COMPLETED if rows else BLOCKED, run.run_id, data=[r.model for r in chosen],
                           reason="" if rows else "no model was probed", mitigation="" if rows else "see P3")
-    return _finish(run, outcome)
+    return finish(run, outcome)
 
 
 # ------------------------------------------------------------------ reports
@@ -250,18 +276,18 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     """Render the handoff from evidence, verify every citation, render again with the verdict."""
     from agents.quality_officer import assess
     from tasks.probing.report import probing_view, render
-    from tasks.rendering import make_env
+    from tasks.reporting.rendering import make_env
 
     env = make_env()
     first = assess(render(env, probing_view(cycle.mission, evidence.read_run(cycle.run_id)), cycle.report_dir))
-    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     quality.metrics({"citations_checked": first.citations_checked, "findings": len(first.findings)})
-    quality.tags({"fa.verdict": "VERIFIED" if first.verified else "NOT VERIFIED"})
+    quality.tags({schema.VERDICT: "VERIFIED" if first.verified else "NOT VERIFIED"})
     tree = evidence.read_run(cycle.run_id)
-    paths = render(env, probing_view(cycle.mission, tree, quality=tree.child("fa.kind", "quality")), cycle.report_dir)
+    paths = render(env, probing_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality")), cycle.report_dir)
     final = assess(paths)
     verdict = "VERIFIED" if final.verified and first.verified else "NOT VERIFIED"
-    quality.tags({"fa.verdict": verdict})
+    quality.tags({schema.VERDICT: verdict})
     quality.metrics({"citations_checked_final": final.citations_checked, "findings_final": len(final.findings)})
     if final.findings:
         (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(final.findings) + "\n",
@@ -269,5 +295,5 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     for path in paths:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()
-    decision = tree.tags.get("fa.decision", "NONE_SELECTED")
+    decision = tree.tags.get(schema.DECISION, "NONE_SELECTED")
     return {"handoff": str(paths[0]), "verdict": verdict, "findings": final.findings, "decision": decision}

@@ -10,7 +10,7 @@ Two ways a string reaches a report, and one function for each:
   code span, a link, emphasis (a fake bold verdict) or an HTML tag.
 
 Both return ``Markdown``, the marker the report environment's finalize step
-(``tasks.reporting``) reads as "already escaped": every other value printed by
+(``tasks.reporting.views``) reads as "already escaped": every other value printed by
 a template goes through ``md_text``, so a template cannot forget it. Inline
 citations ``[run_id:key]`` survive ``md_text``: they are verified like any other.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.cited import CITATION
+from tasks.evidence.cited import CITATION
 
 
 class Markdown(str):

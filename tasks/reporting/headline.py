@@ -1,7 +1,7 @@
 """The handoff's first screen: how strong the answer is, what keeps it from being stronger, and the one action
 that would make it stronger. Pure: it reads facts the evidence already holds; the reports stage logs the result
-(metrics ``headline/*`` and tags ``fa.evidence_strength``, ``fa.blocker``, ``fa.next_action`` on the cycle run) so the
-handoff cites it like any other number.
+(metrics ``headline/*`` and tags ``EVIDENCE_STRENGTH``, ``BLOCKER``, ``NEXT_ACTION`` of ``tasks.evidence.schema`` on
+the cycle run) so the handoff cites it like any other number.
 
 Controls (calibration-zoo and RANDOM-INIT models) show that the method works; they are never evidence about the
 world, so the strength counts external models only. The texts carry no bare numbers (the counts are logged as
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol, Sequence
+
+from tasks.evidence import schema
 
 
 class ModelFacts(Protocol):
@@ -36,8 +38,8 @@ class Headline:
                 "headline/controls": self.controls}
 
     def tags(self) -> dict[str, str]:
-        return {"fa.evidence_strength": self.strength, "fa.strength_reason": self.strength_reason,
-                "fa.blocker": self.blocker, "fa.next_action": self.next_action}
+        return {schema.EVIDENCE_STRENGTH: self.strength, schema.STRENGTH_REASON: self.strength_reason,
+                schema.BLOCKER: self.blocker, schema.NEXT_ACTION: self.next_action}
 
 
 def is_control(model: ModelFacts) -> bool:

@@ -18,12 +18,12 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from tasks.cited import CITATION, Cited, expected_claims
+from tasks.evidence.cited import CITATION, Cited, expected_claims
 from tasks.runtime.paths import home, tracking_uri  # noqa: F401 - tracking_uri is part of this module's API
 from tasks.runtime.redaction import redact
 
 PARENT_TAG = "mlflow.parentRunId"
-# The outcomes an action or a model run ends with (its ``fa.status`` tag); Blocked is an outcome, not a failure.
+# The outcomes an action or a model run ends with (its ``schema.STATUS`` tag); Blocked is an outcome, not a failure.
 COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
 _BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
 
@@ -256,7 +256,7 @@ def verify_markdown(text: str) -> tuple[list[Finding], int]:
     0.99412, never ``1`` or ``99.4%``; ``**GO**`` for the tag GO); every other
     number outside code spans must carry a citation. Returns (findings,
     number of citations checked). Footnotes are resolved first by the caller
-    (``tasks.cited.from_footnotes``).
+    (``tasks.evidence.cited.from_footnotes``).
     """
     findings: list[Finding] = []
     cache: dict[str, RunEvidence] = {}

@@ -31,9 +31,9 @@ import bibtexparser
 from bibtexparser.model import DuplicateBlockKeyBlock
 from jinja2 import Environment
 
-from tasks.rendering import code, make_env, tex_escape
+from tasks.reporting.rendering import code, make_env, tex_escape
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_BIB = REPO_ROOT / "literature" / "references.bib"
 
 #: The related-work categories of the paper outline, in section order.
@@ -439,7 +439,7 @@ def render_related_work(library: Library | Mapping[str, Entry],
     ``keys_by_category`` maps a section heading to citation keys, in the
     order to write them; ``None`` takes every library entry whose
     ``keywords`` name one of :data:`CATEGORIES`. ``env`` loads
-    ``paper/related_work.{tex,md}.j2`` (default: :func:`tasks.rendering.make_env`).
+    ``paper/related_work.{tex,md}.j2`` (default: :func:`tasks.reporting.rendering.make_env`).
     """
     env = env or make_env()
     sections = related_work_sections(library, keys_by_category)

@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 
 from agents.quality_officer import check_text
-from tasks.headline import headline
+from tasks.reporting.headline import headline
 
 
 @dataclass

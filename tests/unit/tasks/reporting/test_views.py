@@ -18,11 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks import evidence, rendering, reporting
-from tasks.markdown import code, md_text
-from tasks.reporting import first_screen, inline_images
+from tasks import evidence
+from tasks.reporting import rendering
+from tasks.reporting import views as reporting
+from tasks.reporting.markdown import code, md_text
+from tasks.reporting.views import first_screen, inline_images
 
-_SPEC = importlib.util.spec_from_file_location("logged_cycle", Path(__file__).resolve().parents[1] / "agents" / "conftest.py")
+_SPEC = importlib.util.spec_from_file_location("logged_cycle", Path(__file__).resolve().parents[2] / "agents" / "conftest.py")
 logged_cycle = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(logged_cycle)  # the agents' cycle logger: the runs and tags the stages write
 

@@ -1,7 +1,7 @@
 """Footnote citations: written, read back, excerpted and shown where a viewer has no footnotes."""
 from __future__ import annotations
 
-from tasks.cited import footnotes_as_references, from_footnotes, to_footnotes, used_footnotes
+from tasks.evidence.cited import footnotes_as_references, from_footnotes, to_footnotes, used_footnotes
 
 RUN = "0123456789abcdef0123456789abcdef"
 INLINE = f"# T\n\n- share 0.993 [{RUN}:verdict/m/mean]\n- GO [{RUN}:tags/fa.decision] and `0.5 [x:y]`\n\n## Detail\n\np 0.01 [{RUN}:verdict/m/p]\n"

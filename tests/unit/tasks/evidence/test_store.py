@@ -4,7 +4,7 @@ import math
 import pytest
 
 from tasks import evidence
-from tasks.cited import expected_claims, format_number
+from tasks.evidence.cited import expected_claims, format_number
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Cycle history: the fast SQLite read gives exactly what MLflow's client gives, on a real store."""
 from pathlib import Path
 
-from tasks import cycles, evidence
+from tasks import evidence
+from tasks.evidence import cycles
 
 
 def test_sql_read_matches_the_mlflow_client():

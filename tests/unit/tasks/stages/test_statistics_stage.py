@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 
 from agents.planner import plan_next
-from tasks import evidence, rendering, reporting
+from tasks import evidence
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.mission import load_mission
-from tasks.stages import statistics_stage
+from tasks.reporting import rendering
+from tasks.reporting import views as reporting
+from tasks.stages.statistics import statistics_stage
 
-MISSION = Path(__file__).resolve().parents[3] / "missions" / "week1.yaml"
+MISSION = Path(__file__).resolve().parents[4] / "missions" / "week1.yaml"
 EXTERNAL = ("clip-vit-b-32", "align-base", "blip-itm-base")
 
 

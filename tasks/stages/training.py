@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,9 @@ from agents.quality_officer import assess
 from tasks import evidence
 from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
+from tasks.evidence import schema
+from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.runtime.paths import cache_dir, reports_root
-from tasks.recovery import close_killed_cycles, owner_tags
 from tasks.training import checklist, plots
 from tasks.training.compare import compare_variants
 from tasks.training.config import TrainConfig
@@ -138,7 +140,7 @@ def log_training(run: evidence.RunLog, result: TrainResult, cached: bool) -> Non
         evidence.client().log_batch(run.run_id, metrics=curve_metrics[i:i + 900])
     run.table(result.curves, "curves.csv")
     run.table(result.grads, "grads.csv")
-    run.tags({"fa.cached": str(cached).lower()})
+    run.tags({schema.CACHED: str(cached).lower()})
 
 
 def log_rediagnosis(run: evidence.RunLog, per_sample: pd.DataFrame, metrics: tuple[str, ...]) -> None:
@@ -155,7 +157,7 @@ def compare_stage(cycle: TrainingCycle, per_sample: pd.DataFrame) -> Outcome:
     """Each variant vs the baseline (seed-matched, same samples), Holm across variants, ADOPT / PARTIAL / ROLLBACK."""
     m = cycle.mission
     g = m.gates
-    run = open_child(cycle, cycle.run_id, "COMPARE paired comparison and decisions", {"fa.kind": "action", "fa.action_id": "COMPARE"})
+    run = open_child(cycle, cycle.run_id, "COMPARE paired comparison and decisions", {schema.KIND: "action", schema.ACTION_ID: "COMPARE"})
     with tracked(run):
         variants = [v.name for v in m.variants if v.name in set(per_sample["config"])]
         result = compare_variants(per_sample, m.baseline.name, variants, g.metric, g.min_visual_share, g.max_accuracy_drop,
@@ -167,15 +169,16 @@ def compare_stage(cycle: TrainingCycle, per_sample: pd.DataFrame) -> Outcome:
                                     "baseline/seeds": base["seed"].nunique()}
         params: dict[str, str] = {"correction": "holm", "metric": g.metric, "p_value": "sign-flip permutation (perm_p)"}
         for v, c in result.items():
-            values |= {f"{v}/share/{k}": x for k, x in c.share.as_dict().items()}
-            values |= {f"{v}/accuracy/{k}": x for k, x in c.accuracy.as_dict().items()}
-            values |= {f"{v}/p_holm": c.p_holm, **c.criteria.as_dict(f"{v}/criteria/"),
-                       f"{v}/seeds": len(c.per_seed)}
-            values |= {f"{v}/seed{s}/{k}": x for s, (ds, da) in c.per_seed.items() for k, x in (("share_diff", ds), ("acc_diff", da))}
-            params[f"{v}/decision"] = c.decision
+            key = partial(schema.variant_key, v)  # key("share", "mean") -> <variant>/share/mean
+            values |= {key("share", k): x for k, x in c.share.as_dict().items()}
+            values |= {key("accuracy", k): x for k, x in c.accuracy.as_dict().items()}
+            values |= {key("p_holm"): c.p_holm, **c.criteria.as_dict(key("criteria", "")), key("seeds"): len(c.per_seed)}
+            values |= {key(schema.seed_part(s), k): x for s, (ds, da) in c.per_seed.items()
+                       for k, x in (("share_diff", ds), ("acc_diff", da))}
+            params[key("decision")] = c.decision
         run.metrics({k: x for k, x in values.items() if x is not None and x == x})  # NaN stays unlogged: shown as n/a
         run.params(params)
-        run.tags({f"fa.decision.{v}": c.decision for v, c in result.items()})
+        run.tags({schema.variant_decision_tag(v): c.decision for v, c in result.items()})
         run.table(per_sample, "per_sample_all.csv")
         folder = cycle.report_dir / "handoff" / "plots"
         rows = pd.DataFrame([{"variant": v, "decision": c.decision, "share_diff": c.share.mean_diff, "share_low": c.share.ci_low,
@@ -206,7 +209,7 @@ def _ablations(cycle: TrainingCycle, per_sample: pd.DataFrame, folder: Path) -> 
 def checklist_stage(cycle: TrainingCycle) -> Outcome:
     """Every checklist item evaluated on the logged evidence; counts logged so the handoff can cite them."""
     tree = evidence.read_run(cycle.run_id)
-    run = open_child(cycle, cycle.run_id, "CHECKLIST verification checklist", {"fa.kind": "action", "fa.action_id": "CHECKLIST"})
+    run = open_child(cycle, cycle.run_id, "CHECKLIST verification checklist", {schema.KIND: "action", schema.ACTION_ID: "CHECKLIST"})
     with tracked(run):
         results = checklist.evaluate(cycle.mission.checklist, training_runs(tree), action(tree, "COMPARE"),
                                      [v.name for v in cycle.mission.variants])
@@ -227,9 +230,9 @@ def start_cycle(mission: TrainingMission, mission_path: str) -> TrainingCycle:
     cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     experiment = evidence.ensure_experiment(mission.id)
     close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={"fa.kind": "cycle", "fa.cycle_id": cycle_id,
-                                                                    "fa.mission": mission.id, "fa.mission_kind": "training",
-                                                                    "fa.cycle_number": "1", **owner_tags()})
+    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
+                                                                    schema.MISSION: mission.id, schema.MISSION_KIND: "training",
+                                                                    schema.CYCLE_NUMBER: "1", **owner_tags()})
     run.params({"mission_path": mission_path, "seeds": ",".join(map(str, mission.seeds)), "metric": mission.gates.metric,
                 "variants": ",".join(v.name for v in mission.variants), "eval_samples": mission.data.eval_samples,
                 "budget.max_minutes": mission.budget.max_minutes, "budget.max_training_runs": mission.budget.max_training_runs})
@@ -250,18 +253,18 @@ def write_reports(cycle: TrainingCycle) -> dict[str, object]:
     tree = evidence.read_run(cycle.run_id)
     paths = report.render(cycle.mission, tree, cycle.report_dir)
     result = assess([p for p in paths if p.suffix == ".md"])
-    quality = open_child(cycle, cycle.run_id, "quality-review", {"fa.kind": "quality"})
+    quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     verdict = "VERIFIED" if result.verified else "NOT VERIFIED"
     quality.metrics({"citations_checked": result.citations_checked, "findings": len(result.findings)})
-    quality.tags({"fa.verdict": verdict})
+    quality.tags({schema.VERDICT: verdict})
     if result.findings:
         (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(result.findings) + "\n", encoding="utf-8")
     for path in paths:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()
     compare = action(tree, "COMPARE")
-    decisions = {k.removeprefix("fa.decision."): v for k, v in (compare.tags if compare else {}).items() if k.startswith("fa.decision.")}
+    decisions = schema.variant_decisions(compare.tags if compare else {})
     summary = ", ".join(f"{v} {d}" for v, d in decisions.items()) or "no variant compared"
-    evidence.RunLog(cycle.run_id).tags({"fa.decision": summary})
+    evidence.RunLog(cycle.run_id).tags({schema.DECISION: summary})
     return {"handoff": str(cycle.report_dir / "handoff" / "execution_progress_update.md"), "verdict": verdict,
             "findings": result.findings, "decision": summary, "decisions": decisions}

@@ -1,9 +1,9 @@
 """The one Jinja environment over templates/, and its filters, for every report and paper draft.
 
 Templates print numbers only through ``cite`` (a ``Cited`` value and its
-evidence; ``cite_md`` / ``cite_tex`` of tasks/paper.py in the paper drafts),
+evidence; ``cite_md`` / ``cite_tex`` of tasks/reporting/paper.py in the paper drafts),
 0/1 verdicts through ``cite_flag``, identifiers and free text through ``code``
-(``tasks.markdown``), LaTeX text through ``tex``. Every other value a Markdown
+(``tasks.reporting.markdown``), LaTeX text through ``tex``. Every other value a Markdown
 report prints is escaped by the environment's finalize step, so no template can
 forget it; a rendered Markdown report carries its citations as footnotes.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined, pass_context
 
-from tasks.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
-from tasks.markdown import Markdown, code, md_text
+from tasks.evidence.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
+from tasks.reporting.markdown import Markdown, code, md_text
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 __all__ = ["TEMPLATES", "cite", "cite_flag", "code", "make_env", "tex_escape"]
 
 
@@ -33,7 +33,7 @@ def cite_flag(value: Cited | None, yes: str = "yes", no: str = "no") -> Markdown
         return Markdown("n/a")
     word = yes if flag_word(value.value) == "yes" else no
     if word not in FLAG_WORDS[int(value.value)]:
-        raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.cited.FLAG_WORDS")
+        raise ValueError(f"{word!r} is not a word the verifier reads for {value.value}: add it to tasks.evidence.cited.FLAG_WORDS")
     return Markdown(f"{format_word(word)} {value.citation}")
 
 
@@ -70,7 +70,7 @@ def _finalize(context, value: object) -> object:
 
 
 class _FootnotedTemplate(Template):
-    """A rendered Markdown report carries its citations as footnotes (``tasks.cited.to_footnotes``)."""
+    """A rendered Markdown report carries its citations as footnotes (``tasks.evidence.cited.to_footnotes``)."""
 
     def render(self, *args, **kwargs) -> str:
         text = super().render(*args, **kwargs)

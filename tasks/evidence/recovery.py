@@ -1,7 +1,7 @@
 """After a crash: runs a killed cycle left RUNNING are closed as KILLED before a new cycle starts.
 
-A cycle run records the host and process that own it (``fa.host``,
-``fa.pid``, ``fa.pid_started``). A RUNNING run whose owner process is gone
+A cycle run records the host and process that own it (tags ``schema.HOST``,
+``schema.PID``, ``schema.PID_STARTED``). A RUNNING run whose owner process is gone
 from this host was killed (SIGKILL, OOM killer, power loss): it and its
 RUNNING descendants are marked KILLED, so nothing stays RUNNING for ever and
 no report cites them as finished. Runs owned by a live process — a cycle
@@ -15,19 +15,20 @@ import socket
 import psutil
 
 from tasks import evidence, progress
+from tasks.evidence import schema
 
 
 def owner_tags() -> dict[str, str]:
     me = psutil.Process()
-    return {"fa.host": socket.gethostname(), "fa.pid": str(os.getpid()), "fa.pid_started": f"{me.create_time():.3f}"}
+    return {schema.HOST: socket.gethostname(), schema.PID: str(os.getpid()), schema.PID_STARTED: f"{me.create_time():.3f}"}
 
 
 def _owner_alive(tags: dict[str, str]) -> bool:
-    if tags.get("fa.host") != socket.gethostname():
+    if tags.get(schema.HOST) != socket.gethostname():
         return True  # cannot tell from here: never touch another machine's runs
     try:
-        proc = psutil.Process(int(tags["fa.pid"]))
-        return f"{proc.create_time():.3f}" == tags.get("fa.pid_started")
+        proc = psutil.Process(int(tags[schema.PID]))
+        return f"{proc.create_time():.3f}" == tags.get(schema.PID_STARTED)
     except (KeyError, ValueError, psutil.NoSuchProcess):
         return False
 
@@ -36,7 +37,7 @@ def reap_orphans(experiment_id: str) -> list[str]:
     """Mark the RUNNING runs of dead cycles (and their RUNNING descendants) KILLED; returns their run ids."""
     client = evidence.client()
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=10_000)
-    cycles = [r for r in running if r.data.tags.get("fa.kind") == "cycle" and not _owner_alive(r.data.tags)]
+    cycles = [r for r in running if r.data.tags.get(schema.KIND) == "cycle" and not _owner_alive(r.data.tags)]
     parent_of = {r.info.run_id: r.data.tags.get(evidence.PARENT_TAG) for r in running}
     dead = {r.info.run_id for r in cycles}
     changed = True
@@ -45,7 +46,7 @@ def reap_orphans(experiment_id: str) -> list[str]:
         dead |= new
         changed = bool(new)
     for rid in dead:
-        client.set_tag(rid, "fa.status", "Killed")
+        client.set_tag(rid, schema.STATUS, "Killed")
         client.set_terminated(rid, "KILLED")
     return sorted(dead)
 

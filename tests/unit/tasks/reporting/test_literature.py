@@ -1,4 +1,4 @@
-"""BibTeX parsing, library merging and the related-work draft (tasks/literature.py)."""
+"""BibTeX parsing, library merging and the related-work draft (tasks/reporting/literature.py)."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.literature import (
+from tasks.reporting.literature import (
     CATEGORIES,
     PROJECT_BIB,
     BibParseError,
@@ -19,7 +19,7 @@ from tasks.literature import (
     split_top_level,
     tex_escape,
 )
-from tasks.rendering import make_env
+from tasks.reporting.rendering import make_env
 
 TRICKY = r"""
 Free text between entries is a comment in BibTeX, even with an @ sign in it.

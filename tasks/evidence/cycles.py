@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tasks.evidence import schema
 from tasks.runtime.paths import tracking_uri
 
 
@@ -37,15 +38,15 @@ def list_cycles(mission_id: str) -> list[CycleRecord]:
     return _from_client(mission_id)
 
 
-_TAGS = ("fa.cycle_id", "fa.cycle_number", "fa.decision", "fa.previous_cycle_run")
+_TAGS = (schema.CYCLE_ID, schema.CYCLE_NUMBER, schema.DECISION, schema.PREVIOUS_CYCLE_RUN)
 _COUNTS = ("actions_total", "actions_completed", "actions_blocked", "actions_failed")
 
 
 def _record(run_id: str, start_ms: int, status: str, tags: dict[str, str], metrics: dict[str, float]) -> CycleRecord:
     count = lambda key: int(metrics[key]) if key in metrics else None  # noqa: E731
-    return CycleRecord(tags.get("fa.cycle_id", run_id), run_id, int(tags.get("fa.cycle_number", 1)),
+    return CycleRecord(tags.get(schema.CYCLE_ID, run_id), run_id, int(tags.get(schema.CYCLE_NUMBER, 1)),
                        datetime.fromtimestamp(start_ms / 1000, tz=timezone.utc), status,
-                       *(count(k) for k in _COUNTS), tags.get("fa.decision", "—"), tags.get("fa.previous_cycle_run", ""))
+                       *(count(k) for k in _COUNTS), tags.get(schema.DECISION, "—"), tags.get(schema.PREVIOUS_CYCLE_RUN, ""))
 
 
 def _from_sqlite(db: Path, mission_id: str) -> list[CycleRecord]:
@@ -57,9 +58,9 @@ def _from_sqlite(db: Path, mission_id: str) -> list[CycleRecord]:
             runs = con.execute(
                 "SELECT r.run_uuid, r.start_time, r.status FROM runs r "
                 "JOIN experiments e ON e.experiment_id = r.experiment_id "
-                "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = 'fa.kind' AND k.value = 'cycle' "
+                "JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = ? AND k.value = 'cycle' "
                 "WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active' "
-                "ORDER BY r.start_time ASC", (mission_id,)).fetchall()
+                "ORDER BY r.start_time ASC", (schema.KIND, mission_id)).fetchall()
         except sqlite3.OperationalError:  # not (yet) an MLflow database
             return []
         ids = [r[0] for r in runs]
@@ -84,7 +85,7 @@ def _from_client(mission_id: str) -> list[CycleRecord]:
     exp = client.get_experiment_by_name(mission_id)
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`fa.kind` = 'cycle'", max_results=10_000,
+    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{schema.KIND}` = 'cycle'", max_results=10_000,
                               order_by=["attributes.start_time ASC"])
     return [_record(r.info.run_id, r.info.start_time, r.info.status, r.data.tags, r.data.metrics) for r in runs]
 

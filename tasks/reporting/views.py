@@ -11,16 +11,17 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 from jinja2 import Environment
 
 from tasks.acceptance import CriterionCheck, check_criteria, final_status
-from tasks.cited import FOOTNOTE_DEF, Cited, used_footnotes
+from tasks.evidence import RunEvidence, schema
+from tasks.evidence.cited import FOOTNOTE_DEF, Cited, used_footnotes
 from tasks.logged_decision import logged_decision
-from tasks.evidence import RunEvidence
-from tasks.headline import Headline, headline
 from tasks.mission import PRIORITY_ORDER, Mission
+from tasks.reporting.headline import Headline, headline
 
 # ------------------------------------------------------------------ the view
 
@@ -116,7 +117,7 @@ class ActionView:
         """The logged status this row shows (the quality review's final status, else the stage's), if it agrees."""
         if self.run is None:
             return None
-        logged = self.run.t("fa.final_status") or self.run.t("fa.status")
+        logged = self.run.t(schema.FINAL_STATUS) or self.run.t(schema.STATUS)
         return logged if logged and logged.value == self.status else None
 
     def metric(self, key: str) -> Cited | None:
@@ -132,11 +133,11 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
     checks = check_criteria(mission, cycle)
     actions = []
     for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
-        run = cycle.child("fa.action_id", a.id)
+        run = cycle.child(schema.ACTION_ID, a.id)
         mine = [c for c in checks if c.action_id == a.id]
-        stage = run.tags.get("fa.status", "Not run") if run else "Not run"
+        stage = run.tags.get(schema.STATUS, "Not run") if run else "Not run"
         actions.append(ActionView(a.id, a.title, a.priority, a.owner, a.stage, run, final_status(stage, mine),
-                                  run.tags.get("fa.reason", "") if run else "", run.tags.get("fa.mitigation", "") if run else "", mine))
+                                  run.tags.get(schema.REASON, "") if run else "", run.tags.get(schema.MITIGATION, "") if run else "", mine))
     models = _models(mission, cycle)
     stats_run = _action_run(mission, cycle, "statistics")
     counts = {s: sum(1 for a in actions if a.status == s) for s in ("Completed", "Blocked", "Failed", "Not run")}
@@ -144,7 +145,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
     return {
         "mission": mission,
         "cycle": cycle,
-        "cycle_id": cycle.tags.get("fa.cycle_id", cycle.run_id),
+        "cycle_id": cycle.tags.get(schema.CYCLE_ID, cycle.run_id),
         "started": datetime.fromtimestamp(cycle.start_time / 1000, tz=timezone.utc).isoformat(timespec="seconds"),
         "actions": actions,
         "counts": counts,
@@ -161,7 +162,7 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         "stats_run": stats_run,
         "pairs": _pairs(stats_run),
         "decision": gate.decision,
-        "decision_ev": (stats_run.t("fa.decision") if stats_run else None) or cycle.t("fa.decision"),
+        "decision_ev": (stats_run.t(schema.DECISION) if stats_run else None) or cycle.t(schema.DECISION),
         "rule": gate.rule if stats_run else "the statistics did not run",
         "metric": mission.gates.metric,
         "quality": quality,
@@ -178,14 +179,13 @@ class PairView:
     run: RunEvidence
 
     def m(self, key: str) -> Cited | None:
-        return self.run.m(f"pairs/{self.a}_vs_{self.b}/{key}")
+        return self.run.m(schema.pair_key(self.a, self.b, key))
 
 
 def _pairs(stats_run: RunEvidence | None) -> list[PairView]:
     if stats_run is None:
         return []
-    names = sorted({k.split("/")[1] for k in stats_run.metrics if k.startswith("pairs/")})
-    return [PairView(*n.split("_vs_", 1), stats_run) for n in names]
+    return [PairView(a, b, stats_run) for a, b in schema.pairs_logged(stats_run.metrics)]
 
 
 def _blockers(mission: Mission, cycle: RunEvidence) -> list[BlockerView]:
@@ -194,12 +194,12 @@ def _blockers(mission: Mission, cycle: RunEvidence) -> list[BlockerView]:
     for stage in ("adapters", "alternative_models"):
         run = _action_run(mission, cycle, stage)
         for child in (run.children if run else []):
-            if child.tags.get("fa.kind") == "model" and child.tags.get("fa.status") == "Blocked":
-                fetch = child.tags.get("fa.fetch", "none")
-                out.append(BlockerView(child.tags.get("fa.model", child.name), run.tags.get("fa.action_id", ""),
-                                       child.tags.get("fa.reason", ""), child.tags.get("fa.searched", "see the run's mitigation"),
-                                       "" if fetch == "none" else fetch, child.tags.get("fa.mitigation", ""), child.run_id,
-                                       child.t("fa.status")))
+            if child.tags.get(schema.KIND) == "model" and child.tags.get(schema.STATUS) == "Blocked":
+                fetch = child.tags.get(schema.FETCH, "none")
+                out.append(BlockerView(child.tags.get(schema.MODEL, child.name), run.tags.get(schema.ACTION_ID, ""),
+                                       child.tags.get(schema.REASON, ""), child.tags.get(schema.SEARCHED, "see the run's mitigation"),
+                                       "" if fetch == "none" else fetch, child.tags.get(schema.MITIGATION, ""), child.run_id,
+                                       child.t(schema.STATUS)))
     order = {m.name: i for i, m in enumerate(mission.models + mission.alternatives)}
     return sorted(out, key=lambda b: order.get(b.name, len(order)))
 
@@ -208,7 +208,7 @@ def headline_of(view: dict) -> Headline:
     """The first screen's strength, blocker and action, from a cycle view (logged by the reports stage)."""
     s = view["stats_run"]
     metric = view["metric"]
-    cal = s.m(f"calibration/{metric}/separates") if s else None
+    cal = s.m(schema.calibration_key(metric, "separates")) if s else None
     failed = [a.id for a in view["actions"] if a.status == "Failed"]
     min_tested = int(s.m("gates/min_models_tested").value) if s and s.m("gates/min_models_tested") else \
         view["mission"].gates.min_models_tested
@@ -227,7 +227,7 @@ def _skipped(diag: RunEvidence | None) -> list[dict]:
 
 def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:
     action = mission.for_stage(stage)
-    return cycle.child("fa.action_id", action.id) if action else None
+    return cycle.child(schema.ACTION_ID, action.id) if action else None
 
 
 def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
@@ -237,36 +237,37 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
     metric = mission.gates.metric
     views = []
     for entry in mission.models:
-        opened = adapters.child("fa.model", entry.name) if adapters else None
-        view = ModelView(entry.name, entry.calibration, opened.tags.get("fa.status", "Not run") if opened else "Not run")
+        opened = adapters.child(schema.MODEL, entry.name) if adapters else None
+        view = ModelView(entry.name, entry.calibration, opened.tags.get(schema.STATUS, "Not run") if opened else "Not run")
         if opened:
-            view.reason, view.mitigation = opened.tags.get("fa.reason", ""), opened.tags.get("fa.mitigation", "")
-            view.family = opened.tags.get("fa.family", "")
-            view.random_init = opened.tags.get("fa.random_init") == "true"
+            view.reason, view.mitigation = opened.tags.get(schema.REASON, ""), opened.tags.get(schema.MITIGATION, "")
+            view.family = opened.tags.get(schema.FAMILY, "")
+            view.random_init = opened.tags.get(schema.RANDOM_INIT) == "true"
             view.adapter_run = opened.run_id
-            view.status_ev = opened.t("fa.status")
-        view.diag = diags.child("fa.model", entry.name) if diags else None
-        if stats_run and f"{entry.name}/{metric}/n" in stats_run.metrics:
+            view.status_ev = opened.t(schema.STATUS)
+        view.diag = diags.child(schema.MODEL, entry.name) if diags else None
+        key = partial(schema.model_key, entry.name)  # key("verdict", "p_holm") -> <model>/verdict/p_holm
+        if stats_run and key(metric, "n") in stats_run.metrics:
             # the verdict's fields also unprefixed where the summary has no field of that name (imbalance, p, ...):
             # the summary's CI is the CI of the mean, the verdict's the interval that decided (verdict_ci_*)
-            for prefix, into in ((f"{entry.name}/verdict/", "verdict_"), (f"{entry.name}/verdict/", ""),
-                                 (f"{entry.name}/{metric}/", ""), (f"{entry.name}/tost/", "tost_")):
+            for prefix, into in ((key("verdict", ""), "verdict_"), (key("verdict", ""), ""),
+                                 (key(metric, ""), ""), (key("tost", ""), "tost_")):
                 view.stats |= {into + k.removeprefix(prefix): v for k, v in stats_run.metrics.items() if k.startswith(prefix)}
                 view.stat_text |= {into + k.removeprefix(prefix): v for k, v in stats_run.params.items() if k.startswith(prefix)}
                 view.stat_params |= {into + k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
-            view.call = stats_run.params.get(f"{entry.name}/call", "")
-            view.call_cited = stats_run.m(f"{entry.name}/call/{view.call.replace('-', '_').replace(' ', '_')}")
-            view.call_ev = stats_run.p(f"{entry.name}/call")  # the call as a cited word claim
-            view.role = stats_run.params.get(f"{entry.name}/role", "")
-            view.stat_text["call_reason"] = stats_run.params.get(f"{entry.name}/call_reason", "")
-            view.stat_text["direction"] = stats_run.params.get(f"{entry.name}/direction", "")
+            view.call = stats_run.params.get(key("call"), "")
+            view.call_cited = stats_run.m(schema.call_key(entry.name, view.call))
+            view.call_ev = stats_run.p(key("call"))  # the call as a cited word claim
+            view.role = stats_run.params.get(key("role"), "")
+            view.stat_text["call_reason"] = stats_run.params.get(key("call_reason"), "")
+            view.stat_text["direction"] = stats_run.params.get(key("direction"), "")
             for group, into in (("reliance", view.reliance), ("control", view.control), ("robust", view.robust),
                                 ("signed", view.signed)):
-                prefix = f"{entry.name}/{group}/"
+                prefix = key(group, "")
                 into |= {k.removeprefix(prefix): stats_run.m(k) for k in stats_run.metrics if k.startswith(prefix)}
                 into |= {k.removeprefix(prefix): stats_run.p(k) for k in stats_run.params if k.startswith(prefix)}
-            view.layers_converged = stats_run.m(f"{entry.name}/layers/converged")
-            view.layer_warnings = stats_run.params.get(f"{entry.name}/layers/warnings", "")
+            view.layers_converged = stats_run.m(key("layers", "converged"))
+            view.layer_warnings = stats_run.params.get(key("layers", "warnings"), "")
         views.append(view)
     return views
 

@@ -8,7 +8,7 @@ external architectures counted by the gates says that collapse recurs
 across the tested architectures; ``PIVOT`` writes a focused case
 study; ``NEED_MORE_DATA`` reports preliminary counts and makes no claim.
 
-Every number is a :class:`~tasks.cited.Cited` and is written through one of
+Every number is a :class:`~tasks.evidence.cited.Cited` and is written through one of
 two Jinja filters, defined here and only here:
 
 ``cite_md(c, spec="")``
@@ -32,14 +32,17 @@ environment is not modified) and is always ``StrictUndefined``.
 from __future__ import annotations
 
 import math
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined, Undefined
 
-from tasks.cited import Cited
-from tasks.rendering import code, make_env, tex_escape
+from tasks.evidence import RunEvidence, schema
+from tasks.evidence.cited import Cited
+from tasks.reporting.rendering import code, make_env, tex_escape
 
 DECISIONS: tuple[str, ...] = ("GO", "PIVOT", "NEED_MORE_DATA")
 ABSTRACT_TEX = "paper/abstract.tex.j2"
@@ -227,3 +230,35 @@ def render_abstract(env: Environment | None, facts: Mapping[str, Any]) -> tuple[
     tex = env.get_template(ABSTRACT_TEX).render(context)
     md = env.get_template(ABSTRACT_MD).render(context)
     return tex, md
+
+
+# --------------------------------------------------------------------------- from the evidence to the draft
+
+
+def compile_latex(out: Path) -> int:
+    """Where a TeX engine is installed: every section must compile inside a minimal document (1) or not (0)."""
+    body = "\\documentclass{article}\\usepackage{booktabs,graphicx,amsmath}\\begin{document}" + "".join(
+        f"\\input{{{name}}}" for name in ("abstract", "method", "results")) + "\\end{document}"
+    (out / "draft.tex").write_text(body, encoding="utf-8")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "draft.tex"], cwd=out,
+                          capture_output=True, timeout=120)
+    return int(done.returncode == 0)
+
+
+def abstract_facts(ev: RunEvidence, metric: str) -> dict:
+    """The abstract's placeholders (models, p-value, Cohen's d, key finding) from the statistics run."""
+    names = lambda tag: [n for n in ev.tags.get(tag, "none").split(",") if n != "none"]  # noqa: E731
+    verdict = lambda model, field: schema.model_key(model, "verdict", field)  # noqa: E731
+    collapsed = names(schema.COLLAPSED_MODELS)
+    strongest = max(collapsed, key=lambda n: float(ev.m(verdict(n, "imbalance")).value)) if collapsed else None
+    return {
+        "decision": ev.tags.get(schema.DECISION, "NEED_MORE_DATA"),
+        "n_models_tested": ev.m("gates/models_tested"), "n_models_collapsed": ev.m("gates/models_collapsed"),
+        "models_tested": names(schema.TESTED_MODELS),
+        "collapsed_models": [{"name": n, "dominant": ev.params[verdict(n, "dominant")], "imbalance": ev.m(verdict(n, "imbalance"))}
+                             for n in collapsed],
+        "strongest_model": strongest,
+        "n_architectures": ev.m("gates/architectures_counted"), "min_architectures": ev.m("gates/min_models_tested"),
+        "p_value": ev.m(verdict(strongest, "p_holm")) if strongest else None,  # the deciding test, Holm-corrected
+        "cohens_d": ev.m(schema.model_key(strongest, metric, "cohen_d")) if strongest else None,
+    }
