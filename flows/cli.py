@@ -267,17 +267,15 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
     from rich.table import Table
 
     from tasks.adapters.base import ModelSpec
-    from tasks.adapters.catalog import describe, weights_here
-    from tasks.adapters.registry import available
+    from tasks.adapters.catalog import describe_all, weights_here
     from tasks.mission import MissionError
     from tasks.runtime.paths import DEFAULT_MISSION
 
     adapters = Table(title="adapters")
     for col in ("adapter", "family", "metrics that apply"):
         adapters.add_column(col, overflow="fold")
-    for name in sorted(available()):
-        info = describe(name)
-        adapters.add_row(Text(name), Text(info.family), Text(", ".join(info.metrics)))
+    for info in describe_all():
+        adapters.add_row(Text(info.name), Text(info.family), Text(", ".join(info.metrics)))
     console.print(adapters)
     try:
         m = _load_any(mission or DEFAULT_MISSION)

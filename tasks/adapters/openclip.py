@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.openclip_weights import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
-from tasks.adapters.openclip_weights import locate_tag, missing_checkpoint, unreachable
+from tasks.adapters.openclip_weights import locate, locate_tag, missing_checkpoint, unreachable
 from tasks.adapters.towers import encode_distinct
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
@@ -117,13 +117,8 @@ class OpenClipAdapter:
 
     def locate(self, spec: ModelSpec) -> tuple[bool, list[str]]:
         """Whether the tag's weights (or the checkpoint file) are on this machine, and where that was checked."""
-        arch = _check_arch(spec.arch)
-        cfg = open_clip.get_pretrained_cfg(arch, spec.source)
-        if cfg:
-            _, searched, cached, _, _ = self._locate(arch, spec.source, cfg)
-            return cached is not None, searched
-        path = Path(spec.source).expanduser()
-        return path.is_file(), [str(path)]
+        _check_arch(spec.arch)
+        return locate(spec, self.cache_dir)  # the light check `models list` uses too
 
     def load(self, spec: ModelSpec) -> OpenClipModel:
         arch = _check_arch(spec.arch)

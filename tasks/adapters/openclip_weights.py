@@ -89,6 +89,16 @@ def missing_checkpoint(spec: ModelSpec, arch: str, path: Path) -> WeightsUnavail
         f"pretrained tags of {arch}: {pretrained().list_pretrained_tags_by_model(arch)}")
 
 
+def locate(spec: ModelSpec, cache_dir: str | None = None) -> tuple[bool, list[str]]:
+    """(weights here, places looked) for a pretrained tag or a checkpoint file, without importing open_clip."""
+    cfg = pretrained().get_pretrained_cfg(spec.arch, spec.source) if spec.arch else None
+    if cfg:
+        _, searched, cached, _, _ = locate_tag(spec.arch, spec.source, cfg, cache_dir)
+        return cached is not None, searched
+    path = Path(spec.source).expanduser()
+    return path.is_file(), [str(path)]
+
+
 def require_weights(spec: ModelSpec) -> None:
     """Raise the ``WeightsUnavailable`` the adapter would, before open_clip is imported; otherwise return."""
     if spec.allow_random_init or not spec.arch:

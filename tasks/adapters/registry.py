@@ -34,6 +34,18 @@ _HF = "tasks.adapters.hf_common:require_weights"
 WEIGHTS_CHECK = {name: _HF for name in ("clip", "align", "blip-itm", "blip2-itm", "vilt", "llava", "llava-next",
                                         "idefics", "qwen2-vl", "qwen2.5-vl", "internvl")}
 WEIGHTS_CHECK["openclip"] = "tasks.adapters.openclip_weights:require_weights"
+# The same light look-up answering "are the weights here?" (`fusionaudit models list`), as the adapter's ``locate``.
+WEIGHTS_LOCATE = {name: "tasks.adapters.hf_common:locate_pretrained" for name in WEIGHTS_CHECK}
+WEIGHTS_LOCATE["openclip"] = "tasks.adapters.openclip_weights:locate"
+
+
+def builtin_hook(table: dict[str, str], adapter: str):
+    """The light function ``table`` names for ``adapter``, if it is a built-in not overridden by a plugin."""
+    path = table.get(adapter) if available().get(adapter) == BUILTIN.get(adapter) else None
+    if path is None:
+        return None
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class UnknownAdapter(ValueError):
@@ -66,8 +78,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
     Raises ``WeightsUnavailable`` (Blocked) from the light weights check where the adapter has one.
     """
-    check = WEIGHTS_CHECK.get(spec.adapter) if available().get(spec.adapter) == BUILTIN.get(spec.adapter) else None
+    check = builtin_hook(WEIGHTS_CHECK, spec.adapter)
     if check is not None:
-        module, _, attr = check.partition(":")
-        getattr(importlib.import_module(module), attr)(spec)
+        check(spec)
     return get_adapter(spec.adapter, spec.device).load(spec)

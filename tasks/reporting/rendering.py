@@ -13,6 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Undefined, pass_context
 
+from tasks.evidence import schema
 from tasks.evidence.cited import FLAG_WORDS, Cited, flag_word, format_word, to_footnotes
 from tasks.reporting.markdown import Markdown, code, md_text
 
@@ -83,4 +84,5 @@ def make_env(template_dir: Path | str | None = None) -> Environment:
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, finalize=_finalize)
     env.template_class = _FootnotedTemplate
     env.filters.update(cite=cite, cite_flag=cite_flag, code=code, composed=composed, text=md_text, tex=tex_escape)
+    env.globals["tag"] = schema  # templates name tags as the stages do: tag.STATUS, never a 'fa.' string
     return env
