@@ -222,8 +222,9 @@ def _self_attention_with_probs(self: nn.MultiheadAttention, query, key, value, k
     x = query if self.batch_first else query.transpose(0, 1)
     b, t, d = x.shape
     h = self.num_heads
-    q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-    scores = torch.matmul(q, k.transpose(-2, -1)).mul_((d // h) ** -0.5)
+    # one copy lays q, k, v out [3, B, H, T, d/h] contiguous, so the matmuls below copy nothing more
+    q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).view(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4).contiguous()
+    scores = torch.matmul(q.mul_((d // h) ** -0.5), k.transpose(-2, -1))  # q scaled first, as PyTorch does
     if attn_mask is not None:  # [T, T] or [B*H, T, T]; bool True = masked out, as PyTorch reads it
         mask = attn_mask.view(-1, h, t, t) if attn_mask.dim() == 3 else attn_mask
         scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores.add_(mask)

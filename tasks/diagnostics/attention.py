@@ -14,6 +14,9 @@ import torch
 SINK_K = 2
 
 
+SHARE_KEYS = ("visual_share", "text_share", "other_share", "sink_mass", "visual_share_sink_aware")
+
+
 def reduce_attention(
     probs: torch.Tensor,
     query_rows: torch.Tensor,
@@ -40,6 +43,15 @@ def reduce_attention(
     """
     p = probs.detach().float()
     b, _, q, k = p.shape
+    ent = torch.special.entr(p).sum(-1).mean(1)  # [B, Q], heads averaged; one temporary, entr(0) = 0
+    if k > 1:
+        ent = ent / math.log(k)
+    entropies = {"entropy_visual": _masked_mean(ent, _per_sample(image_rows, b)),
+                 "entropy_text": _masked_mean(ent, _per_sample(text_rows, b))}
+    if not bool(image_cols.any()) or not bool(query_rows.any()):
+        # no image keys (allocation undefined, not zero) or no measured rows (a dual encoder's towers): skip the work
+        nan = torch.full((b,), float("nan"))
+        return {key: nan.clone() for key in SHARE_KEYS} | entropies
     rows_q, img_k, txt_k = (_per_sample(m, b) for m in (query_rows, image_cols, text_cols))
     head_mean = p.mean(dim=1)  # [B, Q, K]
     to_image = torch.einsum("bqk,bk->bq", head_mean, img_k)
@@ -55,21 +67,13 @@ def reduce_attention(
     sink_mass = _masked_mean(to_sink / mass, rows_q)
     to_image_kept = torch.einsum("bqk,bk->bq", head_mean, img_k * (1 - sink))
     visual_sink_aware = _masked_mean(to_image_kept / (mass - to_sink).clamp_min(1e-12), rows_q)
-    if not bool(img_k.any()):  # no image keys in this layer: allocation is undefined, not zero
-        visual_share, text_share, other_share, sink_mass, visual_sink_aware = (
-            torch.full((b,), float("nan")) for _ in range(5))
-    ent = torch.special.entr(p).sum(-1).mean(1)  # [B, Q], heads averaged; one temporary, entr(0) = 0
-    if k > 1:
-        ent = ent / math.log(k)
     return {
         "visual_share": visual_share,
         "text_share": text_share,
         "other_share": other_share,
         "sink_mass": sink_mass,
         "visual_share_sink_aware": visual_sink_aware,
-        "entropy_visual": _masked_mean(ent, _per_sample(image_rows, b)),
-        "entropy_text": _masked_mean(ent, _per_sample(text_rows, b)),
-    }
+    } | entropies
 
 
 def _per_sample(mask: torch.Tensor, batch: int) -> torch.Tensor:
