@@ -52,12 +52,24 @@ c of the t text players with probability C(a−1+c, c)·C(g²−a+t−c, t−c)/
 conditional expectation of the permutation estimator (Rao–Blackwell) is
 unbiased with no more variance, for the same tower passes; on CLIP-like
 scores it cuts the Monte-Carlo error several-fold (benchmarks/mm_shap_cost.py).
+
+Crossed route (dual encoders, the default there): an order's image chain and
+its text chain are independent uniform orders of each modality, so any image
+chain may be paired with any text chain the sample has seen. With P orders
+the P² pairs (each averaged over its interleavings as above) cost dot
+products only, and their mean is unbiased; every image player's marginal is
+then averaged over P text chains and every text player's over P image
+chains. Its error comes from the Hoeffding projection of this two-sample
+U-statistic: unit k = mean over q of h(image chain k, text chain q) + mean
+over p of h(image chain p, text chain k) − the mean, whose spread over the
+units gives the standard error (first order; the O(1/P²) term is left out).
 """
 from __future__ import annotations
 
 import itertools
 import math
 from collections import deque
+from functools import lru_cache
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,7 +78,7 @@ from PIL import Image
 
 from tasks.diagnostics.masking import grid_side
 
-ROUTES = ("auto", "generic", "separable", "interleaved")
+ROUTES = ("auto", "generic", "separable", "interleaved", "crossed")
 
 
 @dataclass
@@ -129,11 +141,11 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
                          f"(players/mask_tokens); this model has {sorted(caps)}")
     if route not in ROUTES:
         raise ValueError(f"route {route!r}: use one of {ROUTES}")
-    if route in ("separable", "interleaved") and "separable" not in caps:
+    if route in ("separable", "interleaved", "crossed") and "separable" not in caps:
         raise ValueError(f"{model.spec.name} has no 'separable' capability (encode_image/encode_text/similarity); "
                          "use route='generic' or 'auto'")
     if route == "auto":
-        route = "interleaved" if "separable" in caps else "generic"
+        route = "crossed" if "separable" in caps else "generic"
     separable = route != "generic"
     per_order = 2 if antithetic else 1
     if permutations < per_order:
@@ -155,7 +167,7 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
     for g in sorted(set(grids)):  # the keep tensor has one g per call
         members = [i for i in range(b) if grids[i] == g]
         Evaluator = {"generic": _GenericEvaluator, "separable": _SeparableEvaluator,
-                     "interleaved": _InterleavedEvaluator}[route]
+                     "interleaved": _InterleavedEvaluator, "crossed": _CrossedEvaluator}[route]
         ev = Evaluator(model, images, captions, sample_ids, members, [n_text[i] for i in members], g, max_rows)
         units: dict[int, list[torch.Tensor]] = {i: [] for i in members}
         # Few players (n! ≤ permutations): every order once, so φ is exact and the error zero.
@@ -172,7 +184,10 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
                 orders[i] = torch.stack([order, order.flip(0)]) if antithetic else order[None]
             marginals = ev.marginals(active, orders)  # i -> [P, n]: each player's marginal along each order
             for i in active:
-                units[i].append(marginals[i].mean(0))
+                if isinstance(ev, _CrossedEvaluator):  # every unit changes as chains are added: recomputed whole
+                    units[i] = list(ev.units(i, orders[i].shape[0]))
+                else:
+                    units[i].append(marginals[i].mean(0))
             still = []
             for i in active:
                 m = len(units[i])
@@ -457,6 +472,55 @@ class _InterleavedEvaluator(_SeparableEvaluator):
         raise NotImplementedError("the interleaved route averages over orders; use marginals()")
 
 
+class _CrossedEvaluator(_InterleavedEvaluator):
+    """The interleaved route's chains, every image chain of a sample paired with every one of its text chains."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.chains: dict[int, dict[str, list]] = {}  # i -> image/text chain embeddings and orders, grids by pair
+
+    def marginals(self, active: list[int], orders: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        g2 = self.g**2
+        img_emb, txt_emb, plan = self._states(active, orders)
+        for i in active:
+            t, (img_base, txt_base, _, _) = self.n_text[i], plan[i]
+            (img_empty, img_full), (txt_empty, txt_full) = self.end_embeddings[i]
+            c = self.chains.setdefault(i, {"image": [], "text": [], "image_order": [], "text_order": [],
+                                           "h": torch.zeros(0, 0, t + g2, dtype=torch.float64)})
+            for p, order in enumerate(orders[i]):
+                c["image"].append(torch.stack([img_empty, *(img_emb[img_base + p * (g2 - 1) + a] for a in range(g2 - 1)),
+                                               img_full][: g2 + 1]))
+                c["text"].append(torch.stack([txt_empty, *(txt_emb[txt_base + p * (t - 1) + k] for k in range(t - 1)),
+                                              txt_full][: t + 1]))
+                c["image_order"].append(order[order >= t])
+                c["text_order"].append(order[order < t])
+            old, n = c["h"].shape[0], len(c["image"])
+            h = torch.zeros(n, n, t + g2, dtype=torch.float64)  # h[p, q]: each player's marginal under pair (p, q)
+            h[:old, :old] = c["h"]
+            w_image, w_text = _interleaving_weights(g2, t)
+            for p in range(n):  # the new pairs only: dot products of cached embeddings
+                for q in range(old if p < old else 0, n):
+                    grid = self.model.similarity(c["image"][p].repeat_interleave(t + 1, dim=0),
+                                                 c["text"][q].repeat(g2 + 1, 1)).detach().double().cpu().view(g2 + 1, t + 1)
+                    grid[0, 0], grid[g2, t] = self.ends[i]  # the cached ends, exactly as the other routes use them
+                    h[p, q, c["image_order"][p]] = ((grid[1:] - grid[:-1]) * w_image).sum(1)
+                    h[p, q, c["text_order"][q]] = ((grid[:, 1:] - grid[:, :-1]) * w_text).sum(0)
+            c["h"] = h
+            self.calls += 1
+        return {}
+
+    def units(self, i: int, per_unit: int) -> torch.Tensor:
+        """[m, n] Hoeffding units, one per ``per_unit`` consecutive orders (an antithetic pair): mean = the estimate."""
+        h = self.chains[i]["h"]
+        mean = h.mean((0, 1))
+        projected = h.mean(1) + h.mean(0) - mean  # [P, n]
+        return projected.view(-1, per_unit, h.shape[-1]).mean(1)
+
+    def values(self, active, orders):  # noqa: D102 - only units are defined on this route
+        raise NotImplementedError("the crossed route pairs chains across orders; use units()")
+
+
+@lru_cache(maxsize=64)
 def _interleaving_weights(n_image: int, n_text: int) -> tuple[torch.Tensor, torch.Tensor]:
     """[n_image, n_text + 1]: P(the a-th image player joins after exactly c text players), a = 1..n_image,
     over uniform interleavings; and [n_image + 1, n_text], the same for the c-th text player."""
