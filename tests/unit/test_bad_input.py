@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.week1 import prepare_mission
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import UnknownAdapter, available, get_adapter
 from tasks.mission import MissionError
 from tasks.reporting.rendering import make_env

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.cogvlm2 import DEFAULT_REPO, CogVLM2Adapter, missing_parts
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 
 AUTO_MAP = {"AutoConfig": "configuration_cogvlm.CogVLMConfig",
             "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM"}
