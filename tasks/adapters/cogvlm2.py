@@ -32,7 +32,7 @@ from PIL import Image
 from tasks.adapters.contract import Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.generative import last_positions
 from tasks.adapters.hub import fetch_command, hub_cache_dir, local_checkpoint, repo_cache_dir, weight_files
-from tasks.adapters.loading import default_device
+from tasks.adapters.loading import default_device, precision, spreads_over_gpus
 from tasks.adapters.yes_no_prompt import QUESTION, answer_token_id
 from tasks.diagnostics.masking import pixel_keep
 
@@ -136,9 +136,15 @@ class CogVLM2Adapter:
         digest = code_hash(folder)  # logged as the model's revision (fa.revision): which code ran is evidence
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
-                                                     dtype=dtype).to(self.device).eval()
+        # without a dtype: the checkpoint's own bfloat16 on a GPU, float32 anywhere else
+        kw = precision(spec, self.device, torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        if spreads_over_gpus(spec, self.device):
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
+                                                         device_map="auto", **kw).eval()
+            self.device = str(next(model.parameters()).device)  # inputs go where the first layers are
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
+                                                         **kw).to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
         return CogVLM2Model(spec, model, tokenizer, f"{folder.absolute()}@remote-code-sha256:{digest}", self.device)
 

@@ -51,7 +51,7 @@ from transformers import PreTrainedTokenizerFast
 
 from tasks.adapters.contract import AttentionSummary, Inputs, ModelSpec, Players, TokenSpans, WeightsUnavailable
 from tasks.adapters.hooks import AttentionHooks, LayerMasks
-from tasks.adapters.loading import TransformersAdapter, open_pretrained
+from tasks.adapters.loading import TransformersAdapter
 from tasks.adapters.preprocessing import fallback_tokenizer, load_processor
 from tasks.adapters.yes_no_prompt import QUESTION, YesNoPrompt, answer_token_id, chat_prompt
 from tasks.data.vocabulary import VOCAB
@@ -340,7 +340,7 @@ class HFGenerativeAdapter(TransformersAdapter):
     prompt_format = ""
 
     def load(self, spec: ModelSpec) -> GenerativeVLM:
-        model, random_init, revision = open_pretrained(self.model_cls, spec, self.config_cls, device=self.device)
+        model, random_init, revision = self.open(spec)  # spec.device / spec.dtype as for every transformers model
         if random_init:
             processor = self.random_processor(model)
         else:

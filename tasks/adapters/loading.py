@@ -131,6 +131,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def precision(spec: ModelSpec, device: str, gpu_default: torch.dtype | None = None) -> dict:
+    """``from_pretrained``'s dtype argument: ``spec.dtype`` when set; else float32 on the CPU (half precision is
+    slow or unsupported there), ``gpu_default`` elsewhere (None: the checkpoint's own precision)."""
+    if spec.dtype not in (None, "auto"):
+        return {"dtype": torch_dtype(spec.dtype)}
+    if device == "cpu":
+        return {"dtype": torch.float32}
+    return {"dtype": gpu_default} if gpu_default is not None else {}
+
+
+def spreads_over_gpus(spec: ModelSpec, device: str) -> bool:
+    """Load with ``device_map="auto"`` (accelerate): a GPU machine and no device named in the spec, so a model
+    larger than one GPU spreads over all of them."""
+    return spec.device in (None, "auto") and device.startswith("cuda")
+
+
 class TransformersAdapter:
     """Where and in which precision every transformers adapter opens its model class (``model_cls``, ``config_cls``).
 
@@ -169,11 +185,10 @@ class TransformersAdapter:
         ``spec.dtype`` other than auto sets the precision; on a GPU machine with ``spec.device`` auto the
         weights load with ``device_map="auto"`` (accelerate), so a model larger than one GPU spreads over all.
         """
-        kw = {"dtype": torch_dtype(spec.dtype)} if spec.dtype not in (None, "auto") else (
-            {"dtype": torch.float32} if self.device == "cpu" else {})
+        kw = precision(spec, self.device)
         if self.random_defaults:
             spec = replace(spec, random_init_config=(*self.random_defaults, *spec.random_init_config))
-        if spec.device in (None, "auto") and self.device.startswith("cuda"):
+        if spreads_over_gpus(spec, self.device):
             model, random_init, revision = open_pretrained(self.model_cls, spec, self.config_cls,
                                                            device_map="auto", **kw)
             self.device = str(next(model.parameters()).device)  # inputs go where the first layers are
