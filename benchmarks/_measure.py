@@ -200,7 +200,7 @@ def random_openclip(name: str, device: str = "cpu"):
     """The project's open_clip adapter on random weights of ``name`` (seeded: the same model every run)."""
     import torch
 
-    from tasks.adapters.base import ModelSpec
+    from tasks.adapters.contract import ModelSpec
     from tasks.adapters.openclip import OpenClipAdapter
 
     spec = ModelSpec(name=f"bench-{name}", adapter="openclip", source="", arch=name, allow_random_init=True)

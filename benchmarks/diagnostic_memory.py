@@ -25,8 +25,8 @@ import torch
 
 from benchmarks._measure import MiB, median, peak_rss_of, positive_finite, random_openclip, \
     register_open_clip_arch, report_to_parent, rss_bytes, run_child, verdict
-from tasks.adapters.base import ModelSpec
-from tasks.adapters.zoo import VARIANTS, ZooAdapter, load_zoo_model
+from tasks.adapters.contract import ModelSpec
+from tasks.adapters.zoo.calibration import VARIANTS, ZooAdapter, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.run import diagnose
 

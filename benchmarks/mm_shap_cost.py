@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.openclip import OpenClipAdapter
-from tasks.adapters.zoo import load_zoo_model
+from tasks.adapters.zoo.calibration import load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 

@@ -71,7 +71,7 @@ def parse(argv):
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    from tasks.adapters.zoo import load_zoo_model
+    from tasks.adapters.zoo.calibration import load_zoo_model
 
     args = parse(argv)
     samples = make_synthetic(args.samples, seed=11)

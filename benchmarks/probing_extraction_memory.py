@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._measure import MiB, median, peak_rss_of, positive_finite, report_to_parent, run_child
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import get_adapter
 from tasks.probing.extract import extract
 from tasks.probing.ground_truth import screening_set

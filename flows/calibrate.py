@@ -19,7 +19,7 @@ from prefect import flow
 
 from agents.quality_officer import assess
 from tasks import calibration, evidence, progress
-from tasks.adapters.zoo import SEEDS, VARIANTS
+from tasks.adapters.zoo.calibration import SEEDS, VARIANTS
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS
 from tasks.evidence import schema
 from tasks.reporting.rendering import make_env

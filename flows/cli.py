@@ -266,8 +266,8 @@ def models_list(mission: Path = typer.Option(None, help="mission brief (YAML); d
     """Every adapter (family, metrics that apply) and every model of the mission (weights on this machine?)."""
     from rich.table import Table
 
-    from tasks.adapters.base import ModelSpec
     from tasks.adapters.catalog import describe_all, weights_here
+    from tasks.adapters.contract import ModelSpec
     from tasks.mission import MissionError
     from tasks.runtime.paths import DEFAULT_MISSION
 

@@ -58,7 +58,7 @@ def calibrate(
         api = start_local_api()  # boots while the imports below run
         with out.status("loading fusionaudit (torch, Prefect, MLflow)"):
             from flows.calibrate import calibrate as calibrate_flow, check_args
-            from tasks.adapters.zoo import VARIANTS
+            from tasks.adapters.zoo.calibration import VARIANTS
 
         check_args(samples, seed_list, perm_list)  # fail before Prefect starts
         await_local_api(api, out)

@@ -16,7 +16,7 @@ from typing import Any
 from prefect.states import Cancelled, State
 
 from tasks import evidence
-from tasks.adapters.base import WeightsUnavailable
+from tasks.adapters.contract import WeightsUnavailable
 from tasks.evidence import BLOCKED, COMPLETED, FAILED, schema
 from tasks.mission import Action, Mission
 from tasks.runtime.resources import measure

@@ -28,7 +28,7 @@ class MissionError(ValueError):
 # Bounds on free text: long enough for any real brief, short enough for a table cell and an MLflow tag.
 NAME_MAX, TITLE_MAX, TEXT_MAX = 64, 200, 2000
 SAMPLES_MAX = 100_000
-ZOO_VARIANTS = ("text_dominant", "balanced", "vision_dominant")  # tasks.adapters.zoo.VARIANTS (no torch import here)
+ZOO_VARIANTS = ("text_dominant", "balanced", "vision_dominant")  # tasks.adapters.zoo.calibration.VARIANTS (no torch import here)
 
 
 class _Strict(BaseModel):

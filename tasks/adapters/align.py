@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from transformers import AlignConfig, AlignModel, EfficientNetImageProcessor
 
-from tasks.adapters.base import Smoke
-from tasks.adapters.hf_clip import DUAL_CAPABILITIES, DUAL_ENCODER, DualEncoderModel
-from tasks.adapters.hf_common import HFAdapter, bert_fallback_tokenizer, checkpoint_processors
+from tasks.adapters.contract import Smoke
+from tasks.adapters.dual_encoder import DualEncoderModel
+from tasks.adapters.image_text import HFAdapter
 
 
 class AlignLoadedModel(DualEncoderModel):
@@ -47,16 +47,8 @@ class AlignAdapter(HFAdapter):
     """Opens ``AlignModel`` checkpoints (hub id such as "kakaobrain/align-base", or a local folder)."""
 
     name = "align"
-    family = DUAL_ENCODER
-    capabilities = DUAL_CAPABILITIES
     smoke = SMOKE
-    model_cls, config_cls = AlignModel, AlignConfig
+    model_cls, config_cls, loaded_cls = AlignModel, AlignConfig, AlignLoadedModel
 
-    def load(self, spec) -> AlignLoadedModel:
-        model, random_init, revision = self.open(spec)
-        text = model.config.text_config
-        image_processor, tokenizer = checkpoint_processors(
-            spec, lambda: align_image_processor(model.config.vision_config.image_size),
-            lambda: bert_fallback_tokenizer(text.pad_token_id, text.max_position_embeddings))
-        return AlignLoadedModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
-                                text.max_position_embeddings)
+    def fallback_image_processor(self, config) -> EfficientNetImageProcessor:
+        return align_image_processor(config.vision_config.image_size)

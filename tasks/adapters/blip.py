@@ -23,44 +23,19 @@ always goes to the image; the ablation and Shapley metrics measure its use.
 """
 from __future__ import annotations
 
-import re
-
 import torch
-from transformers import BlipConfig, BlipForImageTextRetrieval, BlipImageProcessor
+from transformers import BlipConfig, BlipForImageTextRetrieval
 
-from tasks.adapters.base import AttentionSummary, Inputs, Smoke
-from tasks.adapters.hf_common import (
-    AttentionHooks,
-    HFAdapter,
-    ImageTextModel,
-    LayerMasks,
-    bert_fallback_tokenizer,
-    checkpoint_processors,
-    tower_masks,
-)
+from tasks.adapters.contract import AttentionSummary, Inputs, Smoke
+from tasks.adapters.hooks import AttentionHooks, LayerMasks, tower_masks
+from tasks.adapters.itm import FusionLayers, ItmAdapter, ItmModel, itm_margin
 
 FAMILY = "cross-attention fusion (ITM)"
-CAPABILITIES = frozenset({"score", "mask", "mask_tokens", "trace", "maps"})
-_ATTENTION = (r"vision_model\.encoder\.layers\.(?P<vision>\d+)\.self_attn"
-              r"|text_encoder\.encoder\.layer\.(?P<text>\d+)\.(?P<kind>attention|crossattention)\.self")
-_CROSS = r"text_encoder\.encoder\.layer\.\d+\.crossattention\.self"
+_LAYERS = FusionLayers(r"text_encoder\.encoder\.layer", "self", "text")
 
 
-def _layer_name(module: str) -> str:
-    m = re.fullmatch(_ATTENTION, module)
-    if m["vision"] is not None:
-        return f"vision.{m['vision']}"
-    return f"text.{m['text']}.{'cross' if m['kind'] == 'crossattention' else 'self'}"
-
-
-def itm_margin(logits: torch.Tensor) -> torch.Tensor:
-    """[B, 2] ITM logits (no match, match) → logit(match) − logit(no match), the log-odds of a match."""
-    return (logits[:, 1] - logits[:, 0]).float().cpu()
-
-
-class BlipItmModel(ImageTextModel):
+class BlipItmModel(ItmModel):
     family = FAMILY
-    capabilities = CAPABILITIES
 
     @property
     def n_image_tokens(self) -> int:
@@ -89,9 +64,9 @@ class BlipItmModel(ImageTextModel):
             return LayerMasks(query_rows=valid, image_cols=torch.ones(k, dtype=torch.bool, device=dev),
                               text_cols=none_k, image_rows=torch.zeros_like(valid), text_rows=valid)
 
-        with AttentionHooks(self.model, _ATTENTION, masks, cross=_CROSS, rename=_layer_name, keep_maps=keep_maps,
-                            n_image_tokens=self.n_image_tokens, n_text_tokens=int(valid.sum(1).max()),
-                            n_text_per_sample=valid.sum(1).cpu()) as hooks:
+        with AttentionHooks(self.model, _LAYERS.attention, masks, cross=_LAYERS.cross, rename=_LAYERS.name,
+                            keep_maps=keep_maps, n_image_tokens=self.n_image_tokens,
+                            n_text_tokens=int(valid.sum(1).max()), n_text_per_sample=valid.sum(1).cpu()) as hooks:
             self.model(input_ids=t["input_ids"], pixel_values=t["pixel_values"],
                        attention_mask=t["attention_mask"], use_itm_head=True)
         return hooks.summary
@@ -107,23 +82,12 @@ SMOKE = Smoke(hub_id="Salesforce/blip-itm-base-coco", random_init_config=(
 ))
 
 
-class BlipItmAdapter(HFAdapter):
+class BlipItmAdapter(ItmAdapter):
     """Opens ``BlipForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "blip-itm"
-    family = FAMILY
-    capabilities = CAPABILITIES
     smoke = SMOKE
-    model_cls, config_cls = BlipForImageTextRetrieval, BlipConfig
+    model_cls, config_cls, loaded_cls = BlipForImageTextRetrieval, BlipConfig, BlipItmModel
     # The ViT's initializer_range of 1e-10 suits checkpoint loading only: drawn at that scale, a
     # random ViT gives every image the same features, and the model would ignore images.
     random_defaults = (("vision_config.initializer_range", 0.02),)
-
-    def load(self, spec) -> BlipItmModel:
-        model, random_init, revision = self.open(spec)
-        text, size = model.config.text_config, model.config.vision_config.image_size
-        image_processor, tokenizer = checkpoint_processors(
-            spec, lambda: BlipImageProcessor(size={"height": size, "width": size}),
-            lambda: bert_fallback_tokenizer(text.pad_token_id, text.max_position_embeddings))
-        return BlipItmModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
-                            text.max_position_embeddings)

@@ -21,40 +21,19 @@ model's own ``logits_per_image``).
 """
 from __future__ import annotations
 
-import re
-
 import torch
-from transformers import Blip2Config, Blip2ForImageTextRetrieval, BlipImageProcessor
+from transformers import Blip2Config, Blip2ForImageTextRetrieval
 
-from tasks.adapters.base import AttentionSummary, Inputs, Smoke, TokenSpans
-from tasks.adapters.blip import itm_margin
-from tasks.adapters.hf_common import (
-    AttentionHooks,
-    HFAdapter,
-    ImageTextModel,
-    LayerMasks,
-    bert_fallback_tokenizer,
-    checkpoint_processors,
-    tower_masks,
-)
+from tasks.adapters.contract import AttentionSummary, Inputs, Smoke, TokenSpans
+from tasks.adapters.hooks import AttentionHooks, LayerMasks, tower_masks
+from tasks.adapters.itm import FusionLayers, ItmAdapter, ItmModel, itm_margin
 
 FAMILY = "query-transformer fusion (ITM)"
-CAPABILITIES = frozenset({"score", "mask", "mask_tokens", "trace", "maps"})
-_ATTENTION = (r"vision_model\.encoder\.layers\.(?P<vision>\d+)\.self_attn"
-              r"|qformer\.encoder\.layer\.(?P<q>\d+)\.(?P<kind>attention|crossattention)\.attention")
-_CROSS = r"qformer\.encoder\.layer\.\d+\.crossattention\.attention"
+_LAYERS = FusionLayers(r"qformer\.encoder\.layer", "attention", "qformer")
 
 
-def _layer_name(module: str) -> str:
-    m = re.fullmatch(_ATTENTION, module)
-    if m["vision"] is not None:
-        return f"vision.{m['vision']}"
-    return f"qformer.{m['q']}.{'cross' if m['kind'] == 'crossattention' else 'self'}"
-
-
-class Blip2ItmModel(ImageTextModel):
+class Blip2ItmModel(ItmModel):
     family = FAMILY
-    capabilities = CAPABILITIES
 
     @property
     def n_queries(self) -> int:
@@ -103,8 +82,8 @@ class Blip2ItmModel(ImageTextModel):
                               text_cols=torch.zeros(k, dtype=torch.bool, device=dev), image_rows=every_q,
                               text_rows=none_q)
 
-        with AttentionHooks(self.model, _ATTENTION, masks, cross=_CROSS, rename=_layer_name, keep_maps=keep_maps,
-                            n_image_tokens=nq, n_text_tokens=int(text_valid.sum(1).max()),
+        with AttentionHooks(self.model, _LAYERS.attention, masks, cross=_LAYERS.cross, rename=_LAYERS.name,
+                            keep_maps=keep_maps, n_image_tokens=nq, n_text_tokens=int(text_valid.sum(1).max()),
                             n_text_per_sample=text_valid.sum(1).cpu(), spans=self.spans(n_text)) as hooks:
             self.model(**args)
         return hooks.summary
@@ -121,23 +100,15 @@ SMOKE = Smoke(hub_id="Salesforce/blip2-itm-vit-g", random_init_config=(
 ))
 
 
-class Blip2ItmAdapter(HFAdapter):
+class Blip2ItmAdapter(ItmAdapter):
     """Opens ``Blip2ForImageTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "blip2-itm"
-    family = FAMILY
-    capabilities = CAPABILITIES
     smoke = SMOKE
-    model_cls, config_cls = Blip2ForImageTextRetrieval, Blip2Config
+    model_cls, config_cls, loaded_cls = Blip2ForImageTextRetrieval, Blip2Config, Blip2ItmModel
     # ITM runs the caption through the Q-Former (its default config has no text layers), and the
     # ViT's initializer_range of 1e-10 would give every random image the same features.
     random_defaults = (("qformer_config.use_qformer_text_input", True), ("vision_config.initializer_range", 0.02))
 
-    def load(self, spec) -> Blip2ItmModel:
-        model, random_init, revision = self.open(spec)
-        qformer, size = model.config.qformer_config, model.config.vision_config.image_size
-        image_processor, tokenizer = checkpoint_processors(
-            spec, lambda: BlipImageProcessor(size={"height": size, "width": size}),
-            lambda: bert_fallback_tokenizer(qformer.pad_token_id, qformer.max_position_embeddings))
-        return Blip2ItmModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
-                             qformer.max_position_embeddings)
+    def text_config(self, config):
+        return config.qformer_config  # the caption runs through the Q-Former

@@ -11,7 +11,7 @@ then loaded with ``AutoModelForCausalLM.from_pretrained(dir,
 trust_remote_code=True, local_files_only=True)``. There is no random-init
 path (the architecture only exists in that code).
 
-The loaded model follows the yes/no log-odds score of llava.py, with the
+The loaded model follows the yes/no log-odds score of generative.py, with the
 repo's own ``build_conversation_input_ids`` (template "chat"); image tokens
 are the positions with ``token_type_ids == 1``. Capabilities: score, mask,
 mask_tokens. No trace: the repo's attention computes scaled-dot-product
@@ -29,16 +29,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from tasks.adapters.base import Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
-from tasks.adapters.hf_common import (
-    default_device,
-    fetch_command,
-    hub_cache_dir,
-    local_checkpoint,
-    repo_cache_dir,
-    weight_files,
-)
-from tasks.adapters.llava import QUESTION, answer_token_id, last_positions
+from tasks.adapters.contract import Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
+from tasks.adapters.generative import last_positions
+from tasks.adapters.hub import fetch_command, hub_cache_dir, local_checkpoint, repo_cache_dir, weight_files
+from tasks.adapters.loading import default_device, precision, spreads_over_gpus
+from tasks.adapters.yes_no_prompt import QUESTION, answer_token_id
 from tasks.diagnostics.masking import pixel_keep
 
 DEFAULT_REPO = "THUDM/cogvlm2-llama3-chat-19B"
@@ -141,9 +136,15 @@ class CogVLM2Adapter:
         digest = code_hash(folder)  # logged as the model's revision (fa.revision): which code ran is evidence
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
-                                                     dtype=dtype).to(self.device).eval()
+        # without a dtype: the checkpoint's own bfloat16 on a GPU, float32 anywhere else
+        kw = precision(spec, self.device, torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        if spreads_over_gpus(spec, self.device):
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
+                                                         device_map="auto", **kw).eval()
+            self.device = str(next(model.parameters()).device)  # inputs go where the first layers are
+        else:
+            model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, local_files_only=True,
+                                                         **kw).to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True, local_files_only=True)
         return CogVLM2Model(spec, model, tokenizer, f"{folder.absolute()}@remote-code-sha256:{digest}", self.device)
 

@@ -1,4 +1,4 @@
-"""Official CLIP through transformers' ``CLIPModel`` (adapter "clip"); also the dual-encoder body ALIGN reuses.
+"""Official CLIP through transformers' ``CLIPModel`` (adapter "clip").
 
 ``spec.source`` is a hub id ("openai/clip-vit-base-patch32") or a folder
 written by ``save_pretrained``. The score is the model's own pair logit,
@@ -16,97 +16,13 @@ has no [MASK], and its pad/unk token is the EOT the text is pooled from.
 """
 from __future__ import annotations
 
-import re
-
 import torch
-import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-from tasks.adapters.base import AttentionSummary, Inputs, Smoke
-
-from tasks.adapters.towers import encode_distinct
-from tasks.adapters.hf_common import (
-    AttentionHooks,
-    HFAdapter,
-    ImageTextModel,
-    caption_vocab,
-    checkpoint_processors,
-    fallback_tokenizer,
-    tower_masks,
-)
-
-DUAL_ENCODER = "dual encoder"
-DUAL_CAPABILITIES = frozenset({"score", "mask", "mask_tokens", "separable", "trace", "maps"})
-
-
-class DualEncoderModel(ImageTextModel):
-    """Separable image–text scoring: embeddings of each tower, then a scaled cosine.
-
-    Subclasses give ``logit_scale()``, the attention-module pattern
-    ``attention`` (regex on module names, group "tower" = which tower and
-    group "i" = layer index) and ``tower_names`` (module tower → "vision"/"text").
-    """
-
-    family = DUAL_ENCODER
-    capabilities = DUAL_CAPABILITIES
-    attention: str = ""
-    tower_names: dict[str, str] = {}
-    n_image_tokens = 0
-
-    def logit_scale(self) -> torch.Tensor:
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def encode_image(self, inputs: Inputs, image_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, D] unit image embeddings; grid cells not in ``image_keep`` are zeroed first (as in mask_tokens)."""
-        dtype = next(self.model.parameters()).dtype
-        pixels = self.masked_pixels(inputs, image_keep)
-        return encode_distinct(lambda x: self._image_embedding(x.to(self.device, dtype=dtype)), pixels)
-
-    @torch.no_grad()
-    def encode_text(self, inputs: Inputs, text_keep: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, D] unit text embeddings; caption tokens not in ``text_keep`` become the mask id first."""
-        ids, mask = self.masked_ids(inputs, text_keep), inputs.tensors["attention_mask"]
-        return encode_distinct(lambda i, m: self._text_embedding(i.to(self.device), m.to(self.device)), ids, mask)
-
-    def _image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.get_image_features(pixel_values=pixels).pooler_output.float(), dim=-1).cpu()
-
-    def _text_embedding(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.model.get_text_features(input_ids=ids, attention_mask=mask).pooler_output.float(),
-                           dim=-1).cpu()
-
-    @torch.no_grad()
-    def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        return (image_emb.float() * text_emb.float()).sum(-1) * self.logit_scale().float().cpu()
-
-    def score(self, inputs: Inputs) -> torch.Tensor:
-        return self.similarity(self.encode_image(inputs), self.encode_text(inputs))
-
-    def _layer_name(self, module: str) -> str:
-        m = re.fullmatch(self.attention, module)
-        return f"{self.tower_names[m['tower']]}.{m['i']}"
-
-    @torch.no_grad()
-    def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
-        """Each tower's per-layer self-attention entropy, reduced inside forward hooks.
-
-        Both towers run whole (a CNN image tower too, without hooks of its own), so the traced forward also
-        gives the embeddings and the score: the Shapley passes then need no unmasked pass of their own.
-        """
-        t = self._on_device(inputs)
-        valid = t["attention_mask"].bool()
-
-        def masks(layer: str, probs: torch.Tensor):
-            return tower_masks(probs, "image" if layer.startswith("vision") else "text", valid)
-
-        with AttentionHooks(self.model, self.attention, masks, rename=self._layer_name, keep_maps=keep_maps,
-                            n_image_tokens=self.n_image_tokens, n_text_tokens=int(valid.sum(1).max()),
-                            n_text_per_sample=valid.sum(1).cpu()) as hooks:
-            image_emb = self._image_embedding(t["pixel_values"])
-            text_emb = self._text_embedding(t["input_ids"], t["attention_mask"])
-        hooks.summary.score, hooks.summary.embeddings = self.similarity(image_emb, text_emb), (image_emb, text_emb)
-        return hooks.summary
+from tasks.adapters.contract import Smoke
+from tasks.adapters.dual_encoder import DualEncoderModel
+from tasks.adapters.image_text import HFAdapter
+from tasks.adapters.preprocessing import caption_vocab, fallback_tokenizer
 
 
 class HFClipModel(DualEncoderModel):
@@ -147,16 +63,12 @@ class ClipAdapter(HFAdapter):
     """Opens ``CLIPModel`` checkpoints (hub id or local folder)."""
 
     name = "clip"
-    family = DUAL_ENCODER
-    capabilities = DUAL_CAPABILITIES
     smoke = SMOKE
-    model_cls, config_cls = CLIPModel, CLIPConfig
+    model_cls, config_cls, loaded_cls = CLIPModel, CLIPConfig, HFClipModel
 
-    def load(self, spec) -> HFClipModel:
-        model, random_init, revision = self.open(spec)
-        text, size = model.config.text_config, model.config.vision_config.image_size
-        image_processor, tokenizer = checkpoint_processors(
-            spec, lambda: CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}),
-            lambda: clip_fallback_tokenizer(text))
-        return HFClipModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
-                           text.max_position_embeddings)
+    def fallback_image_processor(self, config) -> CLIPImageProcessor:
+        size = config.vision_config.image_size
+        return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+    def fallback_tokenizer(self, config):
+        return clip_fallback_tokenizer(config.text_config)

@@ -27,7 +27,7 @@ What the trace reports, per layer in execution order (``xattn.i`` before
   output‖ / ‖residual stream entering the gated layer‖, averaged over the
   caption and answer rows: how strongly the image rewrites the text stream.
 
-Score, masking and players as in llava.py; the prompt is IDEFICS' own
+Score, masking and players as in generative.py; the prompt is IDEFICS' own
 "User:<image>…<end_of_utterance>\\nAssistant:" format (without
 ``<end_of_utterance>`` for tokenizers that lack it, as in idefics-9b). The
 image is resized to a square without cropping, so a grid cell is masked by
@@ -45,18 +45,10 @@ from transformers import (
     IdeficsProcessor,
 )
 
-from tasks.adapters.base import AttentionSummary, Inputs, Smoke
-from tasks.adapters.hf_common import AttentionHooks, LayerMasks
-from tasks.adapters.llava import (
-    QUESTION,
-    GenerativeVLM,
-    HFGenerativeAdapter,
-    YesNoPrompt,
-    check_vocab,
-    common_spans,
-    lm_tokenizer,
-    prompt_words,
-)
+from tasks.adapters.contract import AttentionSummary, Inputs, Smoke
+from tasks.adapters.generative import GenerativeVLM, HFGenerativeAdapter, common_spans, random_tokenizer
+from tasks.adapters.hooks import AttentionHooks, LayerMasks
+from tasks.adapters.yes_no_prompt import YesNoPrompt
 from tasks.diagnostics.masking import pixel_keep
 
 FAKE, IMAGE, EOU = "<fake_token_around_image>", "<image>", "<end_of_utterance>"
@@ -203,7 +195,6 @@ class IdeficsAdapter(HFGenerativeAdapter):
 
     name = "idefics"
     smoke = SMOKE
-    family = IdeficsModel.family
     model_cls, config_cls, loaded_cls = IdeficsForVisionText2Text, IdeficsConfig, IdeficsModel
 
     def prompt_for(self, processor) -> YesNoPrompt:
@@ -211,9 +202,8 @@ class IdeficsAdapter(HFGenerativeAdapter):
 
     def random_processor(self, model):
         config = model.config
-        tok = lm_tokenizer(prompt_words(IDEFICS_FORMAT, QUESTION, specials=tuple(IDEFICS_TOKENS.values())),
-                           IDEFICS_TOKENS, bos="<s>")
-        check_vocab(model, tok, config.vocab_size + config.additional_vocab_size)
+        tok = random_tokenizer(model, IDEFICS_FORMAT, IDEFICS_TOKENS, bos="<s>",
+                               vocab_size=config.vocab_size + config.additional_vocab_size)
         size = config.vision_config.image_size
         return IdeficsProcessor(image_processor=IdeficsImageProcessor(image_size=size), tokenizer=tok,
                                 image_size=size)

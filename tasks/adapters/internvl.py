@@ -8,7 +8,7 @@ image tokens thus varies with the aspect ratio. ``<img>``/``</img>`` count
 as special tokens, not image tokens: they carry no image features.
 
 Grid-cell masking paints the cell in the original image and tiles it again
-(``repainted_pixels``, see llava.py). Random-init runs allow at most
+(``repainted_pixels``, see generative.py). Random-init runs allow at most
 ``RANDOM_INIT_MAX_TILES`` tiles so a CPU run stays small.
 """
 from __future__ import annotations
@@ -22,16 +22,8 @@ from transformers import (
     InternVLVideoProcessor,
 )
 
-from tasks.adapters.base import Inputs, Smoke
-from tasks.adapters.llava import (
-    QUESTION,
-    GenerativeVLM,
-    HFGenerativeAdapter,
-    check_vocab,
-    lm_tokenizer,
-    prompt_words,
-    repainted_pixels,
-)
+from tasks.adapters.contract import Inputs, Smoke
+from tasks.adapters.generative import GenerativeVLM, HFGenerativeAdapter, random_tokenizer, repainted_pixels
 
 INTERNVL_FORMAT = "<|im_start|>user\n<IMG_CONTEXT>\n{question}<|im_end|>\n<|im_start|>assistant\n"
 INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
@@ -70,9 +62,7 @@ class InternVLAdapter(HFGenerativeAdapter):
 
     def random_processor(self, model):
         config = model.config
-        tok = lm_tokenizer(prompt_words(INTERNVL_FORMAT, QUESTION, specials=tuple(INTERNVL_TOKENS.values())),
-                           INTERNVL_TOKENS)
-        check_vocab(model, tok, config.text_config.vocab_size)
+        tok = random_tokenizer(model, INTERNVL_FORMAT, INTERNVL_TOKENS)
         config.image_token_id = tok.context_image_token_id  # the random model reads the tokenizer's id
         height, width = config.vision_config.image_size
         image_processor = GotOcr2ImageProcessor(size={"height": height, "width": width}, crop_to_patches=True,

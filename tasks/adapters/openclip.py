@@ -43,7 +43,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
+from tasks.adapters.contract import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.openclip_weights import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
 from tasks.adapters.openclip_weights import locate, locate_tag, missing_checkpoint, unreachable
 from tasks.adapters.towers import encode_distinct

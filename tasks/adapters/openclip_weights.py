@@ -19,7 +19,7 @@ import types
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 
 CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
 _STAND_IN = "_fusionaudit_open_clip_tables"
@@ -43,7 +43,7 @@ def locate_tag(arch: str, tag: str, cfg: dict, cache_dir: str | None = None
     import huggingface_hub
     from huggingface_hub import constants as hf_constants
 
-    from tasks.adapters.hf_common import hub_cache_dir
+    from tasks.adapters.hub import hub_cache_dir
 
     table = pretrained()
     fetch = f"python -c \"import open_clip; open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\""
@@ -67,7 +67,7 @@ def locate_tag(arch: str, tag: str, cfg: dict, cache_dir: str | None = None
 def unreachable(spec: ModelSpec, arch: str, tag: str, cache: Path, searched: list[str], endpoint: str,
                 fetch: str) -> WeightsUnavailable | None:
     """Why a tag missing from the cache cannot be downloaded either (offline, hub unreachable); None if it can."""
-    from tasks.adapters.hf_common import _reachable, hub_offline
+    from tasks.adapters.hub import _reachable, hub_offline
 
     mitigation = (f"on a connected machine run: {fetch}, then copy that machine's hub cache "
                   f"(~/.cache/huggingface/hub) to {cache} here, "

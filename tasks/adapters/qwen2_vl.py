@@ -1,4 +1,4 @@
-"""Qwen2-VL and Qwen2.5-VL behind the adapter contract (yes/no log-odds, see llava.py).
+"""Qwen2-VL and Qwen2.5-VL behind the adapter contract (yes/no log-odds, see generative.py).
 
 The image is resized to a multiple of patch × merge pixels keeping its
 aspect ratio, cut into patches and merged 2×2, so the number of image tokens
@@ -26,15 +26,8 @@ from transformers import (
     Qwen2VLVideoProcessor,
 )
 
-from tasks.adapters.base import Inputs, Smoke
-from tasks.adapters.llava import (
-    QUESTION,
-    GenerativeVLM,
-    HFGenerativeAdapter,
-    check_vocab,
-    lm_tokenizer,
-    prompt_words,
-)
+from tasks.adapters.contract import Inputs, Smoke
+from tasks.adapters.generative import GenerativeVLM, HFGenerativeAdapter, random_tokenizer
 from tasks.diagnostics.masking import pixel_keep
 
 QWEN_FORMAT = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
@@ -96,8 +89,7 @@ class Qwen2VLAdapter(HFGenerativeAdapter):
 
     def random_processor(self, model):
         config, vision = model.config, model.config.vision_config
-        tok = lm_tokenizer(prompt_words(QWEN_FORMAT, QUESTION, specials=tuple(QWEN_TOKENS.values())), QWEN_TOKENS)
-        check_vocab(model, tok, config.text_config.vocab_size)
+        tok = random_tokenizer(model, QWEN_FORMAT, QWEN_TOKENS)
         for key in ("image", "video", "vision_start", "vision_end"):  # the random model reads the tokenizer's ids
             setattr(config, f"{key}_token_id", getattr(tok, f"{key}_token_id"))
         factor = vision.patch_size * vision.spatial_merge_size

@@ -6,11 +6,11 @@ import inspect
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from tasks.adapters.base import Adapter, LoadedModel, ModelSpec
+from tasks.adapters.contract import Adapter, LoadedModel, ModelSpec
 
 BUILTIN = {
-    "zoo": "tasks.adapters.zoo:ZooAdapter",
-    "zoo-spatial": "tasks.adapters.zoo_spatial:SpatialZooAdapter",
+    "zoo": "tasks.adapters.zoo.calibration:ZooAdapter",
+    "zoo-spatial": "tasks.adapters.zoo.spatial:SpatialZooAdapter",
     "openclip": "tasks.adapters.openclip:OpenClipAdapter",
     "clip": "tasks.adapters.hf_clip:ClipAdapter",
     "align": "tasks.adapters.align:AlignAdapter",
@@ -24,18 +24,18 @@ BUILTIN = {
     "qwen2.5-vl": "tasks.adapters.qwen2_vl:Qwen25VLAdapter",
     "internvl": "tasks.adapters.internvl:InternVLAdapter",
     "cogvlm2": "tasks.adapters.cogvlm2:CogVLM2Adapter",
-    "planted": "tasks.adapters.planted:PlantedAdapter",  # closed-form planted truths: check the verdicts
+    "planted": "tasks.adapters.zoo.planted:PlantedAdapter",  # closed-form planted truths: check the verdicts
 }
 
 
 # Built-in adapters whose weights a light check finds (or not) before the adapter module, and with it
 # transformers, is imported: deciding Blocked costs no heavy import.
-_HF = "tasks.adapters.hf_common:require_weights"
+_HF = "tasks.adapters.hub:require_weights"
 WEIGHTS_CHECK = {name: _HF for name in ("clip", "align", "blip-itm", "blip2-itm", "vilt", "llava", "llava-next",
                                         "idefics", "qwen2-vl", "qwen2.5-vl", "internvl")}
 WEIGHTS_CHECK["openclip"] = "tasks.adapters.openclip_weights:require_weights"
 # The same light look-up answering "are the weights here?" (`fusionaudit models list`), as the adapter's ``locate``.
-WEIGHTS_LOCATE = {name: "tasks.adapters.hf_common:locate_pretrained" for name in WEIGHTS_CHECK}
+WEIGHTS_LOCATE = {name: "tasks.adapters.hub:locate_pretrained" for name in WEIGHTS_CHECK}
 WEIGHTS_LOCATE["openclip"] = "tasks.adapters.openclip_weights:locate"
 
 

@@ -27,15 +27,9 @@ import torch
 import torch.nn.functional as F
 from transformers import ViltConfig, ViltForImageAndTextRetrieval, ViltImageProcessor
 
-from tasks.adapters.base import AttentionSummary, Inputs, Smoke, TokenSpans
-from tasks.adapters.hf_common import (
-    AttentionHooks,
-    HFAdapter,
-    ImageTextModel,
-    LayerMasks,
-    bert_fallback_tokenizer,
-    checkpoint_processors,
-)
+from tasks.adapters.contract import AttentionSummary, Inputs, Smoke, TokenSpans
+from tasks.adapters.hooks import AttentionHooks, LayerMasks
+from tasks.adapters.image_text import HFAdapter, ImageTextModel
 from tasks.diagnostics.rollout import Rollout
 
 FAMILY = "single-stream fusion"
@@ -121,16 +115,11 @@ class ViltAdapter(HFAdapter):
     """Opens ``ViltForImageAndTextRetrieval`` checkpoints (hub id or local folder)."""
 
     name = "vilt"
-    family = FAMILY
-    capabilities = CAPABILITIES
     smoke = SMOKE
-    model_cls, config_cls = ViltForImageAndTextRetrieval, ViltConfig
+    model_cls, config_cls, loaded_cls = ViltForImageAndTextRetrieval, ViltConfig, ViltLoadedModel
 
-    def load(self, spec) -> ViltLoadedModel:
-        model, random_init, revision = self.open(spec)
-        cfg = model.config
-        image_processor, tokenizer = checkpoint_processors(
-            spec, lambda: ViltImageProcessor(size={"shortest_edge": cfg.image_size}, size_divisor=cfg.patch_size),
-            lambda: bert_fallback_tokenizer(cfg.pad_token_id, cfg.max_position_embeddings))
-        return ViltLoadedModel(spec, model, image_processor, tokenizer, revision, random_init, self.device,
-                         cfg.max_position_embeddings)
+    def text_config(self, config):
+        return config  # one config for text and image
+
+    def fallback_image_processor(self, config) -> ViltImageProcessor:
+        return ViltImageProcessor(size={"shortest_edge": config.image_size}, size_divisor=config.patch_size)

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
 
-SHAPES = ("circle", "square", "triangle", "cross")
-COLOURS = ("red", "green", "blue", "yellow")
-POSITIONS = ("left", "right", "top", "bottom")
+# The caption words and their tokenizer live in tasks.data.vocabulary, so adapters can read them without this module.
+from tasks.data.vocabulary import (  # noqa: F401 (re-exported: the data's words are part of this module's API)
+    CLS_ID,
+    COLOURS,
+    MASK_ID,
+    PAD_ID,
+    POSITIONS,
+    SHAPES,
+    SPECIAL_TOKENS,
+    UNK_ID,
+    VOCAB,
+    tokenize,
+)
 
 _RGB = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (230, 210, 40)}
 _BACKGROUND = (24, 24, 24)
@@ -111,18 +120,3 @@ def dataset_hash(samples: list[Sample]) -> str:
         h.update(image.tobytes())
         h.update(s.caption.encode("utf-8") + b"\0")
     return h.hexdigest()
-
-
-# --- tokenizer: the caption words, nothing learned -------------------------
-
-SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
-VOCAB: tuple[str, ...] = SPECIAL_TOKENS + ("a", "on", "the") + COLOURS + SHAPES + POSITIONS
-PAD_ID, MASK_ID, CLS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
-_INDEX = {word: i for i, word in enumerate(VOCAB)}
-
-
-def tokenize(caption: str, max_len: int) -> list[int]:
-    """Word ids, truncated to ``max_len`` and right-padded with [PAD]."""
-    words = re.findall(r"[a-z]+", caption.lower())[:max_len]
-    ids = [_INDEX.get(w, UNK_ID) for w in words]
-    return ids + [PAD_ID] * (max_len - len(ids))

@@ -1,7 +1,7 @@
 """MM-SHAP (Parcalabescu & Frank, ACL 2023): Shapley values over image cells and text tokens.
 
 Players and masking follow MM-SHAP, through the adapter capability
-``mask_tokens`` (tasks/adapters/base.py):
+``mask_tokens`` (tasks/adapters/contract.py):
 
 - text players are the caption's tokens (``players(inputs).text_valid``,
   never CLS/EOS/padding/prompt); a masked text player becomes the

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tasks.adapters.base import AttentionSummary, LoadedModel
+from tasks.adapters.contract import AttentionSummary, LoadedModel
 from tasks.diagnostics.ablation import ablation_visual_share
 from tasks.diagnostics.attention import attention_efficiency, mcs_entropy
 from tasks.diagnostics.baselines import COLUMNS as BASELINE_COLUMNS, baseline_shares

@@ -49,7 +49,7 @@ def code_version() -> str:
     digest = hashlib.sha256()
     for name in CODE_FILES:
         digest.update((PACKAGE / name).read_bytes())
-    digest.update((PACKAGE.parent / "adapters" / "zoo_spatial.py").read_bytes())
+    digest.update((PACKAGE.parent / "adapters" / "zoo" / "spatial.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

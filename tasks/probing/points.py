@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tasks.adapters.base import Inputs
+from tasks.adapters.contract import Inputs
 from tasks.probing.mission import Point, ProbingModel
 
 HOOKED = ("llava", "llava-next", "internvl", "qwen2-vl", "qwen2.5-vl")

@@ -7,7 +7,7 @@ from prefect.tasks import exponential_backoff
 
 from tasks import evidence
 from tasks.actions import BLOCKED, Cycle, Outcome, blocked, open_child, record, transient_only
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.evidence import schema
 from tasks.mission import ModelEntry
 

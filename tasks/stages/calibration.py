@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import calibration
-from tasks.adapters.zoo import ZooModel, load_zoo_model
+from tasks.adapters.zoo.calibration import ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.run import diagnose

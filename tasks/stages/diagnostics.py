@@ -17,7 +17,7 @@ from prefect.transactions import CommitMode, transaction
 
 from tasks import evidence, progress
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, record, tracked
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import load_model
 from tasks.data.datasets import load_dataset
 from tasks.diagnostics import plots
@@ -33,7 +33,7 @@ def _code_version() -> str:
     """Hash of the diagnostics and adapter sources: a code change invalidates cached diagnostics."""
     digest = hashlib.sha256(METRICS_VERSION.encode())
     for folder in ("diagnostics", "adapters", "data"):
-        for path in sorted((PROJECT_ROOT / "tasks" / folder).glob("*.py")):
+        for path in sorted((PROJECT_ROOT / "tasks" / folder).rglob("*.py")):  # adapters/zoo/ included
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -5,7 +5,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.actions import BLOCKED, COMPLETED, Cycle, Outcome, action_run, action_task_name
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
 from tasks.mission import Action

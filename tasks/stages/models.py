@@ -6,7 +6,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks import evidence, progress
 from tasks.actions import (BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, action_task_name, blocked, record, tracked)
-from tasks.adapters.base import WeightsUnavailable
+from tasks.adapters.contract import WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
 from tasks.evidence import schema

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from agents.planner import pending_actions
 from tasks import evidence
 from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run, open_child, record, tracked
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.evidence import schema
 from tasks.evidence.recovery import close_killed_cycles, owner_tags

@@ -42,7 +42,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # mission schema retrains nothing.
 TRAIN_CODE = ("tasks/training/config.py", "tasks/training/data.py", "tasks/training/model.py", "tasks/training/losses.py",
               "tasks/training/ogm_ge.py", "tasks/training/gradient_flow.py", "tasks/training/train.py",
-              "tasks/adapters/zoo.py", "tasks/data/synthetic.py")
+              "tasks/adapters/zoo/calibration.py", "tasks/data/synthetic.py", "tasks/data/vocabulary.py")
 DIAGNOSE_CODE = ("tasks/training/trained_model.py", "tasks/diagnostics/*.py")
 
 

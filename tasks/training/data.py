@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from tasks.adapters.zoo import _encode, _patchify
+from tasks.adapters.zoo.calibration import _encode, _patchify
 from tasks.data.synthetic import SHAPES, Sample, caption_for, dataset_hash, make_synthetic
 
 

@@ -1,7 +1,7 @@
 """A zoo-sized fusion transformer whose depth of fusion and image magnitude are configurable.
 
 [CLS] + image patches + caption words, as in the calibration zoo
-(``tasks/adapters/zoo.py``, whose attention blocks and input encoding it
+(``tasks/adapters/zoo/calibration.py``, whose attention blocks and input encoding it
 reuses), with three additions the mitigations need:
 
 - per-modality encoder layers below the fusion (progressive fusion:
@@ -23,7 +23,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from tasks.adapters.zoo import Block
+from tasks.adapters.zoo.calibration import Block
 from tasks.data.synthetic import VOCAB
 from tasks.training.config import ModelConfig
 

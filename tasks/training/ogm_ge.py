@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from tasks.adapters.zoo import _masked
+from tasks.adapters.zoo.calibration import _masked
 
 
 @torch.no_grad()

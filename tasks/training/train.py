@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tasks.adapters.zoo import _masked, _normalise, _one_thread
+from tasks.adapters.zoo.calibration import _masked, _normalise, _one_thread
 from tasks.training import gradient_flow, ogm_ge
 from tasks.training.config import TrainConfig
 from tasks.training.data import TaskData, as_tensors

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from tasks.adapters.base import ModelSpec
-from tasks.adapters.zoo import ZooModel
+from tasks.adapters.contract import ModelSpec
+from tasks.adapters.zoo.calibration import ZooModel
 from tasks.training.train import TrainResult
 
 

@@ -1,6 +1,6 @@
 """Verdicts a reviewer would sign, through the real CLI: planted truths, controls, and drafts that claim no more.
 
-Planted-truth models (tasks/adapters/planted.py) have closed-form shares; run as
+Planted-truth models (tasks/adapters/zoo/planted.py) have closed-form shares; run as
 the subjects of a mission, each must get the verdict its truth implies, and the
 cycle the decision those verdicts imply. The default cycle on a machine without
 weights must end NEED_MORE_DATA with the zoo's controls passing.
@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tasks import evidence
-from tasks.adapters import planted
+from tasks.adapters.zoo import planted
 from tasks.data.synthetic import make_synthetic
 from tasks.scores_table import analyze
 

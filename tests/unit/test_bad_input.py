@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.week1 import prepare_mission
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import UnknownAdapter, available, get_adapter
 from tasks.mission import MissionError
 from tasks.reporting.rendering import make_env
@@ -66,7 +66,7 @@ def test_missing_weights_name_the_folder_searched_and_the_fetch_command(tmp_path
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     spec = ModelSpec(name="clip-vit-b-32", adapter="clip", source="openai/clip-vit-base-patch32")
-    with pytest.raises(WeightsUnavailable) as err:  # fails fast offline: tests/unit/tasks/adapters/test_hf_common.py times it
+    with pytest.raises(WeightsUnavailable) as err:  # fails fast offline: tests/unit/tasks/adapters/test_transformers_plumbing.py times it
         get_adapter("clip").load(spec)
     folder = tmp_path / "hf" / "hub" / "models--openai--clip-vit-base-patch32"
     assert err.value.searched[0] == str(folder)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.adapters.base import AttentionSummary, LoadedModel, ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import AttentionSummary, LoadedModel, ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import available, get_adapter
 from tasks.data.synthetic import make_synthetic
 

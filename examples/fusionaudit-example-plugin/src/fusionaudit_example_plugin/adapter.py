@@ -1,4 +1,4 @@
-"""InHouseV2 behind fusionaudit's adapter contract (tasks/adapters/base.py).
+"""InHouseV2 behind fusionaudit's adapter contract (tasks/adapters/contract.py).
 
 The diagnostics call only ``prepare``, ``score``, ``mask`` and ``trace``;
 ``locate`` answers ``fusionaudit models list`` without loading anything.
@@ -15,7 +15,7 @@ from PIL import Image
 from fusionaudit_example_plugin.model import (
     MASK_ID, PAD_ID, InHouseV2, V2Config, build_model, load_checkpoint, patchify, tokenize,
 )
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Smoke, TokenSpans, WeightsUnavailable
+from tasks.adapters.contract import AttentionSummary, Inputs, ModelSpec, Smoke, TokenSpans, WeightsUnavailable
 from tasks.diagnostics.attention import reduce_attention
 
 CAPABILITIES = frozenset({"score", "mask", "trace"})

@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import AlignModel
 
 from tasks.adapters.align import SMOKE, AlignAdapter, AlignLoadedModel
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 
 TINY = SMOKE.random_init_config
 CAPTIONS = ["a red square on the left", "a blue circle"]

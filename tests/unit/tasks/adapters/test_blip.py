@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
-from tasks.adapters.base import ModelSpec
 from tasks.adapters.blip import SMOKE, BlipItmAdapter, BlipItmModel
+from tasks.adapters.contract import ModelSpec
 
 TINY = SMOKE.random_init_config
 CAPTIONS = ["a red square on the left", "a blue circle"]

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from transformers import Blip2ForImageTextRetrieval
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.blip2 import SMOKE, Blip2ItmAdapter, Blip2ItmModel
 
 TINY = SMOKE.random_init_config

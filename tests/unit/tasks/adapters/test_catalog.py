@@ -7,8 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tasks.adapters.base import ModelSpec
 from tasks.adapters.catalog import describe, describe_all, weights_here
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import available
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -37,8 +37,8 @@ def test_weights_here_answers_like_the_adapters_own_locate(tmp_path):
 def test_a_repeated_listing_imports_neither_open_clip_nor_transformers(tmp_path):
     code = textwrap.dedent("""
         import sys
-        from tasks.adapters.base import ModelSpec
         from tasks.adapters.catalog import describe_all, weights_here
+        from tasks.adapters.contract import ModelSpec
         describe_all()
         weights_here(ModelSpec("o", "openclip", "openai", "ViT-B-32"))
         weights_here(ModelSpec("v", "vilt", "dandelin/vilt-b32-finetuned-coco"))

@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
 from tasks.adapters.cogvlm2 import DEFAULT_REPO, CogVLM2Adapter, missing_parts
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 
 AUTO_MAP = {"AutoConfig": "configuration_cogvlm.CogVLMConfig",
             "AutoModelForCausalLM": "modeling_cogvlm.CogVLMForCausalLM"}
@@ -115,3 +116,29 @@ def test_with_both_opt_ins_the_code_runs_and_is_hashed(tmp_path, monkeypatch):
     assert code_hash(folder) == before and len(before) == 64
     (folder / "modeling_cogvlm.py").write_text("# changed\n")
     assert code_hash(folder) != before  # the logged hash names exactly the code that ran
+
+
+class _Opened(Exception):
+    """Raised by the stand-in from_pretrained once it has seen the arguments."""
+
+
+@pytest.mark.parametrize("dtype, expected", [("bfloat16", torch.bfloat16), ("float16", torch.float16),
+                                             (None, torch.float32), ("auto", torch.float32)])
+def test_cogvlm2_asks_for_the_spec_dtype(tmp_path, monkeypatch, dtype, expected):
+    """CogVLM2 runs only a trusted local copy; the call that opens it gets the spec's precision."""
+    import transformers
+
+    folder = _trusting_folder(tmp_path / "cogvlm2", tmp_path / "marker")
+    seen = {}
+
+    def from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise _Opened
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setenv("FUSIONAUDIT_TRUST_REMOTE_CODE", "1")
+    spec = ModelSpec(name="cogvlm2", adapter="cogvlm2", source=str(folder), trust_remote_code=True, device="cpu",
+                     dtype=dtype)
+    with pytest.raises(_Opened):
+        CogVLM2Adapter(device="cpu").load(spec)
+    assert seen["dtype"] == expected and "device_map" not in seen

@@ -1,4 +1,4 @@
-"""Every registered adapter against the contract of tasks/adapters/base.py (captum's pattern).
+"""Every registered adapter against the contract of tasks/adapters/contract.py (captum's pattern).
 
 Each adapter carries a tiny ``smoke`` model of its architecture. This module opens it for every
 adapter of the registry — the built-in ones, installed plugins, and the plugins under examples/
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tasks.adapters.base import AttentionSummary, Inputs, LoadedModel, Players, Smoke, WeightsUnavailable
+from tasks.adapters.contract import AttentionSummary, Inputs, LoadedModel, Players, Smoke, WeightsUnavailable
 from tasks.adapters.registry import available, get_adapter
 from tasks.data.synthetic import make_synthetic
 

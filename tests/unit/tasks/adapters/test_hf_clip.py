@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.hf_clip import SMOKE, ClipAdapter, HFClipModel
 
 TINY = SMOKE.random_init_config

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import IdeficsForVisionText2Text
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.idefics import SMOKE, IdeficsAdapter, gate_value
 from tasks.data.synthetic import make_synthetic
 

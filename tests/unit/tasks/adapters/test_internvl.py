@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import InternVLForConditionalGeneration
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.internvl import InternVLAdapter, tokens_per_tile
 from tasks.data.synthetic import make_synthetic
 

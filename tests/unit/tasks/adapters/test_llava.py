@@ -10,17 +10,10 @@ from transformers import (
     LlavaNextForConditionalGeneration,
 )
 
-from tasks.adapters.base import ModelSpec
-from tasks.adapters.llava import (
-    SMOKE_CONFIG,
-    LlavaAdapter,
-    LlavaNextAdapter,
-    YesNoPrompt,
-    chat_prompt,
-    overlap_positions,
-    scaled_pinpoints,
-    shifted_span,
-)
+from tasks.adapters.contract import ModelSpec
+from tasks.adapters.generative import overlap_positions, shifted_span
+from tasks.adapters.llava import SMOKE_CONFIG, LlavaAdapter, LlavaNextAdapter, scaled_pinpoints
+from tasks.adapters.yes_no_prompt import YesNoPrompt, chat_prompt
 from tasks.data.synthetic import make_synthetic
 
 TINY = SMOKE_CONFIG

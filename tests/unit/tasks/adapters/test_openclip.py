@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from PIL import Image
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.openclip import SMOKE_ARCH, OpenClipAdapter, OpenClipModel, register_smoke_arch
 
 TINY = SMOKE_ARCH

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.openclip import OpenClipAdapter
 from tasks.adapters.openclip_weights import require_weights
 
@@ -41,7 +41,7 @@ def test_random_init_and_unknown_sources_are_left_to_the_adapter(offline_empty_h
 def test_deciding_blocked_imports_neither_open_clip_nor_transformers(tmp_path):
     code = textwrap.dedent("""
         import sys
-        from tasks.adapters.base import ModelSpec, WeightsUnavailable
+        from tasks.adapters.contract import ModelSpec, WeightsUnavailable
         from tasks.adapters.registry import load_model
         for spec in (ModelSpec(name="b", adapter="blip-itm", source="Salesforce/blip-itm-base-coco"),
                      ModelSpec(name="o", adapter="openclip", arch="ViT-B-32", source="laion2b_s34b_b79k")):

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from tasks.adapters import planted
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import get_adapter
+from tasks.adapters.zoo import planted
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.run import diagnose
 

@@ -10,7 +10,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.qwen2_vl import Qwen2VLAdapter, Qwen25VLAdapter, patch_keep
 from tasks.data.synthetic import make_synthetic
 

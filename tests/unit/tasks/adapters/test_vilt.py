@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import ViltForImageAndTextRetrieval
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.vilt import SMOKE, ViltAdapter, ViltLoadedModel
 
 TINY = SMOKE.random_init_config

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from tasks.adapters import zoo
-from tasks.adapters.base import AttentionSummary, ModelSpec
+from tasks.adapters.contract import AttentionSummary, ModelSpec
+from tasks.adapters.zoo import calibration as zoo
 from tasks.data.synthetic import MASK_ID, make_synthetic
 from tasks.diagnostics.ablation import ablation_visual_share
 from tasks.diagnostics.mm_shap import mm_shap

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import get_adapter
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.baselines import COLUMNS, blurred

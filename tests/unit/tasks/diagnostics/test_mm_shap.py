@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.adapters.base import Inputs, ModelSpec, Players
+from tasks.adapters.contract import Inputs, ModelSpec, Players
 from tasks.adapters.openclip import OpenClipAdapter
 from tasks.diagnostics.masking import grid_side, pixel_keep
 from tasks.diagnostics.mm_shap import mm_shap, v_shap, v_shap_with_se

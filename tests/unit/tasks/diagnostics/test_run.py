@@ -8,9 +8,9 @@ import open_clip
 import pytest
 import torch
 
-from tasks.adapters import zoo
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.openclip import OpenClipAdapter
+from tasks.adapters.zoo import calibration as zoo
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS, PER_LAYER_COLUMNS, PER_SAMPLE_COLUMNS, diagnose
 from tasks.diagnostics.shapley import modality_shapley

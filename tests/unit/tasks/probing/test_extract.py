@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import get_adapter
 from tasks.probing.extract import extract
 from tasks.probing.ground_truth import screening_set

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.adapters.base import ModelSpec
+from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import get_adapter
 from tasks.probing.decision import calibration_separated, judge
 from tasks.probing.extract import extract

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tasks.adapters.base import Inputs, ModelSpec, Smoke
+from tasks.adapters.contract import Inputs, ModelSpec, Smoke
 
 VARIANTS = ("image_only", "text_only", "constant", "additive", "multiplicative", "mixed")
 _LETTERS = frozenset(string.ascii_lowercase)

@@ -29,8 +29,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import Inputs, ModelSpec, Smoke
-from tasks.data.synthetic import PAD_ID, VOCAB, tokenize
+from tasks.adapters.contract import Inputs, ModelSpec, Smoke
+from tasks.data.vocabulary import PAD_ID, VOCAB, tokenize
 
 VARIANTS = ("keeps", "destroys")
 IMAGE_SIZE, PATCH, DIM, HEADS, LAYERS, MAX_LEN = 32, 4, 64, 4, 2, 8

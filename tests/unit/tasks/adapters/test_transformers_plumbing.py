@@ -1,4 +1,5 @@
-"""hf_common on tiny random configs of real transformers classes, offline.
+"""The shared transformers plumbing (hub, loading, preprocessing, hooks, image_text), offline,
+on tiny random configs of real transformers classes.
 
 Checkpoints are written with save_pretrained into temp folders and into a
 hand-made hub cache laid out like huggingface_hub's; nothing is downloaded.
@@ -13,21 +14,13 @@ import pytest
 import torch
 from transformers import Blip2Config, CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
-from tasks.adapters.base import ModelSpec, WeightsUnavailable
-from tasks.adapters.hf_common import (
-    BERT_SPECIALS,
-    AttentionHooks,
-    LayerMasks,
-    fallback_tokenizer,
-    neutral_token_id,
-    zero_grid_cells,
-    local_checkpoint,
-    locate_pretrained,
-    open_pretrained,
-    random_config,
-    resolve_pretrained,
-)
+from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.hf_clip import SMOKE
+from tasks.adapters.hooks import AttentionHooks, LayerMasks
+from tasks.adapters.hub import local_checkpoint, locate_pretrained, resolve_pretrained
+from tasks.adapters.image_text import zero_grid_cells
+from tasks.adapters.loading import open_pretrained, random_config
+from tasks.adapters.preprocessing import BERT_SPECIALS, fallback_tokenizer, neutral_token_id
 
 TINY_CLIP = SMOKE.random_init_config
 

@@ -39,8 +39,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tasks.adapters.base import AttentionSummary, Inputs, ModelSpec, Players, Smoke, TokenSpans
-from tasks.data.synthetic import MASK_ID, PAD_ID, VOCAB, Sample, make_synthetic, tokenize
+from tasks.adapters.contract import AttentionSummary, Inputs, ModelSpec, Players, Smoke, TokenSpans
+from tasks.data.synthetic import Sample, make_synthetic
+from tasks.data.vocabulary import MASK_ID, PAD_ID, VOCAB, tokenize
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 from tasks.diagnostics.relevance import RelevanceRow
