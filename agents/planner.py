@@ -2,7 +2,7 @@
 
 ``plan_next`` is a deterministic policy over a cycle's MLflow evidence:
 
-- the GO / PIVOT / NEED_MORE_DATA decision is ``tasks.gates.decide`` on the
+- the GO / PIVOT / NEED_MORE_DATA decision is ``tasks.stats.gates.decide`` on the
   per-model verdicts the previous cycle's statistics stage logged (the same
   function the stage and the reports call, so all three agree);
 - every Blocked model is replaced by its mission alternatives not yet tried;
@@ -28,14 +28,14 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from agents.quality_officer import check_criteria, final_status
-from tasks import stats
 from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence, schema
 from tasks.evidence.cited import Cited
-from tasks.gates import GateResult
 from tasks.logged_decision import logged_decision
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 from tasks.reporting.markdown import Markdown
 from tasks.reporting.rendering import cite, code
+from tasks.stats import per_model
+from tasks.stats.gates import GateResult
 
 ESCALATE_AFTER = 2  # consecutive failed cycles before an action goes to people instead of another retry
 
@@ -167,12 +167,12 @@ def _action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence
 # ------------------------------------------------------------------ gates
 
 
-def logged_summary(run: RunEvidence, prefix: str) -> stats.ShareSummary | None:
+def logged_summary(run: RunEvidence, prefix: str) -> per_model.ShareSummary | None:
     """A model's ShareSummary as the statistics run logged it (numbers as metrics, text as params)."""
     if run.m(prefix + "n") is None:
         return None
     values = {}
-    for f in fields(stats.ShareSummary):
+    for f in fields(per_model.ShareSummary):
         if f.type in ("str", str):
             values[f.name] = run.params.get(prefix + f.name, "")
         else:
@@ -180,7 +180,7 @@ def logged_summary(run: RunEvidence, prefix: str) -> stats.ShareSummary | None:
             values[f.name] = float(c.value) if c is not None else math.nan
     values["n"], values["n_dropped"], values["n_resamples"] = (int(values[k]) if math.isfinite(values[k]) else 0
                                                                for k in ("n", "n_dropped", "n_resamples"))
-    return stats.ShareSummary(**values)
+    return per_model.ShareSummary(**values)
 
 
 def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) -> GateResult:

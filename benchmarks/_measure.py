@@ -142,6 +142,19 @@ def run_child(script: Path, args: list[str]) -> dict:
                        f"stdout ends with:\n{done.stdout[-3000:]}")
 
 
+def forward_args(args, *names: str) -> list[str]:
+    """The parent's options ``names`` (argparse dests) as words for a fresh child: ``--batch-size 32``;
+    an option left unset (None, False) is left out, a set flag is passed bare."""
+    words: list[str] = []
+    for name in names:
+        value = getattr(args, name)
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        words += [flag] if value is True else [flag, str(value)]
+    return words
+
+
 # --- checks and formatting ----------------------------------------------------------
 
 def positive_finite(figures: dict[str, float]) -> dict[str, float]:
@@ -157,6 +170,12 @@ def verdict(met: bool) -> str:
 
 
 # --- open_clip model names ----------------------------------------------------------
+
+def add_open_clip_args(parser, arch: str | None, arch_help: str = "open_clip model name") -> None:
+    """``--arch`` (default ``arch``) and ``--model-config``, the options every open_clip benchmark takes."""
+    parser.add_argument("--arch", default=arch, help=arch_help)
+    parser.add_argument("--model-config", help="JSON open_clip config registered under --arch (tests: a tiny model)")
+
 
 def register_open_clip_arch(arch: str, config_json: str | None = None, layers: int | None = None) -> str:
     """The open_clip model name to build.

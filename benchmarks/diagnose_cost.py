@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks._measure import interleaved_times, median, positive_finite, random_openclip, \
+from benchmarks._measure import add_open_clip_args, interleaved_times, median, positive_finite, random_openclip, \
     register_open_clip_arch, torch_threads, verdict
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.run import diagnose
@@ -37,8 +37,7 @@ def reference_route(model, samples) -> None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats, no reference route")
-    parser.add_argument("--arch", default="ViT-B-32", help="open_clip model name")
-    parser.add_argument("--model-config", help="JSON open_clip config registered under --arch (tests: a tiny model)")
+    add_open_clip_args(parser, "ViT-B-32")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadiest on a shared machine)")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._measure import MiB, median, peak_rss_of, positive_finite, random_openclip, \
-    register_open_clip_arch, report_to_parent, rss_bytes, run_child, verdict
+from benchmarks._measure import MiB, add_open_clip_args, forward_args, median, peak_rss_of, positive_finite, \
+    random_openclip, register_open_clip_arch, report_to_parent, rss_bytes, run_child, verdict
 from tasks.adapters.contract import ModelSpec
 from tasks.adapters.zoo.calibration import VARIANTS, ZooAdapter, load_zoo_model
 from tasks.data.synthetic import make_synthetic
@@ -37,8 +37,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 32 vs 160 samples, one repeat")
     parser.add_argument("--zoo", default="balanced", choices=VARIANTS, help="the calibration-zoo model to diagnose")
-    parser.add_argument("--arch", help="an open_clip model name, random init, instead of a zoo model")
-    parser.add_argument("--model-config", help="JSON open_clip config registered under --arch (tests: a tiny model)")
+    add_open_clip_args(parser, None, "an open_clip model name, random init, instead of a zoo model")
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32, help="diagnose's batch size")
@@ -79,13 +78,7 @@ def child(args) -> None:
 
 
 def _child_args(args, n: int) -> list[str]:
-    passed = ["--zoo", args.zoo, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-              "--small", str(args.small), "--large", str(args.large), "--child", str(n)]
-    if args.arch:
-        passed += ["--arch", args.arch]
-    if args.model_config:
-        passed += ["--model-config", args.model_config]
-    return passed
+    return [*forward_args(args, "zoo", "batch_size", "threads", "small", "large", "arch", "model_config"), "--child", str(n)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

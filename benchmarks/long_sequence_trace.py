@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._measure import MiB, interleaved_times, median, peak_rss_of, positive_finite, random_openclip, \
-    register_open_clip_arch, report_to_parent, run_child, torch_threads, verdict, want_attention_weights
+from benchmarks._measure import MiB, add_open_clip_args, forward_args, interleaved_times, median, peak_rss_of, \
+    positive_finite, random_openclip, register_open_clip_arch, report_to_parent, run_child, torch_threads, verdict, \
+    want_attention_weights
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.attention import reduce_attention
 
@@ -81,8 +82,7 @@ def same_summary(traced, naive: dict[str, torch.Tensor]) -> bool:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 1, 1 repeat, depth cut to --layers")
-    parser.add_argument("--arch", default="ViT-L-14-336", help="open_clip model name")
-    parser.add_argument("--model-config", help="JSON open_clip config registered under --arch (tests: a tiny model)")
+    add_open_clip_args(parser, "ViT-L-14-336")
     parser.add_argument("--layers", type=int, help="cut each tower to this many blocks (--quick only; default 4 there)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=336, help="synthetic image side before preprocessing")
@@ -116,15 +116,7 @@ def child(args) -> None:
 
 
 def _child_args(args) -> list[str]:
-    passed = ["--arch", args.arch, "--batch", str(args.batch), "--image-size", str(args.image_size),
-              "--threads", str(args.threads)]
-    if args.model_config:
-        passed += ["--model-config", args.model_config]
-    if args.quick:
-        passed.append("--quick")
-    if args.layers is not None:
-        passed += ["--layers", str(args.layers)]
-    return passed
+    return forward_args(args, "arch", "batch", "image_size", "threads", "model_config", "quick", "layers")
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from tasks import stats
-from tasks.scores_table import analyze
+from tasks.stats import inference, per_model
+from tasks.stats.analysis import analyze
 
 
 def make_table(models: int, samples: int, seed: int = 0) -> pd.DataFrame:
@@ -71,7 +71,7 @@ def naive_analyze(table: pd.DataFrame, resamples: int) -> dict:
     out = {}
     for m, x in vectors.items():
         out[m] = (naive_bca(x, resamples, rng), sps.ttest_1samp(x, 0.5).pvalue, sps.wilcoxon(x - 0.5).pvalue,
-                  stats.ttest_power((x.mean() - 0.5) / x.std(ddof=1), x.size), stats.tost(x))
+                  inference.ttest_power((x.mean() - 0.5) / x.std(ddof=1), x.size), per_model.tost(x))
     for a, b in itertools.combinations(vectors, 2):
         d = vectors[a] - vectors[b]
         out[(a, b)] = (naive_bca(d, resamples, rng), sps.ttest_rel(vectors[a], vectors[b]).pvalue,

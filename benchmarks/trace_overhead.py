@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks._measure import interleaved_times, median, positive_finite, random_openclip, \
+from benchmarks._measure import add_open_clip_args, interleaved_times, median, positive_finite, random_openclip, \
     register_open_clip_arch, torch_threads, verdict, want_attention_weights
 from tasks.data.synthetic import make_synthetic
 
@@ -46,8 +46,7 @@ def weights_only_forward(model, inputs) -> None:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: batch 2, 2 repeats")
-    parser.add_argument("--arch", default="ViT-B-32", help="open_clip model name")
-    parser.add_argument("--model-config", help="JSON open_clip config registered under --arch (tests: a tiny model)")
+    add_open_clip_args(parser, "ViT-B-32")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224, help="synthetic image side before preprocessing")
     parser.add_argument("--repeats", type=int, default=9)

@@ -1,12 +1,12 @@
 """``calibrate``: every metric checked against the calibration zoo over several training seeds.
 
     train/load zoo models (variant × seed) ─▶ diagnose each on the synthetic set
-        ─▶ calls, sensitivity/specificity, agreement (tasks.calibration)
+        ─▶ calls, sensitivity/specificity, agreement (tasks.stats.calibration)
         ─▶ MM-SHAP Monte-Carlo error vs permutations (first seed's models)
         ─▶ MLflow (experiment "fusionaudit-calibration": a parent run, a child per (variant, seed))
         ─▶ calibration_report.md rendered from that evidence and verified
 
-The flow is thin: the numbers come from ``tasks.calibration``; this file
+The flow is thin: the numbers come from ``tasks.stats.calibration``; this file
 only runs the models, logs, renders and verifies.
 """
 from __future__ import annotations
@@ -18,13 +18,14 @@ import pandas as pd
 from prefect import flow
 
 from agents.quality_officer import assess
-from tasks import calibration, evidence, progress
+from tasks import evidence, progress
 from tasks.adapters.zoo.calibration import SEEDS, VARIANTS
 from tasks.diagnostics.run import MM_SHAP_PERMUTATIONS
 from tasks.evidence import schema
 from tasks.reporting.rendering import make_env
 from tasks.runtime.paths import reports_root
 from tasks.stages.calibration import DATA_SEED, diagnose_zoo, mm_shap_runs
+from tasks.stats import calibration
 
 PERMUTATIONS = (2, 4, 8, 16, 32)  # MM-SHAP counts of the Monte-Carlo error study
 CALL_CODE = {"text": -1, "neither": 0, "vision": 1}  # a call as a loggable number

@@ -66,7 +66,8 @@ def summarize(
     plot: Optional[Path] = typer.Option(None, "--plot", help="write a forest plot (PNG) here"),
 ) -> None:
     """Per-model summaries and verdicts, and Holm-corrected pairwise comparisons."""
-    from tasks.scores_table import ScoresTableError, analyze, load_scores
+    from tasks.stats.analysis import analyze
+    from tasks.stats.table import ScoresTableError, load_scores
 
     out, err = _consoles()
     try:
@@ -116,7 +117,7 @@ def summarize(
             json_out.write_text(json.dumps(result.to_json_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
             out.print(f"JSON: {escape(str(json_out))}")
         if plot is not None:
-            from tasks.stats_plots import forest_plot
+            from tasks.stats.figures import forest_plot
 
             forest_plot(result.per_model_frame(), threshold, baseline, plot)
             out.print(f"forest plot: {escape(str(plot))}")

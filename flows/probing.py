@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.states import Completed
 
 from tasks import evidence, progress
-from tasks.actions import BLOCKED, FAILED, Cycle, Outcome
+from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, run_action
 from tasks.adapters.registry import available
 from tasks.mission import MissionError
 from tasks.probing.ground_truth import load_spatial
@@ -48,17 +48,11 @@ STAGES = ("models", "extraction", "probes", "alignment", "decision")  # the cycl
 
 def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome | None:
     """Run the mission's action for ``stage`` unless a dependency did not complete; a crash is a Failed outcome."""
-    from tasks.actions import dependency_block, outcome_of
-
     action = cycle.mission.for_stage(stage)
     if action is None:
         return None
     progress.report("stage", f"{action.id} {stage}", STAGES.index(stage), len(STAGES) + 1)
-    outcome = dependency_block(cycle, action, outcomes)
-    if outcome is None:
-        outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
-    outcomes[action.id] = outcome
-    return outcome
+    return run_action(cycle, action, outcomes, stage_task, *args)
 
 
 @flow(name="probing-cycle", log_prints=True)

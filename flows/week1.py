@@ -11,7 +11,7 @@ from prefect.states import Completed
 
 from flows.diagnose import dispatch
 from tasks import evidence, progress
-from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, dependency_block, escalation_block, outcome_of, stage_label
+from tasks.actions import BLOCKED, FAILED, Cycle, Outcome, run_action, stage_label
 from tasks.adapters.registry import available
 from tasks.mission import SAMPLES_MAX, Mission, MissionError, Runtime, load_mission
 from tasks.runtime.paths import DEFAULT_MISSION
@@ -80,11 +80,7 @@ def execute(cycle: Cycle, stage: str, outcomes: dict[str, Outcome], stage_task, 
     if action is None:
         return None
     progress.report("stage", stage_label(action), len(outcomes), stage_count(cycle.mission))
-    outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
-    if outcome is None:
-        outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
-    outcomes[action.id] = outcome
-    return outcome
+    return run_action(cycle, action, outcomes, stage_task, *args)
 
 
 @flow(name="week1-cycle", log_prints=True)

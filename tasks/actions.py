@@ -180,3 +180,13 @@ def outcome_of(cycle: Cycle, action: Action, state) -> Outcome:
                           mitigation="see the flow run's logs; re-run the cycle after fixing the cause")
     record(run, outcome)
     return outcome
+
+
+def run_action(cycle: Cycle, action: Action, outcomes: dict[str, Outcome], stage_task, *args) -> Outcome:
+    """The action's outcome, kept in ``outcomes``: Blocked by a dependency that did not complete or by an escalation
+    (never run), else ``stage_task(cycle, action, *args)``'s, a crash recorded as Failed. Every mission kind's flow."""
+    outcome = dependency_block(cycle, action, outcomes) or escalation_block(cycle, action)
+    if outcome is None:
+        outcome = outcome_of(cycle, action, stage_task(cycle, action, *args, return_state=True))
+    outcomes[action.id] = outcome
+    return outcome

@@ -1,4 +1,4 @@
-"""The one decision read back from a cycle's evidence: ``tasks.gates.decide`` on the verdicts the statistics stage logged.
+"""The one decision read back from a cycle's evidence: ``tasks.stats.gates.decide`` on the verdicts the statistics stage logged.
 
 The planner and every report call ``logged_decision`` on the same logged verdicts the stage decided from, so
 the three cannot disagree; a cycle whose statistics did not run has no verdicts and needs more data.
@@ -6,8 +6,8 @@ the three cannot disagree; a cycle whose statistics did not run has no verdicts 
 from __future__ import annotations
 
 from tasks.evidence import RunEvidence, schema
-from tasks.gates import SUBJECT, GateResult, ModelVerdict, decide
 from tasks.mission import Mission
+from tasks.stats.gates import SUBJECT, GateResult, ModelVerdict, decide
 
 
 def action_run(mission: Mission, cycle: RunEvidence, stage: str) -> RunEvidence | None:

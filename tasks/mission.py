@@ -31,9 +31,14 @@ SAMPLES_MAX = 100_000
 ZOO_VARIANTS = ("text_dominant", "balanced", "vision_dominant")  # tasks.adapters.zoo.calibration.VARIANTS (no torch import here)
 
 
-class _Strict(BaseModel):
-    # .nan / .inf are never a threshold, a baseline or a gate: every float field must be finite
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+class Strict(BaseModel):
+    """The base of every mission schema and training config: an unknown field is an error, a value never changes."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Strict(Strict):
+    # .nan / .inf are never a threshold, a baseline or a gate: every float field of a Week-1 mission must be finite
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 class Criterion(_Strict):

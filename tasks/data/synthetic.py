@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from PIL import Image, ImageDraw
@@ -113,10 +114,15 @@ def draw_shape(size: int, shape: str | None, colour: str | None, cx: float, cy: 
 
 def dataset_hash(samples: list[Sample]) -> str:
     """sha256 over every image's bytes and caption, in order (a cache key)."""
+    return pixels_hash((f"{s.image.size[0]}x{s.image.size[1]}\0".encode(), s.image, s.caption.encode("utf-8") + b"\0")
+                       for s in samples)
+
+
+def pixels_hash(framed: Iterable[tuple[bytes, Image.Image, bytes]]) -> str:
+    """sha256 over each (bytes before, the image's RGB pixels, bytes after), in order: a data set's content hash."""
     h = hashlib.sha256()
-    for s in samples:
-        image = s.image.convert("RGB")
-        h.update(f"{image.size[0]}x{image.size[1]}\0".encode())
-        h.update(image.tobytes())
-        h.update(s.caption.encode("utf-8") + b"\0")
+    for before, image, after in framed:
+        h.update(before)
+        h.update(image.convert("RGB").tobytes())
+        h.update(after)
     return h.hexdigest()

@@ -45,22 +45,26 @@ def baseline_shares(model, images: list[Image.Image], captions: list[str], ids: 
                     v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor) -> dict[str, np.ndarray]:
     """The share under each alternative baseline; ``v_*`` are the default passes (image only = text masked, ...)."""
     n = len(ids)
+    swaps = (("image", IMAGE_BASELINES["blur"], "blur", [blurred(im) for im in images]),
+             ("image", IMAGE_BASELINES["other"], "other", _shift(list(images))),
+             ("text", TEXT_BASELINES["empty"], "empty", [""] * n),
+             ("text", TEXT_BASELINES["other"], "other", _shift(list(captions))))
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
-        for key, swapped in (("blur", [blurred(im) for im in images]), ("other", _shift(list(images)))):
+        for absent, column, key, swapped in swaps:
             if key == "other" and n < 2:
-                out[IMAGE_BASELINES[key]] = np.full(n, np.nan)
+                out[column] = np.full(n, np.nan)
                 continue
-            replaced = model.prepare(swapped, captions, ids)  # image absent as ``key``, text present
-            v_t = model.score(replaced)
-            v_0 = model.score(model.mask(replaced, image_keep=True, text_keep=False))
-            out[IMAGE_BASELINES[key]] = modality_shapley(v_full, v_image, v_t, v_0)["modality_shapley_v"].numpy()
-        for key, swapped in (("empty", [""] * n), ("other", _shift(list(captions)))):
-            if key == "other" and n < 2:
-                out[TEXT_BASELINES[key]] = np.full(n, np.nan)
-                continue
-            replaced = model.prepare(images, swapped, ids)  # text absent as ``key``, image present
-            v_i = model.score(replaced)
-            v_0 = model.score(model.mask(replaced, image_keep=False, text_keep=True))
-            out[TEXT_BASELINES[key]] = modality_shapley(v_full, v_i, v_text, v_0)["modality_shapley_v"].numpy()
+            out[column] = _share_with(model, absent, swapped, images, captions, ids, v_full, v_image, v_text)
     return out
+
+
+def _share_with(model, absent: str, swapped: list, images: list[Image.Image], captions: list[str], ids: list[str],
+                v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor) -> np.ndarray:
+    """The share with the ``absent`` modality ("image" | "text") replaced by ``swapped``, the other one at its default."""
+    image_absent = absent == "image"
+    replaced = model.prepare(swapped if image_absent else images, captions if image_absent else swapped, ids)
+    v_other = model.score(replaced)  # the other modality alone, ``absent`` as ``swapped``
+    v_0 = model.score(model.mask(replaced, image_keep=image_absent, text_keep=not image_absent))
+    v_i, v_t = (v_image, v_other) if image_absent else (v_other, v_text)
+    return modality_shapley(v_full, v_i, v_t, v_0)["modality_shapley_v"].numpy()

@@ -13,7 +13,6 @@ is the 3 × 3 cell of the box centre (row-major, 0..8), -1 without an object.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.loading import DatasetError, decode_image, ensure_exists
-from tasks.data.synthetic import COLOURS, SHAPES, draw_shape, shape_box
+from tasks.data.synthetic import COLOURS, SHAPES, draw_shape, pixels_hash, shape_box
 
 POSITION_CELLS = 3
 # The prompt's caption when none names the object: words every tokenizer has, the random-init ones too
@@ -133,12 +132,7 @@ def coco_boxes(instances: str | Path, images: str | Path, n: int, seed: int = 0,
 
 
 def _hash(samples: list[SpatialSample]) -> str:
-    h = hashlib.sha256()
-    for s in samples:
-        image = s.image.convert("RGB")
-        h.update(f"{s.sample_id}\0{image.size}\0{s.box}\0".encode())
-        h.update(image.tobytes())
-    return h.hexdigest()
+    return pixels_hash((f"{s.sample_id}\0{s.image.size}\0{s.box}\0".encode(), s.image, b"") for s in samples)
 
 
 def split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

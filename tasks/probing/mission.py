@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.mission import Action as _WeekAction
 from tasks.mission import Criterion, MissionError, Priority, Role, _find_cycle, parse_yaml_model, read_mission_text  # noqa: F401 - shared rules
+from tasks.mission import Strict as _Strict
 
 # The stages of flows/probing.py; each action names the one it is executed by.
 Stage = Literal["models", "extraction", "probes", "alignment", "decision"]
@@ -35,10 +36,6 @@ POINT_NAMES: dict[str, dict[str, str]] = {
     "qwen2.5-vl": {"vision": "vision", "merger": "projector", "lm": "lm"},
     "cogvlm2": {"vision": "vision", "visual_expert": "lm", "lm": "lm"},
 }
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Point(_Strict):

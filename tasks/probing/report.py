@@ -5,12 +5,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.acceptance import check_criteria, final_status
 from tasks.evidence import RunEvidence, schema
 from tasks.evidence.cited import Cited
-from tasks.mission import PRIORITY_ORDER
 from tasks.probing.mission import ProbingMission
-from tasks.reporting.views import ActionView
+from tasks.reporting.views import action_views
 
 METRIC_LABELS = {"spatial_iou": "Spatial IoU", "bbox_iou": "Bbox IoU", "map50": "mAP@0.5",
                  "position_accuracy": "position accuracy", "presence_accuracy": "presence accuracy",
@@ -61,15 +59,7 @@ def _action(mission: ProbingMission, cycle: RunEvidence, stage: str) -> RunEvide
 
 
 def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEvidence | None = None) -> dict:
-    checks = check_criteria(mission, cycle)
-    actions = []
-    for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
-        run = cycle.child(schema.ACTION_ID, a.id)
-        mine = [c for c in checks if c.action_id == a.id]
-        status = run.tags.get(schema.STATUS, "Not run") if run else "Not run"
-        actions.append(ActionView(a.id, a.title, a.priority, a.owner, a.stage, run, final_status(status, mine),
-                                  run.tags.get(schema.REASON, "") if run else "", run.tags.get(schema.MITIGATION, "") if run else "",
-                                  mine))
+    actions = action_views(mission, cycle)
     runs = {s: _action(mission, cycle, s) for s in ("models", "extraction", "probes", "alignment", "decision")}
     decision = runs["decision"]
     models = []

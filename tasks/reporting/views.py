@@ -124,12 +124,8 @@ class ActionView:
         return self.run.m(key) if self.run else None
 
 
-def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None, next_plan=None) -> dict:
-    """Everything the templates may show, taken from the cycle's run tree.
-
-    ``next_plan`` is the planner's plan for the next cycle (``agents.planner.plan_next`` on the same tree), made
-    by the caller: reporting sits below the agents and never imports them.
-    """
+def action_views(mission, cycle: RunEvidence) -> list[ActionView]:
+    """One row per mission action (any mission kind), in priority order: its run, final status and criteria."""
     checks = check_criteria(mission, cycle)
     actions = []
     for a in sorted(mission.actions, key=lambda a: (PRIORITY_ORDER[a.priority], a.id)):
@@ -138,6 +134,16 @@ def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None
         stage = run.tags.get(schema.STATUS, "Not run") if run else "Not run"
         actions.append(ActionView(a.id, a.title, a.priority, a.owner, a.stage, run, final_status(stage, mine),
                                   run.tags.get(schema.REASON, "") if run else "", run.tags.get(schema.MITIGATION, "") if run else "", mine))
+    return actions
+
+
+def cycle_view(mission: Mission, cycle: RunEvidence, quality: RunEvidence | None = None, next_plan=None) -> dict:
+    """Everything the templates may show, taken from the cycle's run tree.
+
+    ``next_plan`` is the planner's plan for the next cycle (``agents.planner.plan_next`` on the same tree), made
+    by the caller: reporting sits below the agents and never imports them.
+    """
+    actions = action_views(mission, cycle)
     models = _models(mission, cycle)
     stats_run = _action_run(mission, cycle, "statistics")
     counts = {s: sum(1 for a in actions if a.status == s) for s in ("Completed", "Blocked", "Failed", "Not run")}

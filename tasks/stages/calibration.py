@@ -5,7 +5,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import calibration
+from tasks.stats import calibration
 from tasks.adapters.zoo.calibration import ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap

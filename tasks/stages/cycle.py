@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import yaml
@@ -13,12 +12,11 @@ from prefect.cache_policies import NO_CACHE
 from agents.planner import pending_actions, plan_next
 from tasks import evidence
 from tasks.actions import Cycle
-from tasks.evidence import schema
 from tasks.evidence.cycles import find_cycle
-from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.mission import Mission, load_mission
 from tasks.reporting import views
 from tasks.runtime.paths import reports_root
+from tasks.stages._common import keep_mission_as_run, open_cycle
 
 
 @task(name="start-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -30,29 +28,19 @@ def start_cycle(mission: Mission, mission_path: str, allow_random_init: bool, fa
     one (flows/cycle.py): its tags chain the cycles, its actions carry retries
     and escalations.
     """
-    started = datetime.now(timezone.utc)
-    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    experiment = evidence.ensure_experiment(mission.id)
-    close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id, schema.MISSION: mission.id,
-                                                                    schema.CYCLE_NUMBER: "1", **owner_tags(),
-                                                                    **(plan or {}).get("tags", {})})
+    started, cycle_id, experiment, run, report_dir = open_cycle(mission.id, tags=(plan or {}).get("tags", {}))
     g = mission.gates
     run.params({"mission_path": mission_path, "dataset": mission.dataset.kind, "samples": mission.dataset.samples,
                 "seed": mission.dataset.seed, "allow_random_init": allow_random_init, "fan_out": fan_out,
                 "models": ",".join(m.name for m in mission.models), "gates.metric": g.metric,
                 "gates.min_models_tested": g.min_models_tested, "gates.min_models_collapsed": g.min_models_collapsed,
                 "gates.imbalance_threshold": g.imbalance_threshold, "gates.alpha": g.alpha})
-    report_dir = reports_root() / mission.id / cycle_id
     actions = (plan or {}).get("actions") or pending_actions(mission, started)
     for entry in actions:  # deadlines count from this cycle's start
         entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
     escalated = tuple((a["id"], a.get("escalation", {}).get("error", "")) for a in actions if a.get("plan") == "escalated")
     run.artifact(views.write_pending_actions(actions, report_dir), "handoff")
-    report_dir.mkdir(parents=True, exist_ok=True)
-    as_run = report_dir / "mission.yaml"  # the mission with CLI overrides applied: what the next cycle plans from
-    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    run.artifact(as_run, "mission")
+    keep_mission_as_run(run, mission, report_dir)
     return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init, fan_out,
                  escalated)
 

@@ -10,12 +10,10 @@ every number, and returns an ``Outcome``; a model that cannot be opened is
 from __future__ import annotations
 
 import math
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from functools import partial
 
 import numpy as np
-import yaml
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -25,15 +23,13 @@ from tasks.actions import BLOCKED, COMPLETED, FAILED, Cycle, Outcome, action_run
 from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.registry import load_model
 from tasks.evidence import schema
-from tasks.evidence.recovery import close_killed_cycles, owner_tags
 from tasks.probing import alignment, decision, plots, probes
 from tasks.probing.extract import Features, extract
 from tasks.probing.ground_truth import SpatialSet, split
 from tasks.probing.mission import Action, ProbingMission, ProbingModel
 from tasks.probing.points import NotExtractable, n_lm_layers, point_key
 from tasks.reporting import views
-from tasks.runtime.paths import reports_root
-from tasks.stages._common import finish, open_model_run
+from tasks.stages._common import finish, keep_mission_as_run, open_cycle, open_model_run
 
 
 def model_spec(cycle: Cycle, entry: ProbingModel) -> ModelSpec:
@@ -53,24 +49,15 @@ def role(entry: ProbingModel, random_init: bool) -> str:
 
 @task(name="start-probing-cycle", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def start_cycle(mission: ProbingMission, mission_path: str, allow_random_init: bool) -> Cycle:
-    started = datetime.now(timezone.utc)
-    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    experiment = evidence.ensure_experiment(mission.id)
-    close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
-                                                                    schema.MISSION: mission.id, schema.MISSION_KIND: "probing",
-                                                                    schema.CYCLE_NUMBER: "1", **owner_tags()})
+    started, cycle_id, experiment, run, report_dir = open_cycle(mission.id, kind="probing")
     run.params({"mission_path": mission_path, "data": mission.data.kind, "samples": mission.data.samples,
                 "seed": mission.data.seed, "allow_random_init": allow_random_init,
                 "models": ",".join(m.name for m in mission.models)})
-    report_dir = reports_root() / mission.id / cycle_id
     actions = pending_actions(mission, started)
     for entry in actions:
         entry["deadline"] = (started + timedelta(hours=entry["deadline_hours"])).isoformat(timespec="minutes")
     run.artifact(views.write_pending_actions(actions, report_dir), "handoff")
-    as_run = report_dir / "mission.yaml"
-    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    run.artifact(as_run, "mission")
+    keep_mission_as_run(run, mission, report_dir)
     return Cycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir, started, allow_random_init)
 
 

@@ -7,17 +7,18 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import controls, evidence, metric_agreement, stats_plots
-from tasks import gates as gates_mod
+from tasks import evidence
 from tasks.actions import COMPLETED, Cycle, Outcome, action_run, action_task_name
 from tasks.diagnostics.baselines import ALL as BASELINE_SHARES
 from tasks.diagnostics.run import DiagnosticResult
 from tasks.evidence import schema
 from tasks.mission import Action
-from tasks.reliance_plot import reliance_histogram
-from tasks.scores_table import analyze
 from tasks.stages._common import finish
-from tasks.stats_layers import fit_layer_model
+from tasks.stats import controls, figures, metric_agreement
+from tasks.stats import gates as gates_mod
+from tasks.stats.analysis import analyze
+from tasks.stats.figures import reliance_histogram
+from tasks.stats.layer_models import fit_layer_model
 
 
 # Per-sample metrics the statistics summarise; verdicts use only the mission's gate metric.
@@ -50,7 +51,7 @@ def roles(mission, names, random_init: tuple[str, ...] = ()) -> dict[str, str]:
 @task(name="statistics", task_run_name=action_task_name, cache_policy=NO_CACHE)
 def statistics_stage(cycle: Cycle, action: Action, results: dict[str, DiagnosticResult], random_init: tuple[str, ...] = ()) -> Outcome:
     """Per-model statistics and per-sample reliance, Holm-corrected collapse verdicts, controls, pairwise
-    comparisons, layer models, baseline robustness and the one gate decision (``tasks.gates.decide``).
+    comparisons, layer models, baseline robustness and the one gate decision (``tasks.stats.gates.decide``).
 
     Only external subjects enter the Holm family and the gates; calibration and RANDOM-INIT models are controls.
     """
@@ -130,7 +131,7 @@ def statistics_stage(cycle: Cycle, action: Action, results: dict[str, Diagnostic
         evidence.RunLog(cycle.run_id).tags({schema.DECISION: result.decision})
         if results:
             folder = cycle.report_dir / "results"
-            forest = stats_plots.forest_plot(analysis.per_model_frame().query("metric == @metric"), gates.imbalance_threshold,
+            forest = figures.forest_plot(analysis.per_model_frame().query("metric == @metric"), gates.imbalance_threshold,
                                              gates.baseline, folder / "forest_plot.png")
             run.artifact(forest, "plots")
             reliance_plot = reliance_histogram(table.query("metric == @metric"), gates.imbalance_threshold,

@@ -9,14 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from mlflow.entities import Metric
 from prefect import task
 from prefect.cache_policies import NO_CACHE, CacheKeyFnPolicy
@@ -26,8 +23,8 @@ from tasks import evidence
 from tasks.actions import COMPLETED, NotRetryable, Outcome, open_child, record, tracked, transient_only
 from tasks.diagnostics.run import METRICS_VERSION, diagnose
 from tasks.evidence import schema
-from tasks.evidence.recovery import close_killed_cycles, owner_tags
-from tasks.runtime.paths import cache_dir, reports_root
+from tasks.runtime.paths import cache_dir
+from tasks.stages._common import keep_mission_as_run, open_cycle
 from tasks.training import checklist, plots
 from tasks.training.compare import compare_variants
 from tasks.training.config import TrainConfig
@@ -226,21 +223,11 @@ def checklist_stage(cycle: TrainingCycle) -> Outcome:
 
 
 def start_cycle(mission: TrainingMission, mission_path: str) -> TrainingCycle:
-    started = datetime.now(timezone.utc)
-    cycle_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    experiment = evidence.ensure_experiment(mission.id)
-    close_killed_cycles(experiment)
-    run = evidence.start_run(experiment, f"cycle {cycle_id}", tags={schema.KIND: "cycle", schema.CYCLE_ID: cycle_id,
-                                                                    schema.MISSION: mission.id, schema.MISSION_KIND: "training",
-                                                                    schema.CYCLE_NUMBER: "1", **owner_tags()})
+    _, cycle_id, experiment, run, report_dir = open_cycle(mission.id, kind="training")
     run.params({"mission_path": mission_path, "seeds": ",".join(map(str, mission.seeds)), "metric": mission.gates.metric,
                 "variants": ",".join(v.name for v in mission.variants), "eval_samples": mission.data.eval_samples,
                 "budget.max_minutes": mission.budget.max_minutes, "budget.max_training_runs": mission.budget.max_training_runs})
-    report_dir = reports_root() / mission.id / cycle_id
-    report_dir.mkdir(parents=True, exist_ok=True)
-    as_run = report_dir / "mission.yaml"
-    as_run.write_text(yaml.safe_dump(mission.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
-    run.artifact(as_run, "mission")
+    keep_mission_as_run(run, mission, report_dir)
     return TrainingCycle(mission, mission_path, cycle_id, experiment, run.run_id, report_dir,
                          time.time() + 60 * mission.budget.max_minutes)
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tasks import stats
+from tasks.stats import comparisons
 from tasks.training.decide import Criteria, criteria, decide
 
 
 @dataclass(frozen=True)
 class VariantComparison:
     variant: str
-    share: stats.PairedComparison       # variant − baseline, gate metric
-    accuracy: stats.PairedComparison    # variant − baseline, per-sample correctness (0/1)
+    share: comparisons.PairedComparison       # variant − baseline, gate metric
+    accuracy: comparisons.PairedComparison    # variant − baseline, per-sample correctness (0/1)
     p_holm: float
     criteria: Criteria
     decision: str
@@ -44,14 +44,14 @@ def compare_variants(per_sample: pd.DataFrame, baseline: str, variants: list[str
     per_seed = {}
     for v in variants:
         a, b, merged = paired(per_sample, baseline, v, metric)
-        share[v] = stats.paired_comparison(a.to_numpy(), b.to_numpy(), n_resamples=n_resamples, seed=0, confidence=1 - alpha)
+        share[v] = comparisons.paired_comparison(a.to_numpy(), b.to_numpy(), n_resamples=n_resamples, seed=0, confidence=1 - alpha)
         ca, cb, cmerged = paired(per_sample, baseline, v, "correct")
-        accuracy[v] = stats.paired_comparison(ca.to_numpy(), cb.to_numpy(), n_resamples=n_resamples, seed=0,
+        accuracy[v] = comparisons.paired_comparison(ca.to_numpy(), cb.to_numpy(), n_resamples=n_resamples, seed=0,
                                               confidence=1 - alpha)
         merged = merged.assign(acc_diff=cmerged["correct_variant"] - cmerged["correct_baseline"],
                                share_diff=merged[f"{metric}_variant"] - merged[f"{metric}_baseline"])
         per_seed[v] = {int(s): (float(g["share_diff"].mean()), float(g["acc_diff"].mean())) for s, g in merged.groupby("seed")}
-    family = stats.holm({v: share[v].perm_p for v in variants}, alpha=alpha)
+    family = comparisons.holm({v: share[v].perm_p for v in variants}, alpha=alpha)
     p_holm = dict(zip(family.names, family.adjusted))
     out = {}
     for v in variants:

@@ -9,19 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tasks.mission import MissionError, Op, _explain, parse_yaml_model, read_mission_text
+from tasks.mission import Strict as _Strict
 from tasks.training.config import TrainConfig, apply_deltas, parameters
 
 Scalar = int | float | str | bool | None
 # Per-sample metrics of tasks/diagnostics/run.py that the re-diagnosis of a trained model can compute.
 METRICS = ("modality_shapley_v", "ablation_visual_share", "mm_shap_v")
 DECISIONS = ("ADOPT", "PARTIAL", "ROLLBACK")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Baseline(_Strict):

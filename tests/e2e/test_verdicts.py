@@ -22,7 +22,7 @@ from flows.cli import app
 from tasks import evidence
 from tasks.adapters.zoo import planted
 from tasks.data.synthetic import make_synthetic
-from tasks.scores_table import analyze
+from tasks.stats.analysis import analyze
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

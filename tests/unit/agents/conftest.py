@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param, RunTag
 
-from tasks import evidence, stats
-from tasks import controls
+from tasks import evidence
 from tasks.evidence import schema
-from tasks.gates import CALIBRATION, RANDOM_INIT, SUBJECT, ModelVerdict, decide
-from tasks.reliance import reliance
 from tasks.mission import Mission, load_mission
+from tasks.stats import comparisons, controls, per_model
+from tasks.stats.gates import CALIBRATION, RANDOM_INIT, SUBJECT, ModelVerdict, decide
+from tasks.stats.reliance import reliance
 
 DEFAULT_MISSION = Path(__file__).resolve().parents[3] / "missions" / "week1.yaml"
 
@@ -140,15 +140,15 @@ def _statistics(run: evidence.RunLog, mission: Mission, names: list[str], random
     entries = {m.name: m for m in mission.models}
     role = {n: CALIBRATION if entries[n].calibration else RANDOM_INIT if n in random_init else SUBJECT for n in names}
     data = {n: _shares(SHARES.get(n, 0.5), seed=seed) for seed, n in enumerate(names)}
-    summaries = {n: stats.summarize(x, baseline=gates.baseline, n_resamples=999, seed=0) for n, x in data.items()}
+    summaries = {n: per_model.summarize(x, baseline=gates.baseline, n_resamples=999, seed=0) for n, x in data.items()}
     rel = {n: reliance(x, gates.imbalance_threshold, gates.equivalence_margin, gates.alpha, n_resamples=999) for n, x in data.items()}
-    raw = {n: stats.collapse_verdict(summaries[n], gates.imbalance_threshold, gates.alpha, rel[n]) for n in names}
-    family = stats.holm({n: raw[n].p for n in names if role[n] == SUBJECT}, alpha=gates.alpha)
+    raw = {n: per_model.collapse_verdict(summaries[n], gates.imbalance_threshold, gates.alpha, rel[n]) for n in names}
+    family = comparisons.holm({n: raw[n].p for n in names if role[n] == SUBJECT}, alpha=gates.alpha)
     p_holm = dict(zip(family.names, family.adjusted))
     for name in names:
         summary = summaries[name]
-        verdict = stats.collapse_verdict(summary, gates.imbalance_threshold, gates.alpha, rel[name], p_holm.get(name))
-        call = stats.balance_call(summary, stats.tost(data[name], margin=gates.equivalence_margin), verdict, gates.alpha, rel[name])
+        verdict = per_model.collapse_verdict(summary, gates.imbalance_threshold, gates.alpha, rel[name], p_holm.get(name))
+        call = per_model.balance_call(summary, per_model.tost(data[name], margin=gates.equivalence_margin), verdict, gates.alpha, rel[name])
         metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
         params |= summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/")
         params |= {f"{name}/role": role[name], f"{name}/architecture": entries[name].adapter, f"{name}/call": call.label}

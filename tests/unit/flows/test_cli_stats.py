@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli_stats import app
-from tasks.scores_table import analyze, load_scores
+from tasks.stats.analysis import analyze
+from tasks.stats.table import load_scores
 
 runner = CliRunner()
 RESAMPLES = "999"  # fewer than the default 9999: same code path, faster test

@@ -1,4 +1,4 @@
-from tasks.controls import control_passed, measured_direction, planted_direction
+from tasks.stats.controls import control_passed, measured_direction, planted_direction
 
 
 def test_planted_directions_of_the_zoo():

@@ -11,8 +11,8 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 
-from tasks import stats
-from tasks.stats_layers import LayerMixedModel, fit_layer_model, layer_profile, validate_layer_frame
+from tasks.stats import inference
+from tasks.stats.layer_models import LayerMixedModel, fit_layer_model, layer_profile, validate_layer_frame
 
 N_SAMPLES, LAYERS = 24, 5
 MODEL_EFFECT = {"m-a": 0.0, "m-b": 0.08}
@@ -169,7 +169,7 @@ def test_layer_profile_bca_matches_the_summary_bootstrap():
     prof = layer_profile(frame, method="bca", n_resamples=999, seed=2)
     row = prof.iloc[3]
     x = frame[(frame["model"] == row["model"]) & (frame["layer_index"] == row["layer_index"])]["value"]
-    assert (row["ci_low"], row["ci_high"], row["ci_method"]) == stats.bootstrap_mean_ci(x.to_numpy(), 0.95, 999, 2)
+    assert (row["ci_low"], row["ci_high"], row["ci_method"]) == inference.bootstrap_mean_ci(x.to_numpy(), 0.95, 999, 2)
     with pytest.raises(ValueError, match="use 't' or 'bca'"):
         layer_profile(frame, method="percentile")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.stats import _Loggable
+from tasks.stats.base import _Loggable
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from tasks.metric_agreement import compare
+from tasks.stats.metric_agreement import compare
 
 
 def test_cancelling_players_inflate_mm_shap_and_the_signed_share_agrees_with_the_verdict_metric():

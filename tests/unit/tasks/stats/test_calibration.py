@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from tasks import calibration
+from tasks.stats import calibration
 
 N = 40
 

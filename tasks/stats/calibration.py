@@ -5,7 +5,7 @@ zoo's per-sample diagnostics stacked over models and training seeds: one row
 per (variant, seed, sample_id) with a column per metric (``diagnose``'s
 ``per_sample`` plus ``variant`` and ``seed``).
 
-For each metric and (variant, seed) the mean and its CI95 (``stats.summarize``)
+For each metric and (variant, seed) the mean and its CI95 (``per_model.summarize``)
 are called against the mission threshold t: **text** when the CI lies
 entirely below 1 − t, **vision** when it lies entirely above t, else
 **neither**. Over the seeds:
@@ -26,7 +26,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
-from tasks.stats import summarize
+from tasks.stats.per_model import summarize
 
 # The per-sample columns that hold an image share (mcs_entropy: the source documents' MCS, H_v / (H_v + H_t)).
 METRICS = ("modality_shapley_v", "ablation_visual_share", "mm_shap_v", "attn_visual_share", "mcs_entropy",

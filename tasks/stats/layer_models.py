@@ -20,7 +20,7 @@ import pandas as pd
 import statsmodels.formula.api as smf
 from scipy import stats as sps
 
-from tasks import stats
+from tasks.stats import inference
 
 __all__ = ["LAYER_COLUMNS", "LayerMixedModel", "fit_layer_model", "layer_profile", "validate_layer_frame"]
 
@@ -222,7 +222,7 @@ def layer_profile(
 
     ``method="t"`` (default): Student-t interval -- a profile has one CI per
     layer per model (hundreds), and these are descriptive bands, not tests.
-    ``method="bca"``: the BCa bootstrap of ``stats.bootstrap_mean_ci``.
+    ``method="bca"``: the BCa bootstrap of ``inference.bootstrap_mean_ci``.
     Rows are sorted by model (first appearance) then layer.
     """
     if method not in ("t", "bca"):
@@ -234,7 +234,7 @@ def layer_profile(
         n, mean = len(x), float(np.mean(x))
         sd = float(np.std(x, ddof=1)) if n >= 2 else NAN
         if method == "bca":
-            lo, hi, ci_method = stats.bootstrap_mean_ci(x, confidence, n_resamples, seed)
+            lo, hi, ci_method = inference.bootstrap_mean_ci(x, confidence, n_resamples, seed)
         elif n >= 2 and sd > 0:
             lo, hi = (float(v) for v in sps.t.interval(confidence, n - 1, loc=mean, scale=sd / math.sqrt(n)))
             ci_method = "t"

@@ -1,4 +1,5 @@
-"""Forest plot of per-model mean visual share with its CI95 against the collapse thresholds."""
+"""The statistics' figures: the forest plot of per-model mean visual share with its CI95 against the collapse
+thresholds, and the histogram of each model's per-sample share (what the mean share hides)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-__all__ = ["forest_plot", "forest_figure", "LABEL_COLOURS"]
+__all__ = ["forest_plot", "forest_figure", "LABEL_COLOURS", "reliance_histogram"]
 
 #: Marker colour per ``BalanceCall.label``; anything else is drawn black.
 LABEL_COLOURS = {
@@ -25,11 +26,7 @@ LABEL_COLOURS = {
 
 def forest_plot(per_model_frame: pd.DataFrame, threshold: float, baseline: float, path: str | Path) -> Path:
     """Draw ``forest_figure`` to ``path`` (PNG, Agg) and return the path."""
-    fig = forest_figure(per_model_frame, threshold, baseline)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    return path
+    return _save(forest_figure(per_model_frame, threshold, baseline), path)
 
 
 def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: float) -> Figure:
@@ -85,3 +82,35 @@ def forest_figure(per_model_frame: pd.DataFrame, threshold: float, baseline: flo
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def reliance_histogram(scores: pd.DataFrame, threshold: float, path: str | Path) -> Path:
+    """One panel per model (``scores``: columns model, value): the per-sample share, with the threshold lines.
+
+    Mass beyond ``threshold`` (image) or below ``1 - threshold`` (text) is per-sample reliance on one modality;
+    mass on both sides is per-sample dominance with mixed direction.
+    """
+    models = list(dict.fromkeys(scores["model"]))
+    fig = Figure(figsize=(6.5, 1.6 * max(1, len(models)) + 0.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(1, len(models)), 1, sharex=True, squeeze=False)[:, 0]
+    bins = np.linspace(0, 1, 41)
+    for ax, model in zip(axes, models):
+        values = scores.loc[scores["model"] == model, "value"].to_numpy(dtype=float)
+        ax.hist(values, bins=bins, color="tab:blue")
+        for x in (1 - threshold, threshold):
+            ax.axvline(x, color="tab:red", linestyle="--", linewidth=1)
+        ax.axvline(0.5, color="gray", linewidth=0.8)
+        ax.set_ylabel("samples")
+        ax.set_title(f"{model} (n = {values.size})", fontsize=9, loc="left")
+    axes[-1].set_xlabel("per-sample image share s (0 = text only, 1 = image only); dashed: collapse thresholds")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` (PNG, 110 dpi), making its folder; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

@@ -3,23 +3,23 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tasks import stats
-from tasks.reliance import reliance
+from tasks.stats import per_model
+from tasks.stats.reliance import reliance
 
 N = 40
 
 
 def _call(x):
-    s = stats.summarize(x, n_resamples=999)
+    s = per_model.summarize(x, n_resamples=999)
     r = reliance(x, n_resamples=999)
-    v = stats.collapse_verdict(s, reliance=r)
-    return stats.balance_call(s, stats.tost(x), v, reliance=r), v, r
+    v = per_model.collapse_verdict(s, reliance=r)
+    return per_model.balance_call(s, per_model.tost(x), v, reliance=r), v, r
 
 
 @pytest.mark.parametrize("share, side", [(1.0, "image"), (0.0, "text")])
 def test_a_share_that_is_the_same_on_every_sample_is_collapse_decided_by_the_exact_test(share, side):
     call, verdict, r = _call(np.full(N, share))
-    assert r.zero_variance and verdict.test == stats.SIGN_TEST
+    assert r.zero_variance and verdict.test == per_model.SIGN_TEST
     assert verdict.p == pytest.approx(2 * 0.5**N)  # exact two-sided sign test, all N on one side
     assert verdict.ci_low == pytest.approx((0.05 / 2) ** (1 / N))  # Clopper–Pearson lower bound of N/N at 95 %
     assert verdict.collapsed and verdict.dominant == side and call.label == "collapsed"
@@ -41,7 +41,7 @@ def test_balanced_needs_the_mean_and_the_samples_within_the_margin():
     assert call.label == "balanced" and r.within_margin
     # mean 0.5 but every sample at 0.35 or 0.65: equivalence of the mean alone would call it balanced
     call, _, r = _call(np.r_[np.full(N // 2, 0.35), np.full(N // 2, 0.65)] + rng.normal(0, 1e-3, N))
-    assert stats.tost(np.r_[np.full(N // 2, 0.35), np.full(N // 2, 0.65)] + rng.normal(0, 1e-3, N), margin=0.2).equivalent
+    assert per_model.tost(np.r_[np.full(N // 2, 0.35), np.full(N // 2, 0.65)] + rng.normal(0, 1e-3, N), margin=0.2).equivalent
     assert not r.within_margin and call.label != "balanced"
 
 

@@ -1,5 +1,5 @@
-from tasks.gates import CALIBRATION, GO, NEED_MORE_DATA, PIVOT, RANDOM_INIT, ModelVerdict, decide
 from tasks.mission import Gates
+from tasks.stats.gates import CALIBRATION, GO, NEED_MORE_DATA, PIVOT, RANDOM_INIT, ModelVerdict, decide
 
 GATES = Gates(min_models_tested=3, min_models_collapsed=2, imbalance_threshold=0.8, alpha=0.05)
 

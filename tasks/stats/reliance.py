@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
-from tasks.stats import NAN, _Loggable, _clean, _is_zero_variance, bootstrap_mean_ci
+from tasks.stats.base import NAN, _clean, _is_zero_variance, _Loggable
+from tasks.stats.inference import bootstrap_mean_ci
 
 
 @dataclass(frozen=True)
