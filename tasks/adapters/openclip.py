@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from tasks.adapters.contract import AttentionSummary, Inputs, ModelSpec, Players, Smoke, WeightsUnavailable
 from tasks.adapters.openclip_weights import CHECKPOINT_SUFFIXES as _CHECKPOINT_SUFFIXES
 from tasks.adapters.openclip_weights import locate, locate_tag, missing_checkpoint, unreachable
-from tasks.adapters.towers import encode_distinct
+from tasks.adapters.towers import distinct_rows, encode_distinct
 from tasks.diagnostics.attention import reduce_attention
 from tasks.diagnostics.masking import pixel_keep
 
@@ -391,6 +391,9 @@ class OpenClipModel:
             raise NotImplementedError("neither tower is built from nn.MultiheadAttention blocks (timm / HF towers)")
         image = inputs.tensors["image"].to(self.device, self.dtype)
         text = inputs.tensors["text"].to(self.device)
+        # each tower runs its distinct rows once, as score() does (a caption or an image often recurs in a batch)
+        distinct = {"visual": distinct_rows(image), "text": distinct_rows(text)}
+        image, text = image[distinct["visual"][0].to(image.device)], text[distinct["text"][0].to(text.device)]
         eot = self.eot_index(text)
         rows: dict[str, dict[str, torch.Tensor]] = {}
         n_tokens = {"visual": 0, "text": 0}
@@ -407,10 +410,11 @@ class OpenClipModel:
                     valid = torch.arange(k, device=dev)[None, :] <= eot[:, None]
                     masks = (none, none, valid, none, valid)
                 # query_rows empty: no text row attends to an image here, so both shares come out NaN
-                rows[name] = {key: v.cpu() for key, v in reduce_attention(probs, *masks).items()}
+                every_row = distinct[tower][1]  # distinct row of each sample of the batch
+                rows[name] = {key: v.cpu()[every_row] for key, v in reduce_attention(probs, *masks).items()}
                 n_tokens[tower] = k
                 if keep_maps:
-                    maps[name] = probs[:keep_maps].mean(1).float().cpu()
+                    maps[name] = probs[every_row[:keep_maps].to(probs.device)].mean(1).float().cpu()
                 return out, None  # drop the map right away
             return hook
 
@@ -420,8 +424,8 @@ class OpenClipModel:
                 handles.append(attn.register_forward_hook(reducer(f"{tower}.{i}", tower)))
         try:  # both towers run whole, so the traced forward also gives the embeddings and the score
             with _tracing([*self.visual_attn, *self.text_attn]):
-                image_emb = self.model.encode_image(image, normalize=True)
-                text_emb = self.model.encode_text(text, normalize=True)
+                image_emb = self.model.encode_image(image, normalize=True)[distinct["visual"][1].to(self.device)]
+                text_emb = self.model.encode_text(text, normalize=True)[distinct["text"][1].to(self.device)]
         finally:
             for h in handles:
                 h.remove()

@@ -42,8 +42,14 @@ def _shift(items: list) -> list:
 
 
 def baseline_shares(model, images: list[Image.Image], captions: list[str], ids: list[str],
-                    v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor) -> dict[str, np.ndarray]:
-    """The share under each alternative baseline; ``v_*`` are the default passes (image only = text masked, ...)."""
+                    v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor,
+                    towers: tuple[torch.Tensor, ...] | None = None) -> dict[str, np.ndarray]:
+    """The share under each alternative baseline; ``v_*`` are the default passes (image only = text masked, ...).
+
+    ``towers``: a dual encoder's (image, text, masked image, masked text) embeddings of the batch. Its values then
+    pair embeddings: the alternatives cost one image-tower pass (the blurred images) and one text-tower pass (the
+    empty captions), and "another sample" none (the batch's embeddings, shifted); the same values as whole passes.
+    """
     n = len(ids)
     swaps = (("image", IMAGE_BASELINES["blur"], "blur", [blurred(im) for im in images]),
              ("image", IMAGE_BASELINES["other"], "other", _shift(list(images))),
@@ -55,8 +61,25 @@ def baseline_shares(model, images: list[Image.Image], captions: list[str], ids: 
             if key == "other" and n < 2:
                 out[column] = np.full(n, np.nan)
                 continue
-            out[column] = _share_with(model, absent, swapped, images, captions, ids, v_full, v_image, v_text)
+            if towers is not None:
+                out[column] = _share_from_towers(model, absent, key, swapped, images, captions, ids, towers,
+                                                 v_full, v_image, v_text)
+            else:
+                out[column] = _share_with(model, absent, swapped, images, captions, ids, v_full, v_image, v_text)
     return out
+
+
+def _share_from_towers(model, absent: str, key: str, swapped: list, images, captions, ids, towers,
+                       v_full: torch.Tensor, v_image: torch.Tensor, v_text: torch.Tensor) -> np.ndarray:
+    """``_share_with`` for a dual encoder: the absent modality's embeddings replaced, the rest reused."""
+    image, text, no_image, no_text = towers
+    if absent == "image":
+        alt = torch.roll(image, -1, 0) if key == "other" else model.encode_image(model.prepare(swapped, captions, ids))
+        v_i, v_t, v_0 = v_image, model.similarity(alt, text), model.similarity(alt, no_text)
+    else:
+        alt = torch.roll(text, -1, 0) if key == "other" else model.encode_text(model.prepare(images, swapped, ids))
+        v_i, v_t, v_0 = model.similarity(image, alt), v_text, model.similarity(no_image, alt)
+    return modality_shapley(v_full, v_i.float().cpu(), v_t.float().cpu(), v_0.float().cpu())["modality_shapley_v"].numpy()
 
 
 def _share_with(model, absent: str, swapped: list, images: list[Image.Image], captions: list[str], ids: list[str],

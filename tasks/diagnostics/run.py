@@ -129,11 +129,12 @@ def diagnose(model: LoadedModel, samples: Sequence, batch_size: int = 32,
             layers.append(table)
             maps.update(kept)
             map_spans = map_spans or (spans if kept else None)
-        row = _contributions(model, inputs, summary)
+        towers = _towers(model, inputs, summary) if {"separable", "mask"} <= caps else None
+        row = _contributions(model, inputs, summary, towers)
         if "mask" in caps:  # the same share under other masking baselines (robustness of the verdict)
             v = {c: torch.tensor(row[c].to_numpy()) for c in ("v_full", "v_image_only", "v_text_only")}
             row = row.assign(**baseline_shares(model, images, captions, ids, v["v_full"], v["v_image_only"],
-                                               v["v_text_only"]))
+                                               v["v_text_only"], towers=towers))
         if "mask_tokens" in caps and mm_shap_permutations > 0:
             row = row.assign(**_mm_shap(model, images, captions, ids, mm_shap_permutations, mm_shap_target_se,
                                         seed + start))
@@ -164,7 +165,8 @@ def _ordered(present, wanted: tuple[str, ...]) -> list[str]:
     return list(wanted) + [c for c in present if c not in wanted]
 
 
-def _contributions(model: LoadedModel, inputs, summary: AttentionSummary | None = None) -> pd.DataFrame:
+def _contributions(model: LoadedModel, inputs, summary: AttentionSummary | None = None,
+                   towers: tuple[torch.Tensor, ...] | None = None) -> pd.DataFrame:
     """The four coalition values and what they give, from the fewest passes the model allows.
 
     The traced forward's score is v(I, T) where the trace has it. A dual encoder (capability
@@ -175,8 +177,8 @@ def _contributions(model: LoadedModel, inputs, summary: AttentionSummary | None 
     """
     caps = model.capabilities
     with torch.no_grad():
-        if "separable" in caps and "mask" in caps:
-            v_full, v_image, v_text, v_empty = _separable_values(model, inputs, summary)
+        if towers is not None or ("separable" in caps and "mask" in caps):
+            v_full, v_image, v_text, v_empty = _separable_values(model, summary, towers or _towers(model, inputs, summary))
         else:
             v_full = summary.score if summary is not None and summary.score is not None else model.score(inputs)
             if "mask" not in caps:
@@ -194,14 +196,20 @@ def _contributions(model: LoadedModel, inputs, summary: AttentionSummary | None 
     })
 
 
-def _separable_values(model, inputs, summary: AttentionSummary | None) -> tuple[torch.Tensor, ...]:
+def _towers(model, inputs, summary: AttentionSummary | None) -> tuple[torch.Tensor, ...]:
+    """A dual encoder's image, text, masked-image and masked-text embeddings of a batch (the trace's where it ran)."""
+    with torch.no_grad():
+        if summary is not None and summary.embeddings is not None:
+            image, text = summary.embeddings
+        else:
+            image, text = model.encode_image(inputs), model.encode_text(inputs)
+        masked = model.mask(inputs, image_keep=False, text_keep=False)
+        return image, text, model.encode_image(masked), model.encode_text(masked)
+
+
+def _separable_values(model, summary: AttentionSummary | None, towers: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """v(I,T), v(I), v(T), v(∅) of a dual encoder from its tower embeddings."""
-    if summary is not None and summary.embeddings is not None:
-        image, text = summary.embeddings
-    else:
-        image, text = model.encode_image(inputs), model.encode_text(inputs)
-    masked = model.mask(inputs, image_keep=False, text_keep=False)
-    no_image, no_text = model.encode_image(masked), model.encode_text(masked)
+    image, text, no_image, no_text = towers
     v_full = summary.score if summary is not None and summary.score is not None else model.similarity(image, text)
     return v_full, model.similarity(image, no_text), model.similarity(no_image, text), \
         model.similarity(no_image, no_text)

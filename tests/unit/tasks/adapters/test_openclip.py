@@ -289,3 +289,24 @@ def test_lean_self_attention_equals_pytorchs_weights_path(batch_first, mask):
 def test_trace_score_equals_the_plain_score(model, inputs):
     """The traced forward's embeddings give the plain forward's pair logits (the diagnostics use either)."""
     assert torch.allclose(model.trace(inputs).score, model.score(inputs), atol=1e-5)
+
+
+def test_trace_runs_repeated_rows_once_and_gives_every_sample_its_own_row(model, inputs):
+    """A batch where an image and a caption recur: the same per-sample values as tracing each sample alone."""
+    from tasks.adapters.contract import Inputs
+
+    image, text = inputs.tensors["image"], inputs.tensors["text"]
+    mixed = Inputs(tensors={"image": image[[0, 1, 0]], "text": text[[1, 1, 0]]}, sample_ids=["a", "b", "c"])
+    seen = []
+    handle = model.visual_attn[0].register_forward_hook(lambda m, a, out: seen.append(out[1].shape[0]))
+    try:
+        summary = model.trace(mixed, keep_maps=3)
+    finally:
+        handle.remove()
+    assert seen == [2]  # two distinct images ran, not three
+    for row, (i, t) in enumerate([(0, 1), (1, 1), (0, 0)]):
+        alone = model.trace(Inputs(tensors={"image": image[[i]], "text": text[[t]]}, sample_ids=["x"]), keep_maps=1)
+        for field in ("entropy_visual", "entropy_text"):
+            assert torch.allclose(getattr(summary, field)[row], getattr(alone, field)[0], atol=1e-5, equal_nan=True)
+        assert torch.allclose(summary.score[row], alone.score[0], atol=1e-5)
+        assert torch.allclose(summary.maps["visual.0"][row], alone.maps["visual.0"][0], atol=1e-5)

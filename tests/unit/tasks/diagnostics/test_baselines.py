@@ -34,3 +34,26 @@ def test_another_samples_input_needs_a_batch_of_two():
     assert ps["shapley_v_image_other"].isna().all() and ps["shapley_v_text_other"].isna().all()
     assert ps["shapley_v_image_blur"].notna().all()
     assert blurred(SAMPLES[0].image).size == SAMPLES[0].image.size
+
+
+def test_a_dual_encoder_reuses_its_tower_embeddings_with_the_same_values_as_whole_passes():
+    """The alternatives of a dual encoder from its embeddings equal the shares from whole score() passes."""
+    import torch
+
+    from tasks.adapters.openclip import SMOKE_ARCH, OpenClipAdapter, register_smoke_arch
+    from tasks.diagnostics.baselines import baseline_shares
+    from tasks.diagnostics.run import _contributions, _towers
+
+    register_smoke_arch()
+    torch.manual_seed(0)
+    clip = OpenClipAdapter(device="cpu").load(ModelSpec(name="tiny-clip", adapter="openclip", source="", arch=SMOKE_ARCH,
+                                                        allow_random_init=True))
+    images, captions, ids = [s.image for s in SAMPLES], [s.caption for s in SAMPLES], [s.sample_id for s in SAMPLES]
+    inputs = clip.prepare(images, captions, ids)
+    towers = _towers(clip, inputs, None)
+    row = _contributions(clip, inputs, None, towers)
+    v = [torch.tensor(row[c].to_numpy()) for c in ("v_full", "v_image_only", "v_text_only")]
+    from_towers = baseline_shares(clip, images, captions, ids, *v, towers=towers)
+    from_passes = baseline_shares(clip, images, captions, ids, *v)
+    for column in COLUMNS:
+        assert from_towers[column] == pytest.approx(from_passes[column], abs=1e-4, nan_ok=True), column
