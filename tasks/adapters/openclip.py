@@ -231,7 +231,9 @@ def _self_attention_with_probs(self: nn.MultiheadAttention, query, key, value, k
     if key_padding_mask is not None:  # [B, T]; True = padding
         pad = key_padding_mask[:, None, None, :]
         scores = scores.masked_fill(pad, float("-inf")) if pad.dtype == torch.bool else scores.add_(pad)
-    probs = torch.softmax(scores, dim=-1)
+    # softmax in place: a second [B, H, T, T] tensor would double the trace's peak memory on long sequences
+    probs = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+    probs.div_(probs.sum(dim=-1, keepdim=True))
     out = F.linear(torch.matmul(probs, v).transpose(1, 2).reshape(b, t, d), self.out_proj.weight, self.out_proj.bias)
     return (out if self.batch_first else out.transpose(0, 1)), probs
 

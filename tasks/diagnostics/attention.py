@@ -43,7 +43,8 @@ def reduce_attention(
     """
     p = probs.detach().float()
     b, _, q, k = p.shape
-    ent = torch.special.entr(p).sum(-1).mean(1)  # [B, Q], heads averaged; one temporary, entr(0) = 0
+    # [B, Q], heads averaged, one head at a time: a temporary of one head's map, never of all of them; entr(0) = 0
+    ent = sum(torch.special.entr(p[:, h]).sum(-1) for h in range(p.shape[1])) / p.shape[1]
     if k > 1:
         ent = ent / math.log(k)
     entropies = {"entropy_visual": _masked_mean(ent, _per_sample(image_rows, b)),
