@@ -1,16 +1,13 @@
 """What each adapter can measure, known without loading a model: for ``fusionaudit models list`` and the README."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from tasks.adapters.contract import ModelSpec
-from tasks.adapters.registry import WEIGHTS_LOCATE, available, builtin_hook
-from tasks.runtime.paths import cache_dir
+from tasks.adapters.registry import BUILTIN, WEIGHTS_LOCATE, available, builtin_hook
 
 # metric -> the capability it needs (DESIGN.md "Metrics"); attention shares need cross-modal attention in one sequence
 METRIC_NEEDS = {
@@ -52,38 +49,31 @@ def describe(name: str) -> AdapterInfo:
     return AdapterInfo(name, family, caps, metrics_for(family, caps))
 
 
-def describe_all() -> list[AdapterInfo]:
-    """``describe`` of every adapter, kept on disk while the adapters' code and the installed plugins stay the same.
+BUILTIN_TABLE = Path(__file__).with_name("builtin_catalog.json")
 
-    Describing an adapter imports its module (transformers, open_clip: some 10 s); the answer only changes with
-    that code, so `fusionaudit models list` reads it back from ``<home>/cache/adapter_catalog.json``.
+
+def describe_all() -> list[AdapterInfo]:
+    """``describe`` of every adapter; the built-ins from ``builtin_catalog.json``, without importing them.
+
+    Describing an adapter imports its module (transformers, open_clip: some 10 s). The built-ins' answers ship
+    with the code (``python -m tasks.adapters.catalog`` rewrites the table; a unit test fails when it is stale);
+    a plugin, or a plugin that replaces a built-in's name, is described by importing it.
     """
-    names = available()
-    stamp = _code_stamp(names)
-    path = cache_dir() / "adapter_catalog.json"
-    try:
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("stamp") == stamp:
-            return [AdapterInfo(r["name"], r["family"], frozenset(r["capabilities"]), tuple(r["metrics"]))
-                    for r in cached["adapters"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no cache yet, or an unreadable one: describe afresh
-    infos = [describe(name) for name in sorted(names)]
-    rows = [{"name": i.name, "family": i.family, "capabilities": sorted(i.capabilities), "metrics": list(i.metrics)}
-            for i in infos]
-    try:
-        path.write_text(json.dumps({"stamp": stamp, "adapters": rows}, indent=1), encoding="utf-8")
-    except OSError:
-        pass  # a read-only home only costs the next listing its imports
+    table = json.loads(BUILTIN_TABLE.read_text(encoding="utf-8"))
+    infos = []
+    for name, path in sorted(available().items()):
+        row = table.get(name) if path == BUILTIN.get(name) else None
+        if row is None:
+            infos.append(describe(name))
+        else:
+            caps = frozenset(row["capabilities"])
+            infos.append(AdapterInfo(name, row["family"], caps, metrics_for(row["family"], caps)))
     return infos
 
 
-def _code_stamp(names: dict[str, str]) -> str:
-    """Changes when an adapter's code may have: the adapters package's files, the plugins' names and versions."""
-    here = Path(__file__).parent
-    files = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in here.rglob("*.py"))
-    plugins = sorted((ep.name, ep.value, ep.dist.version if ep.dist else "") for ep in entry_points(group="fusionaudit.adapters"))
-    return hashlib.sha256(repr((sorted(names.items()), files, plugins)).encode()).hexdigest()
+def builtin_table() -> dict[str, dict]:
+    """The built-ins as ``describe`` finds them (what ``builtin_catalog.json`` must hold)."""
+    return {name: {"family": (i := describe(name)).family, "capabilities": sorted(i.capabilities)} for name in sorted(BUILTIN)}
 
 
 def weights_here(spec: ModelSpec) -> tuple[bool, list[str]]:
@@ -98,3 +88,8 @@ def weights_here(spec: ModelSpec) -> tuple[bool, list[str]]:
         return adapter.locate(spec)
     except Exception as exc:  # noqa: BLE001 - a bad source is shown, not raised, in a listing
         return False, [f"cannot check: {exc}"]
+
+
+if __name__ == "__main__":  # rewrite the built-ins' table after changing an adapter's family or capabilities
+    BUILTIN_TABLE.write_text(json.dumps(builtin_table(), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {BUILTIN_TABLE}")
