@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +33,29 @@ class LocalAPIError(RuntimeError):
     """The local API did not come up: one message naming the limit and the way around it."""
 
 
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app's start-up fails, e.g. two servers migrating one new database
+RESTARTS = 3
+
+
 @dataclass
 class LocalAPI:
     url: str
     process: subprocess.Popen
     log: Path
+    restart: Callable[[], subprocess.Popen] | None = None  # the same server again, on the same port
 
     def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
-        """Block until ``/health`` answers; most of the start-up has passed while the caller imported."""
-        deadline = time.monotonic() + timeout_s
+        """Block until ``/health`` answers; most of the start-up has passed while the caller imported.
+
+        A start-up failure (exit 3) is retried on the same port, as Prefect does for its own temporary server: two
+        CLIs started at once on a fresh Prefect home race to create its database, and the loser's retry finds it made.
+        """
+        deadline, restarts = time.monotonic() + timeout_s, 0
         while time.monotonic() < deadline:
+            if self.process.poll() == STARTUP_FAILURE and self.restart is not None and restarts < RESTARTS:
+                restarts += 1
+                self.process = self.restart()
+                continue
             if self.process.poll() is not None:
                 raise LocalAPIError(f"Prefect's local API exited with code {self.process.returncode} while starting "
                                     f"(its log: {self.log}); start a server (`prefect server start`) and set PREFECT_API_URL")
@@ -78,12 +92,15 @@ def start_local_api() -> LocalAPI | None:
     port = _free_port()
     log = Path(tempfile.gettempdir()) / f"fusionaudit-prefect-api-{os.getpid()}.log"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
-    api = LocalAPI(f"http://127.0.0.1:{port}/api", process, log)
+    def launch() -> subprocess.Popen:
+        with log.open("a") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
+
+    log.write_text("")
+    api = LocalAPI(f"http://127.0.0.1:{port}/api", launch(), log, launch)
     os.environ["PREFECT_API_URL"] = api.url
     atexit.register(api.stop)
     return api

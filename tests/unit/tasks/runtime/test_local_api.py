@@ -35,3 +35,40 @@ def test_a_configured_api_or_an_imported_prefect_is_left_alone(monkeypatch):
     assert start_local_api() is None
     monkeypatch.delenv("PREFECT_API_URL")
     assert "prefect" in sys.modules and start_local_api() is None  # this test session already uses Prefect
+
+
+def test_a_start_up_failure_is_retried_on_the_same_port(tmp_path):
+    """Exit 3 (uvicorn: the app failed to start, e.g. a racing migration) → the same server again; then it answers."""
+    import http.server
+    import socket
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    launched = []
+
+    def restart():
+        server = http.server.HTTPServer(("127.0.0.1", port), Health)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        launched.append(server)
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+
+    api = LocalAPI(f"http://127.0.0.1:{port}/api", subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]),
+                   tmp_path / "api.log", restart)
+    try:
+        api.wait_ready(timeout_s=60)
+        assert len(launched) == 1
+    finally:
+        api.stop()
+        for server in launched:
+            server.shutdown()
