@@ -32,12 +32,11 @@ import prefect  # noqa: E402,F401
 
 @pytest.fixture(autouse=True)
 def _cli_log_level_does_not_leak():
-    """A CLI command run in-process without --verbose quiets Prefect's console through the environment; the
-    subprocesses of later tests (a CLI run with --verbose) must not inherit that."""
-    before = os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL")
+    """A CLI command run in-process without --verbose quiets Prefect's console through the environment (a test's, or
+    a module fixture's, which runs before this one); the subprocesses of later tests (workers, a CLI run with
+    --verbose) must not inherit that, so it is cleared after every test."""
     yield
-    if before is None:
-        os.environ.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
+    os.environ.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)
 
 
 @pytest.fixture(scope="session")

@@ -73,6 +73,7 @@ class Stack:
             "FUSIONAUDIT_PROJECT_DIR": str(ROOT),
             "OMP_NUM_THREADS": "1",
         }
+        self.env.pop("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", None)  # the workers' log lines are what the tests read
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = self.tmp / f"{name}.log"
@@ -220,6 +221,8 @@ def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_c
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    from tasks.evidence import schema
+
     cycle = _flow_runs(stack, "week1-cycle")[0]
     with SyncPrefectClient(stack.env["PREFECT_API_URL"]) as client:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[cycle.id])))
@@ -251,7 +254,11 @@ def test_uis_show_the_handoff_with_its_plots_and_blocked_runs_that_do_not_look_c
                  re.compile("gate arithmetic"))
             assert page.locator("img[src^='data:image/png']").count() >= 1, "the forest plot is embedded"
             shot("prefect-ui-blocked-task-run", f"{ui}/runs/task-run/{blocked[0].id}", "Blocked")
-            shot("mlflow-experiment-runs", f"{ml}/#/experiments/{exp.experiment_id}", re.compile("· Blocked"))
+            # the runs table shows each cycle (its action and model runs nest under it); a Blocked run says so by name
+            shot("mlflow-experiment-runs", f"{ml}/#/experiments/{exp.experiment_id}/runs", re.compile("cycle "))
+            blocked_run = mlflow.search_runs([exp.experiment_id], f"tags.`{schema.STATUS}` = 'Blocked'", max_results=1)[0]
+            shot("mlflow-blocked-run", f"{ml}/#/experiments/{exp.experiment_id}/runs/{blocked_run.info.run_id}",
+                 re.compile("· Blocked"))
             shot("mlflow-cycle-run", f"{ml}/#/experiments/{exp.experiment_id}/runs/{_cycle_run_id(mlflow, exp)}",
                  re.compile("cycle "))
         finally:
