@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import os
 
 import pandas as pd
 import torch
@@ -23,7 +22,6 @@ from tasks.stages.training import (BudgetExhausted, TrainingCycle, checklist_sta
                                    log_training, rediagnose, start_cycle, train_key, train_model, write_reports)
 
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per table read clutters the CLI
 
 
 @flow(name="training-cycle", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=2))
