@@ -426,7 +426,7 @@ class ZooModel:
     def trace(self, inputs: Inputs, keep_maps: int = 0) -> AttentionSummary:
         """Per-layer attention summaries and rollout, reduced inside forward hooks on ``attn_probs``."""
         t = inputs.tensors
-        b, n = len(inputs), self.net.n_patches
+        n = self.net.n_patches
         is_image, is_text = self._columns(inputs)
         query_rows = is_text.clone()
         query_rows[:, 0] = True  # [CLS] reads out the score, so its allocation counts
