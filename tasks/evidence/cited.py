@@ -132,13 +132,18 @@ def to_footnotes(markdown: str) -> str:
     return text.rstrip("\n") + "\n\n" + notes + "\n"
 
 
+def _split_footnotes(markdown: str) -> tuple[str, dict[str, re.Match]]:
+    """(the text without its footnote definitions, each definition by label)."""
+    lines = markdown.rstrip("\n").split("\n")
+    defs = {m.group("label"): m for line in lines if (m := FOOTNOTE_DEF.match(line))}
+    return "\n".join(line for line in lines if not FOOTNOTE_DEF.match(line)).rstrip("\n"), defs
+
+
 def used_footnotes(markdown: str) -> str:
     """``markdown`` without footnote definitions, then the definitions it references (an excerpt stays verifiable)."""
-    lines = markdown.rstrip("\n").split("\n")
-    defs = {m.group("label"): line for line in lines if (m := FOOTNOTE_DEF.match(line))}
-    body = "\n".join(line for line in lines if not FOOTNOTE_DEF.match(line)).rstrip("\n")
-    used = list(dict.fromkeys(m.group("label") for m in FOOTNOTE_REF.finditer(body) if m.group("label") in defs))
-    return body + "\n" + ("\n" + "\n".join(defs[label] for label in used) + "\n" if used else "")
+    body, defs = _split_footnotes(markdown)
+    used = dict.fromkeys(m.group("label") for m in FOOTNOTE_REF.finditer(body) if m.group("label") in defs)
+    return body + "\n" + ("\n" + "\n".join(defs[label].group(0) for label in used) + "\n" if used else "")
 
 
 REFERENCES_HEADING = "Evidence behind each reference"
@@ -149,14 +154,12 @@ def footnotes_as_references(markdown: str) -> str:
 
     The label and its run/key stay as the report has them, so a reader can still look each number up.
     """
-    lines = markdown.rstrip("\n").split("\n")
-    defs = [(m.group("label"), m.group("body")) for line in lines if (m := FOOTNOTE_DEF.match(line))]
-    body = "\n".join(line for line in lines if not FOOTNOTE_DEF.match(line)).rstrip("\n")
+    body, defs = _split_footnotes(markdown)
     body = "\n".join(line if _FENCE.match(line) else _outside_code(line, lambda part: FOOTNOTE_REF.sub(r" \\[\g<label>\\]", part))
                      for line in body.split("\n"))
     if not defs:
         return body + "\n"
-    listed = "\n".join(f"- **{label}**: {_code_ids(text)}" for label, text in defs)
+    listed = "\n".join(f"- **{label}**: {_code_ids(m.group('body'))}" for label, m in defs.items())
     return f"{body}\n\n**{REFERENCES_HEADING}** (MLflow run and key; `fusionaudit verify` re-reads each):\n\n{listed}\n"
 
 

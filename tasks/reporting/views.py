@@ -315,7 +315,7 @@ def first_screen(markdown: str) -> str:
     """The handoff down to its first detail section (the planning team's one-screen summary), with its footnotes."""
     head = markdown.split("\n## ", 1)[0].rstrip()
     notes = [line for line in markdown.split("\n") if FOOTNOTE_DEF.match(line)]
-    return used_footnotes(head + "\n\n" + "\n".join(notes) if notes else head)
+    return used_footnotes(head + "\n\n" + "\n".join(notes))
 
 
 def write_pending_actions(plan: list[dict], report_dir: Path) -> Path:
