@@ -177,17 +177,19 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
         while active:
             orders = {}
             for i in active:
+                k = _units_this_round(len(units[i]), out["se"][i].item(), target_se, min_units, max_units,
+                                      _rows_per_unit(route, n_text[i], g, per_order) * len(active))
                 if i in exhaustive:
-                    orders[i] = exhaustive[i].popleft()
+                    orders[i] = torch.cat([exhaustive[i].popleft() for _ in range(min(k, len(exhaustive[i])))])
                     continue
-                order = torch.randperm(n_text[i] + g * g, generator=gen)
-                orders[i] = torch.stack([order, order.flip(0)]) if antithetic else order[None]
+                drawn = [torch.randperm(n_text[i] + g * g, generator=gen) for _ in range(k)]
+                orders[i] = torch.cat([torch.stack([o, o.flip(0)]) if antithetic else o[None] for o in drawn])
             marginals = ev.marginals(active, orders)  # i -> [P, n]: each player's marginal along each order
             for i in active:
                 if isinstance(ev, _CrossedEvaluator):  # every unit changes as chains are added: recomputed whole
-                    units[i] = list(ev.units(i, orders[i].shape[0]))
-                else:
-                    units[i].append(marginals[i].mean(0))
+                    units[i] = list(ev.units(i, per_order))
+                else:  # one unit per antithetic pair (or single order)
+                    units[i].extend(marginals[i].view(-1, per_order, marginals[i].shape[1]).mean(1))
             still = []
             for i in active:
                 m = len(units[i])
@@ -211,6 +213,34 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
     return MMShapResult(list(sample_ids), out["v"].float(), out["se"].float(), used, evals, passes["image"],
                         passes["text"], torch.tensor(grids), torch.tensor(n_text), phi_image, phi_text,
                         route, calls)
+
+
+ROUND_ROWS = 512  # coalition rows one round may build per grid group: bounds the memory of a round
+
+
+def _rows_per_unit(route: str, t: int, g: int, per_order: int) -> int:
+    """Model rows one unit costs: every inner coalition (generic), or the tower prefixes (separable routes)."""
+    inner = t + g * g - 1 if route == "generic" else max(g * g - 1, 0) + max(t - 1, 0)
+    return per_order * max(inner, 1)
+
+
+def _units_this_round(m: int, se: float, target_se: float | None, min_units: int, max_units: int,
+                      rows_per_unit: int) -> int:
+    """How many units a sample gets in the next round: as few rounds (model calls) as the error allows.
+
+    A fixed budget is drawn at once; with ``target_se`` the first round draws ``min_units`` and each
+    later one half the units the error's 1/√m decay says are still missing (SE² ≈ σ²/m): an SE read
+    from a few units is noisy, and half a step overshoots the target less. Capped by ``ROUND_ROWS``
+    rows per round (at least one unit) so that a round's inputs fit in memory.
+    """
+    if target_se is None:
+        want = max_units - m
+    elif m < min_units:
+        want = min_units - m
+    else:
+        missing = m * (se / target_se) ** 2 - m if math.isfinite(se) and target_se > 0 else 1
+        want = math.ceil(missing / 2)
+    return max(1, min(want, max_units - m, ROUND_ROWS // max(rows_per_unit, 1)))
 
 
 def _all_orders(n: int, antithetic: bool) -> list[torch.Tensor]:
