@@ -1,6 +1,9 @@
 """The Week-1 handoff's three plots plus the layer profile, drawn from a model's diagnostic tables."""
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -12,7 +15,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tasks.diagnostics.layers import SHARE_METRICS, layer_profile  # noqa: E402
+from tasks.runtime.paths import cache_dir  # noqa: E402
 
+PLOTS_VERSION = "1"  # bump when a plot's drawing changes: drawn plots are reused by the digest of their inputs
 PLOTS = ("layer_wise_attention.png", "modality_contribution.png", "attention_entropy.png", "layer_profile.png")
 MAPS_PLOT = "attention_maps.png"
 _LABELS = {"attn_visual_share": "attention share", "rollout_visual_share": "rollout share",
@@ -143,7 +148,15 @@ def _save(fig, path: Path) -> Path:
 def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float, title: str, folder: Path,
              maps: dict[str, dict[str, np.ndarray]] | None = None,
              spans: tuple[int, int, int, int] | None = None) -> list[Path]:
-    """Every plot; ``maps`` (``DiagnosticResult.attention_maps``) adds the attention-map grid."""
+    """Every plot; ``maps`` (``DiagnosticResult.attention_maps``) adds the attention-map grid.
+
+    Plots drawn before from the same tables are copied from the cache instead (a warm cycle re-attaches
+    cached diagnostics, and drawing was most of that work)."""
+    names = [*PLOTS, *([MAPS_PLOT] if maps else [])]
+    stored = cache_dir("plots", _digest(per_sample, per_layer, threshold, title, maps, spans))
+    if all((stored / n).is_file() for n in names):
+        folder.mkdir(parents=True, exist_ok=True)
+        return [Path(shutil.copyfile(stored / n, folder / n)) for n in names]
     drawn = [
         plot_layer_wise_attention(per_layer, title, folder / PLOTS[0]),
         plot_modality_contribution(per_sample, threshold, title, folder / PLOTS[1]),
@@ -152,4 +165,21 @@ def draw_all(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float
     ]
     if maps:
         drawn.append(plot_attention_maps(maps, title, folder / MAPS_PLOT, spans))
+    for path in drawn:  # written whole, then renamed: a parallel worker never copies half a file
+        partial = stored / f".{path.name}.{os.getpid()}"
+        shutil.copyfile(path, partial)
+        os.replace(partial, stored / path.name)
     return drawn
+
+
+def _digest(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float, title: str,
+            maps: dict[str, dict[str, np.ndarray]] | None, spans) -> str:
+    h = hashlib.sha256(repr((PLOTS_VERSION, matplotlib.__version__, float(threshold), title, spans)).encode())
+    for frame in (per_sample, per_layer):
+        h.update(repr(list(frame.columns)).encode())
+        h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    for sample, layers in sorted((maps or {}).items()):
+        for name, array in sorted(layers.items()):
+            h.update(f"{sample}/{name}/{array.shape}/{array.dtype}".encode())
+            h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:32]

@@ -68,3 +68,22 @@ def test_attention_maps_have_a_colour_bar_token_labels_and_the_boundary(tmp_path
     assert len(fig.axes) == len(panels) + 1  # one shared colour bar
     assert [t.get_text() for t in panels[0].get_xticklabels()] == ["image", "text"]
     assert {line.get_xdata()[0] for line in panels[0].lines if line.get_xdata()[0] == line.get_xdata()[1]} >= {0.5, 3.5}
+
+
+def test_plots_drawn_once_are_copied_for_the_same_tables_and_redrawn_for_others(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSIONAUDIT_HOME", str(tmp_path / "home"))
+    per_layer = _per_layer()
+    per_sample = pd.DataFrame({"sample_id": [f"s{i}" for i in range(5)], "modality_shapley_v": np.linspace(0, 1, 5)})
+    first = plots.draw_all(per_sample, per_layer, 0.8, "model", tmp_path / "a")
+    drawing = []
+    real = plots.plt.subplots
+    monkeypatch.setattr(plots.plt, "subplots", lambda *a, **k: drawing.append(1) or real(*a, **k))
+    again = plots.draw_all(per_sample, per_layer, 0.8, "model", tmp_path / "b")
+    assert not drawing and [p.read_bytes() for p in again] == [p.read_bytes() for p in first]
+    assert all(p.parent == tmp_path / "b" for p in again)
+    plots.draw_all(per_sample, per_layer, 0.9, "model", tmp_path / "c")  # another threshold: drawn anew
+    assert drawing
+    drawing.clear()
+    changed = per_layer.assign(attn_visual_share=per_layer["attn_visual_share"] * 0.5)
+    plots.draw_all(per_sample, changed, 0.8, "model", tmp_path / "d")  # other numbers: drawn anew
+    assert drawing

@@ -4,7 +4,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tasks.stats import per_model
-from tasks.stats.reliance import reliance
+from tasks.stats.reliance import _exact_ci, reliance
 
 N = 40
 
@@ -55,3 +55,11 @@ def test_cis_use_the_callers_alpha():
     r = reliance(np.r_[np.ones(10), np.full(10, 0.5)], alpha=0.01, n_resamples=999)
     lo, hi = scipy_stats.binomtest(10, 20).proportion_ci(0.99, method="exact")
     assert (r.frac_image_ci_low, r.frac_image_ci_high) == pytest.approx((lo, hi))
+
+
+def test_exact_fraction_interval_is_scipys_clopper_pearson():
+    """The beta-quantile form gives scipy's exact (Clopper–Pearson) bounds, ends included."""
+    for n in (1, 2, 7, 64, 500):
+        for k in sorted({0, 1, n // 3, n - 1, n}):
+            ci = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+            assert _exact_ci(k, n, 0.95) == pytest.approx((ci.low, ci.high), abs=1e-10)
