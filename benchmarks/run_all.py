@@ -41,7 +41,9 @@ def _rows(quick: bool):
          [("naive / in-hook trace memory at 577 tokens", "memory_ratio", lambda v: v >= 5.0)]),
         ("cycle", lambda: cycle_wall_time.main(["--samples", "16"] if quick else []),
          [("warm Week-1 cycle (s; target on 2 idle cores)", "warm_s", lambda v: v <= 30.0),
-          ("cold Week-1 cycle (s; target on 2 idle cores)", "cold_s", lambda v: v <= 120.0)]),
+          ("cold Week-1 cycle (s; target on 2 idle cores)", "cold_s", lambda v: v <= 120.0),
+          ("Prefect + MLflow share of the warm cycle's CPU", "fixed_share", lambda v: v <= 0.15),
+          ("the same, Prefect API kept up between cycles", "fixed_share_kept_server", lambda v: v <= 0.15)]),
     ]
 
 

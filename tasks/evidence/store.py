@@ -201,27 +201,33 @@ class RunEvidence:
 
 def read_run(run_id: str, with_children: bool = True) -> RunEvidence:
     c = client()
-    run = c.get_run(run_id)
+    return _evidence(c, c.get_run(run_id), with_children)
+
+
+def _evidence(c, run, with_children: bool) -> RunEvidence:
+    """A run as evidence; its children from one search each, whose results carry their data (no get_run per child)."""
     ev = RunEvidence(
-        run_id=run_id,
+        run_id=run.info.run_id,
         name=run.info.run_name,
         status=run.info.status,
         start_time=run.info.start_time,
         tags=dict(run.data.tags),
         params=dict(run.data.params),
-        metrics={k: Cited(_as_number(v), run_id, k) for k, v in run.data.metrics.items()},
+        metrics={k: Cited(_as_number(v), run.info.run_id, k) for k, v in run.data.metrics.items()},
     )
     if with_children:
-        kids = c.search_runs([run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'", max_results=5000)
-        ev.children = sorted((read_run(k.info.run_id) for k in kids), key=lambda r: (r.start_time, r.name))
+        kids = c.search_runs([run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
+                             max_results=5000)
+        ev.children = sorted((_evidence(c, k, True) for k in kids), key=lambda r: (r.start_time, r.name))
     return ev
 
 
 def find_child(experiment_id: str, parent: str, tags: Mapping[str, str]) -> RunEvidence | None:
     """The child run of ``parent`` carrying these tags, or None."""
     match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {PARENT_TAG: parent, **tags}.items())
-    found = client().search_runs([experiment_id], filter_string=match, max_results=1)
-    return read_run(found[0].info.run_id, with_children=False) if found else None
+    c = client()
+    found = c.search_runs([experiment_id], filter_string=match, max_results=1)
+    return _evidence(c, found[0], with_children=False) if found else None
 
 
 def _as_number(value: float) -> float | int:

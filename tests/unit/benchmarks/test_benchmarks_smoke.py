@@ -102,3 +102,23 @@ def test_diagnose_cost_main(capsys):
     assert _all_positive_finite(figures)
     assert figures["diagnose_over_plain_cpu"] == pytest.approx(figures["diagnose_cpu_s"] / figures["plain_cpu_s"])
     assert "diagnose / plain (cpu)" in capsys.readouterr().out
+
+
+def test_cycle_sampler_files_a_sample_under_the_deepest_prefect_mlflow_or_project_frame():
+    import sys
+
+    from benchmarks import _cycle_profile as profile
+
+    def frame_in(path: str, inner=None):
+        """A real frame whose code says it lives at ``path``, optionally calling ``inner`` from there."""
+        space = {"sys": sys, "inner": inner}
+        exec(compile("def f():\n    return inner() if inner else sys._getframe()", path, "exec"), space)
+        return space["f"]
+
+    prefect = "/venv/lib/python3.11/site-packages/prefect/engine.py"
+    project = str(profile.ROOT / "tasks" / "stage.py")
+    assert profile._side(frame_in(prefect)()) == "fixed"
+    assert profile._side(frame_in(project)()) == "work"
+    assert profile._side(frame_in(project, frame_in(prefect))()) == "fixed"  # the project called into Prefect
+    assert profile._side(frame_in(prefect, frame_in(project))()) == "work"  # Prefect ran the project's task
+    assert profile._side(frame_in("/usr/lib/python3.11/threading.py")()) == "other"
