@@ -124,7 +124,8 @@ def v_shap_with_se(units: torch.Tensor, n_text: int) -> tuple[float, float]:
 
 def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sample_ids: Sequence[str], *,
             permutations: int = 16, target_se: float | None = None, min_permutations: int = 8,
-            antithetic: bool = True, seed: int = 0, route: str = "auto", max_rows: int | None = None) -> MMShapResult:
+            antithetic: bool = True, seed: int = 0, route: str = "auto", max_rows: int | None = None,
+            exact: bool = True) -> MMShapResult:
     """MM-SHAP of each (image, caption) pair; ``model`` has capabilities "score" and "mask_tokens".
 
     ``permutations`` orders per sample, or, with ``target_se``, as many as it
@@ -133,7 +134,9 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
     players that n! ≤ ``permutations`` gets every order once: exact, SE 0.
     ``route``: "separable" uses the dual-encoder towers, "auto" does so where
     the model has them. ``max_rows`` caps the rows of one model call
-    (default: one call per permutation step and grid side).
+    (default: every row of a round in one call). ``exact``: on a separable
+    route, a sample whose every image and text subset costs fewer tower
+    passes than its orders gets exact values from that table (SE 0).
     """
     caps = model.capabilities
     if "mask_tokens" not in caps:
@@ -173,7 +176,14 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
         # Few players (n! ≤ permutations): every order once, so φ is exact and the error zero.
         exhaustive = {i: deque(_all_orders(n_text[i] + g * g, antithetic)) for i in members
                       if math.factorial(n_text[i] + g * g) <= permutations}
-        active = list(members)
+        # Dual encoders, few players: all 2^{g²} image and 2^t text subsets cost fewer tower passes than the orders
+        # would; every coalition's value is then a dot product, and φ is exact from that table (error zero).
+        tabled = ev.exact_phi([i for i in members if i not in exhaustive and _table_is_cheaper(
+            g, n_text[i], _rows_per_unit(route, n_text[i], g, per_order) * max_units)]) if separable and exact else {}
+        for i, phi in tabled.items():
+            units[i] = [phi]
+            out["v"][i], out["se"][i] = v_shap(phi[n_text[i]:], phi[:n_text[i]]).item(), 0.0
+        active = [i for i in members if i not in tabled]
         while active:
             orders = {}
             for i in active:
@@ -206,7 +216,8 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
         for i in members:
             phi = torch.stack(units[i]).mean(0)
             phi_text[i], phi_image[i] = phi[:n_text[i]], phi[n_text[i]:]
-            used[i] = math.factorial(n_text[i] + g * g) if i in exhaustive else len(units[i]) * per_order
+            every = i in exhaustive or i in tabled  # every order counted, by enumeration or by the table
+            used[i] = math.factorial(n_text[i] + g * g) if every else len(units[i]) * per_order
             passes["image"][i], passes["text"][i] = ev.passes["image"][i], ev.passes["text"][i]
         calls += ev.calls
     evals = passes["image"] if not separable else passes["image"] + passes["text"]
@@ -222,6 +233,36 @@ def _rows_per_unit(route: str, t: int, g: int, per_order: int) -> int:
     """Model rows one unit costs: every inner coalition (generic), or the tower prefixes (separable routes)."""
     inner = t + g * g - 1 if route == "generic" else max(g * g - 1, 0) + max(t - 1, 0)
     return per_order * max(inner, 1)
+
+
+def _table_is_cheaper(g: int, t: int, sampled_passes: int) -> bool:
+    """Whether every image subset and every text subset (one round's rows each at most) cost fewer tower passes."""
+    return max(2 ** (g * g), 2**t) <= ROUND_ROWS and 2 ** (g * g) + 2**t < sampled_passes
+
+
+def _subsets(n: int) -> torch.Tensor:
+    """[2^n, n] every subset of n players: row ``code`` keeps player j where bit j of ``code`` is set."""
+    return (torch.arange(2**n)[:, None] >> torch.arange(n)) & 1 == 1
+
+
+def _shapley_from_table(table: torch.Tensor, n_image: int, n_text: int) -> torch.Tensor:
+    """Exact φ (text players first) from ``table[a, c]`` = v(image subset a ∪ text subset c), subsets as bit codes.
+
+    φ_j = Σ_{S ∌ j} |S|!(n − |S| − 1)!/n! · (v(S ∪ {j}) − v(S)).
+    """
+    n = n_image + n_text
+    weight = torch.tensor([math.factorial(k) * math.factorial(n - k - 1) / math.factorial(n) for k in range(n)],
+                          dtype=torch.float64)
+    size = _subsets(n_image).sum(1)[:, None] + _subsets(n_text).sum(1)[None, :]  # [2^{n_image}, 2^{n_text}]
+    w = weight[size.clamp(max=n - 1)]  # rows with every player are never an S ∌ j (masked below)
+    phi = torch.zeros(n, dtype=torch.float64)
+    for j in range(n_text):
+        without = torch.nonzero((torch.arange(2**n_text) >> j) & 1 == 0).flatten()
+        phi[j] = (w[:, without] * (table[:, without | (1 << j)] - table[:, without])).sum()
+    for k in range(n_image):
+        without = torch.nonzero((torch.arange(2**n_image) >> k) & 1 == 0).flatten()
+        phi[n_text + k] = (w[without] * (table[without | (1 << k)] - table[without])).sum()
+    return phi
 
 
 def _units_this_round(m: int, se: float, target_se: float | None, min_units: int, max_units: int,
@@ -439,6 +480,25 @@ class _SeparableEvaluator(_Evaluator):
             for k, i in enumerate(todo):
                 self.end_embeddings[i] = (img[2 * k:2 * k + 2], txt[2 * k:2 * k + 2])
                 self.ends[i] = (v[2 * k], v[2 * k + 1])
+
+    def exact_phi(self, members: list[int]) -> dict[int, torch.Tensor]:
+        """i -> exact φ [n] (text first) from every image subset and every text subset through the towers."""
+        if not members:
+            return {}
+        g, g2 = self.g, self.g**2
+        img_rows = [i for i in members for _ in range(2**g2)]
+        txt_rows = [i for i in members for _ in range(2 ** self.n_text[i])]
+        img = self._encode_images(img_rows, [k.view(g, g) for _ in members for k in _subsets(g2)])
+        txt = self._encode_texts(txt_rows, [k for i in members for k in _subsets(self.n_text[i])])
+        out, a, c = {}, 0, 0
+        for i in members:
+            n_img, n_txt = 2**g2, 2 ** self.n_text[i]
+            left = img[a:a + n_img].repeat_interleave(n_txt, dim=0)  # (image subset, text subset) row-major
+            right = txt[c:c + n_txt].repeat(n_img, 1)
+            table = self._similarity(list(left), list(right)).view(n_img, n_txt)
+            out[i] = _shapley_from_table(table, g2, self.n_text[i])
+            a, c = a + n_img, c + n_txt
+        return out
 
     def _states(self, active: list[int], orders: dict[int, torch.Tensor]):
         """Embeddings of each order's image prefixes (a = 1..g²−1 image players) and text prefixes (c = 1..t−1).

@@ -182,8 +182,8 @@ def test_target_standard_error_is_reached_in_a_few_rounds_not_one_call_per_pair(
     model = PolynomialModel(_terms)
     result = mm_shap(model, IMAGES, CAPTIONS, IDS, permutations=4000, target_se=0.001, min_permutations=8)
     assert (result.se[[0, 2]] <= 0.001).all() and result.permutations[2] > 100  # > 50 antithetic pairs
-    # each round draws the pairs SE² ≈ σ²/m says are missing: a handful of calls, not one per pair
-    assert result.score_calls <= 10
+    # each round draws half the pairs SE² ≈ σ²/m says are missing: a few calls, not one per pair
+    assert 3 * result.score_calls < result.permutations[2] // 2
 
 
 def test_same_seed_same_values_and_errors_name_the_fix():
@@ -300,7 +300,7 @@ def test_interleaved_route_is_exact_with_every_order_and_unbiased_with_samples()
     exact, t = toy.exact(caption[0])
     errors = {}
     for route in ("separable", "interleaved"):
-        r = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=200, route=route, seed=1)
+        r = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=200, route=route, seed=1, exact=False)
         truth = v_shap(exact[t:], exact[:t]).item()
         assert abs(r.v[0].item() - truth) <= 4 * r.se[0].item() + 1e-9, route
         errors[route] = r.se[0].item()
@@ -325,14 +325,16 @@ def test_crossed_route_is_exact_with_every_order_unbiased_and_tighter_than_inter
     exact, t = toy.exact(caption[0])
     truth = v_shap(exact[t:], exact[:t]).item()
     # unbiased: over independent seeds the estimates centre on the truth, each within its own error
-    estimates = [mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=40, route="crossed", seed=s) for s in range(20)]
+    estimates = [mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=40, route="crossed", seed=s, exact=False)
+                 for s in range(20)]
     values = torch.tensor([r.v[0].item() for r in estimates])
     ses = torch.tensor([r.se[0].item() for r in estimates])
     assert abs(values.mean().item() - truth) <= 4 * values.std().item() / math.sqrt(len(values)) + 1e-9
     assert (values - truth).abs().le(4 * ses + 1e-9).float().mean() >= 0.9  # the reported error covers the truth
     # the reported error tracks the spread actually seen across seeds (first-order U-statistic error)
     assert 0.5 <= ses.mean().item() / values.std().item() <= 2.0
-    inter = [mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=40, route="interleaved", seed=s).v[0].item()
+    inter = [mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=40, route="interleaved", seed=s,
+                     exact=False).v[0].item()
              for s in range(20)]
     assert values.std().item() < torch.tensor(inter).std().item()  # same tower passes, less error
 
@@ -340,3 +342,29 @@ def test_crossed_route_is_exact_with_every_order_unbiased_and_tighter_than_inter
 def test_auto_route_of_a_dual_encoder_is_crossed(clip):
     r = mm_shap(clip, IMAGES[:1], ["a red square"], IDS[:1], permutations=4)
     assert r.route == "crossed" and r.v.isfinite().all() and r.se.isfinite().all()
+
+
+def test_a_dual_encoder_with_few_players_gets_exact_values_from_every_subset():
+    toy = SeparableToy()
+    caption = ["a red square on the left"]  # t = 6, g = 2: 16 image and 64 text subsets < 40 orders' tower passes
+    exact, t = toy.exact(caption[0])
+    r = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=40)
+    assert torch.allclose(torch.cat([r.phi_text[0], r.phi_image[0]]), exact, atol=1e-9)
+    assert r.se[0] == 0 and r.v[0].item() == pytest.approx(v_shap(exact[t:], exact[:t]).item(), abs=1e-6)
+    assert (r.image_passes[0], r.text_passes[0]) == (2**4, 2**6) and r.permutations[0] == math.factorial(10)
+    # where the orders cost fewer passes than the table, they are sampled as before
+    few = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=4)
+    assert few.se[0] > 0 and few.image_passes[0] == 2 + 4 * (4 - 1)
+
+
+def test_the_exact_table_of_a_real_dual_encoder_is_efficient_and_within_the_sampled_error(clip):
+    caption = ["a red square"]  # t = 3, g = 2
+    exact = mm_shap(clip, IMAGES[:1], caption, IDS[:1], permutations=40)
+    sampled = mm_shap(clip, IMAGES[:1], caption, IDS[:1], permutations=40, exact=False, seed=2)
+    assert exact.se[0] == 0 and sampled.se[0] > 0
+    inputs = clip.prepare(IMAGES[:1], caption, IDS[:1])
+    t = int(clip.players(inputs).text_valid.sum())
+    none = clip.mask_tokens(inputs, torch.zeros(1, 2, 2, dtype=torch.bool), torch.zeros_like(clip.players(inputs).text_valid))
+    total = (clip.score(inputs) - clip.score(none)).double().item()  # efficiency: Σφ = v(all) − v(∅)
+    assert torch.cat([exact.phi_text[0], exact.phi_image[0]]).sum().item() == pytest.approx(total, abs=1e-4)
+    assert abs(exact.v[0].item() - sampled.v[0].item()) <= 4 * sampled.se[0].item() + 1e-6 and t == 3
