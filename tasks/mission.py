@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -136,10 +136,14 @@ class Runtime(_Strict):
     batch_size: int = Field(default=32, ge=1, le=4096)
 
 
+# How many models a gate asks for: at least one, at most far more than any cycle runs.
+ModelCount = Annotated[int, Field(ge=1, le=1000)]
+
+
 class Gates(_Strict):
     metric: str = Field(default="modality_shapley_v", max_length=NAME_MAX)
-    min_models_tested: int = Field(ge=1, le=1000)
-    min_models_collapsed: int = Field(ge=1, le=1000)
+    min_models_tested: ModelCount
+    min_models_collapsed: ModelCount
     imbalance_threshold: float = Field(gt=0.5, lt=1.0)
     alpha: float = Field(gt=0.0, lt=0.5)
     baseline: float = Field(default=0.5, gt=0.0, lt=1.0)

@@ -13,6 +13,7 @@ from transformers import AlignConfig, AlignModel, EfficientNetImageProcessor
 from tasks.adapters.contract import Smoke
 from tasks.adapters.dual_encoder import DualEncoderModel
 from tasks.adapters.image_text import HFAdapter
+from tasks.adapters.loading import TINY_TEXT_TOWER, config_pairs
 
 
 class AlignLoadedModel(DualEncoderModel):
@@ -31,16 +32,16 @@ def align_image_processor(size: int) -> EfficientNetImageProcessor:
                                       include_top=False)
 
 
-SMOKE = Smoke(hub_id="kakaobrain/align-base", random_init_config=(
-    ("projection_dim", 32),
-    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
-    ("vision_config.image_size", 32), ("vision_config.width_coefficient", 0.1),
-    ("vision_config.depth_coefficient", 0.1), ("vision_config.hidden_dim", 32),
-    # untrained batch norms: at the default 0.02 the CNN's activations vanish (~1e-30) and the
-    # model's own forward turns them into NaN; 0.5 keeps them O(1e3)
-    ("vision_config.initializer_range", 0.5),
-))
+SMOKE = Smoke(hub_id="kakaobrain/align-base", random_init_config=config_pairs({
+    "projection_dim": 32,
+    "text_config": TINY_TEXT_TOWER,
+    "vision_config": {  # a tiny EfficientNet
+        "image_size": 32, "width_coefficient": 0.1, "depth_coefficient": 0.1, "hidden_dim": 32,
+        # untrained batch norms: at the default 0.02 the CNN's activations vanish (~1e-30) and the
+        # model's own forward turns them into NaN; 0.5 keeps them O(1e3)
+        "initializer_range": 0.5,
+    },
+}))
 
 
 class AlignAdapter(HFAdapter):

@@ -29,13 +29,13 @@ from transformers import BlipConfig, BlipForImageTextRetrieval
 from tasks.adapters.contract import AttentionSummary, Inputs, Smoke
 from tasks.adapters.hooks import AttentionHooks, LayerMasks, tower_masks
 from tasks.adapters.itm import FusionLayers, ItmAdapter, ItmModel, itm_margin
+from tasks.adapters.loading import TINY_TEXT_TOWER, TINY_VISION_TOWER, config_pairs
 
-FAMILY = "cross-attention fusion (ITM)"
 _LAYERS = FusionLayers(r"text_encoder\.encoder\.layer", "self", "text")
 
 
 class BlipItmModel(ItmModel):
-    family = FAMILY
+    family = "cross-attention fusion (ITM)"
 
     @property
     def n_image_tokens(self) -> int:
@@ -72,14 +72,11 @@ class BlipItmModel(ItmModel):
         return hooks.summary
 
 
-SMOKE = Smoke(hub_id="Salesforce/blip-itm-base-coco", random_init_config=(
-    ("projection_dim", 16), ("image_text_hidden_size", 16),
-    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
-    ("text_config.bos_token_id", 1), ("text_config.sep_token_id", 2),
-    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
-    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
-))
+SMOKE = Smoke(hub_id="Salesforce/blip-itm-base-coco", random_init_config=config_pairs({
+    "projection_dim": 16, "image_text_hidden_size": 16,
+    "text_config": TINY_TEXT_TOWER | {"bos_token_id": 1, "sep_token_id": 2},
+    "vision_config": TINY_VISION_TOWER,
+}))
 
 
 class BlipItmAdapter(ItmAdapter):
@@ -88,6 +85,3 @@ class BlipItmAdapter(ItmAdapter):
     name = "blip-itm"
     smoke = SMOKE
     model_cls, config_cls, loaded_cls = BlipForImageTextRetrieval, BlipConfig, BlipItmModel
-    # The ViT's initializer_range of 1e-10 suits checkpoint loading only: drawn at that scale, a
-    # random ViT gives every image the same features, and the model would ignore images.
-    random_defaults = (("vision_config.initializer_range", 0.02),)

@@ -27,13 +27,13 @@ from transformers import Blip2Config, Blip2ForImageTextRetrieval
 from tasks.adapters.contract import AttentionSummary, Inputs, Smoke, TokenSpans
 from tasks.adapters.hooks import AttentionHooks, LayerMasks, tower_masks
 from tasks.adapters.itm import FusionLayers, ItmAdapter, ItmModel, itm_margin
+from tasks.adapters.loading import TINY_TEXT_TOWER, TINY_VISION_TOWER, config_pairs
 
-FAMILY = "query-transformer fusion (ITM)"
 _LAYERS = FusionLayers(r"qformer\.encoder\.layer", "attention", "qformer")
 
 
 class Blip2ItmModel(ItmModel):
-    family = FAMILY
+    family = "query-transformer fusion (ITM)"
 
     @property
     def n_queries(self) -> int:
@@ -89,15 +89,11 @@ class Blip2ItmModel(ItmModel):
         return hooks.summary
 
 
-SMOKE = Smoke(hub_id="Salesforce/blip2-itm-vit-g", random_init_config=(
-    ("num_query_tokens", 4), ("image_text_hidden_size", 16),
-    ("qformer_config.hidden_size", 32), ("qformer_config.intermediate_size", 37),
-    ("qformer_config.num_hidden_layers", 2), ("qformer_config.num_attention_heads", 4),
-    ("qformer_config.vocab_size", 64), ("qformer_config.max_position_embeddings", 16),
-    ("qformer_config.cross_attention_frequency", 2),
-    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
-    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
-))
+SMOKE = Smoke(hub_id="Salesforce/blip2-itm-vit-g", random_init_config=config_pairs({
+    "num_query_tokens": 4, "image_text_hidden_size": 16,
+    "qformer_config": TINY_TEXT_TOWER | {"cross_attention_frequency": 2},
+    "vision_config": TINY_VISION_TOWER,
+}))
 
 
 class Blip2ItmAdapter(ItmAdapter):
@@ -106,9 +102,8 @@ class Blip2ItmAdapter(ItmAdapter):
     name = "blip2-itm"
     smoke = SMOKE
     model_cls, config_cls, loaded_cls = Blip2ForImageTextRetrieval, Blip2Config, Blip2ItmModel
-    # ITM runs the caption through the Q-Former (its default config has no text layers), and the
-    # ViT's initializer_range of 1e-10 would give every random image the same features.
-    random_defaults = (("qformer_config.use_qformer_text_input", True), ("vision_config.initializer_range", 0.02))
+    # ITM runs the caption through the Q-Former (its default config has no text layers)
+    random_defaults = (*ItmAdapter.random_defaults, ("qformer_config.use_qformer_text_input", True))
 
     def text_config(self, config):
         return config.qformer_config  # the caption runs through the Q-Former

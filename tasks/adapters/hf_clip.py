@@ -22,7 +22,8 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 from tasks.adapters.contract import Smoke
 from tasks.adapters.dual_encoder import DualEncoderModel
 from tasks.adapters.image_text import HFAdapter
-from tasks.adapters.preprocessing import caption_vocab, fallback_tokenizer
+from tasks.adapters.loading import TINY_TEXT_TOWER, TINY_VISION_TOWER, config_pairs
+from tasks.adapters.preprocessing import caption_vocab, clip_crop, fallback_tokenizer
 
 
 class HFClipModel(DualEncoderModel):
@@ -49,14 +50,11 @@ def clip_fallback_tokenizer(text_config):
                               max_length=text_config.max_position_embeddings)
 
 
-SMOKE = Smoke(hub_id="openai/clip-vit-base-patch32", random_init_config=(
-    ("projection_dim", 16),
-    ("text_config.hidden_size", 32), ("text_config.intermediate_size", 37), ("text_config.num_hidden_layers", 2),
-    ("text_config.num_attention_heads", 4), ("text_config.vocab_size", 64), ("text_config.max_position_embeddings", 16),
-    ("text_config.bos_token_id", 62), ("text_config.eos_token_id", 63), ("text_config.pad_token_id", 63),
-    ("vision_config.hidden_size", 32), ("vision_config.intermediate_size", 37), ("vision_config.num_hidden_layers", 2),
-    ("vision_config.num_attention_heads", 4), ("vision_config.image_size", 32), ("vision_config.patch_size", 8),
-))
+SMOKE = Smoke(hub_id="openai/clip-vit-base-patch32", random_init_config=config_pairs({
+    "projection_dim": 16,
+    "text_config": TINY_TEXT_TOWER | {"bos_token_id": 62, "eos_token_id": 63, "pad_token_id": 63},
+    "vision_config": TINY_VISION_TOWER,
+}))
 
 
 class ClipAdapter(HFAdapter):
@@ -68,7 +66,7 @@ class ClipAdapter(HFAdapter):
 
     def fallback_image_processor(self, config) -> CLIPImageProcessor:
         size = config.vision_config.image_size
-        return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return CLIPImageProcessor(**clip_crop(size))
 
     def fallback_tokenizer(self, config):
         return clip_fallback_tokenizer(config.text_config)

@@ -58,6 +58,10 @@ class ItmModel(ImageTextModel):
 class ItmAdapter(HFAdapter):
     """A BLIP-family ITM model; random-init runs get a square ``BlipImageProcessor`` at the ViT's size."""
 
+    # The ViT's initializer_range of 1e-10 suits checkpoint loading only: drawn at that scale, a
+    # random ViT gives every image the same features, and the model would ignore images.
+    random_defaults = (("vision_config.initializer_range", 0.02),)
+
     def fallback_image_processor(self, config) -> BlipImageProcessor:
         size = config.vision_config.image_size
         return BlipImageProcessor(size={"height": size, "width": size})

@@ -19,6 +19,8 @@ are pointed at that tokenizer.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from transformers import (
     LlavaConfig,
@@ -33,6 +35,7 @@ from transformers import (
 
 from tasks.adapters.contract import Inputs, Smoke
 from tasks.adapters.generative import GenerativeVLM, HFGenerativeAdapter, random_tokenizer, repainted_pixels
+from tasks.adapters.preprocessing import clip_crop
 
 LLAVA_FORMAT = "USER: <image>\n{question} ASSISTANT:"
 LLAVA_NEXT_FORMAT = "[INST] <image>\n{question} [/INST]"  # llava-v1.6-mistral; vicuna checkpoints ship their template
@@ -69,7 +72,7 @@ class LlavaAdapter(HFGenerativeAdapter):
     prompt_format = LLAVA_FORMAT
 
     def random_image_processor(self, model, size: int):
-        return LlavaImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return LlavaImageProcessor(**clip_crop(size))
 
     def random_processor(self, model):
         config = model.config
@@ -93,13 +96,12 @@ class LlavaNextAdapter(LlavaAdapter):
     """``llava-next``: LlavaNextForConditionalGeneration (llava-hf/llava-v1.6-*)."""
 
     name = "llava-next"
-    smoke = Smoke(hub_id="llava-hf/llava-v1.6-mistral-7b-hf", random_init_config=SMOKE_CONFIG)
+    smoke = replace(LlavaAdapter.smoke, hub_id="llava-hf/llava-v1.6-mistral-7b-hf")  # the same tiny LLaVA
     model_cls, config_cls, loaded_cls = LlavaNextForConditionalGeneration, LlavaNextConfig, LlavaNextModel
     processor_cls = LlavaNextProcessor
     prompt_format = LLAVA_NEXT_FORMAT
 
     def random_image_processor(self, model, size: int):
         # processor and model must agree on the anyres grid; the forward pass reads it from the config
-        model.config.image_grid_pinpoints = scaled_pinpoints(model.config.image_grid_pinpoints, size)
-        return LlavaNextImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                                       image_grid_pinpoints=model.config.image_grid_pinpoints)
+        grid = model.config.image_grid_pinpoints = scaled_pinpoints(model.config.image_grid_pinpoints, size)
+        return LlavaNextImageProcessor(**clip_crop(size), image_grid_pinpoints=grid)

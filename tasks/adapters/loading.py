@@ -24,6 +24,24 @@ from tasks.adapters.hub import (
     weight_files,
 )
 
+#: The transformer tower of the tiny smoke models (``Smoke``): two layers of four heads at width 32, so a
+#: random-init model builds in seconds on a CPU; a text tower adds a small vocabulary, a vision one 4×4 patches.
+_TINY_TOWER = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+TINY_TEXT_TOWER = _TINY_TOWER | {"vocab_size": 64, "max_position_embeddings": 16}
+TINY_VISION_TOWER = _TINY_TOWER | {"image_size": 32, "patch_size": 8}
+
+
+def config_pairs(config: Mapping[str, object], prefix: str = "") -> tuple[tuple[str, object], ...]:
+    """``config`` as ``random_init_config`` pairs, a nested config's fields under dotted keys:
+    {"vision_config": {"patch_size": 8}} -> (("vision_config.patch_size", 8),)."""
+    pairs: list[tuple[str, object]] = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            pairs += config_pairs(value, f"{prefix}{key}.")
+        else:
+            pairs.append((prefix + key, value))
+    return tuple(pairs)
+
 
 def random_config(config_cls, spec: ModelSpec, cached: Path | None = None):
     """The config a random-weights model is built from.

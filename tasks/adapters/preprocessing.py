@@ -41,6 +41,12 @@ def checkpoint_processors(spec: ModelSpec, fallback_image: Callable[[], object],
     return image, text
 
 
+def clip_crop(size: int) -> dict[str, dict[str, int]]:
+    """An image processor's geometry à la CLIP (and LLaVA's CLIP tower): the shortest edge resized to ``size``,
+    then a centred ``size`` × ``size`` crop."""
+    return {"size": {"shortest_edge": size}, "crop_size": {"height": size, "width": size}}
+
+
 def fallback_tokenizer(vocab: Iterable[str], special_tokens: Mapping[str, str],
                        ids: Mapping[str, int] | None = None, max_length: int = 64):
     """A ``PreTrainedTokenizerFast`` built in code: lowercase, whitespace/punctuation split, one id per word.

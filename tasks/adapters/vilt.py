@@ -30,6 +30,7 @@ from transformers import ViltConfig, ViltForImageAndTextRetrieval, ViltImageProc
 from tasks.adapters.contract import AttentionSummary, Inputs, Smoke, TokenSpans
 from tasks.adapters.hooks import AttentionHooks, LayerMasks
 from tasks.adapters.image_text import HFAdapter, ImageTextModel
+from tasks.adapters.loading import TINY_TEXT_TOWER, TINY_VISION_TOWER, config_pairs
 from tasks.diagnostics.rollout import Rollout
 
 FAMILY = "single-stream fusion"
@@ -105,10 +106,9 @@ class ViltLoadedModel(ImageTextModel):
         return hooks.summary
 
 
-SMOKE = Smoke(hub_id="dandelin/vilt-b32-finetuned-coco", random_init_config=(
-    ("hidden_size", 32), ("intermediate_size", 37), ("num_hidden_layers", 2), ("num_attention_heads", 4),
-    ("vocab_size", 64), ("max_position_embeddings", 16), ("image_size", 32), ("patch_size", 8),
-))
+# one stream: the text tower's fields and the patch grid on the same config
+SMOKE = Smoke(hub_id="dandelin/vilt-b32-finetuned-coco",
+              random_init_config=config_pairs(TINY_TEXT_TOWER | TINY_VISION_TOWER))
 
 
 class ViltAdapter(HFAdapter):

@@ -8,7 +8,7 @@ from pathlib import Path
 from tasks.evidence import RunEvidence, schema
 from tasks.evidence.cited import Cited
 from tasks.probing.mission import ProbingMission
-from tasks.reporting.views import action_views
+from tasks.reporting.views import OpenedModel, action_views, opened_fields
 
 METRIC_LABELS = {"spatial_iou": "Spatial IoU", "bbox_iou": "Bbox IoU", "map50": "mAP@0.5",
                  "position_accuracy": "position accuracy", "presence_accuracy": "presence accuracy",
@@ -32,13 +32,9 @@ class PointView:
 
 
 @dataclass
-class ModelView:
+class ModelView(OpenedModel):
     name: str
     role: str
-    status: str
-    reason: str = ""
-    mitigation: str = ""
-    family: str = ""
     planted: str | None = None
     points: list[PointView] = field(default_factory=list)
     cells: dict[str, dict[str, Cited | str]] = field(default_factory=dict)
@@ -46,7 +42,6 @@ class ModelView:
     probes_run: str = ""
     curves: str = ""
     heatmap: str = ""
-    status_ev: Cited | None = None  # the model run's fa.status tag: a status word in a report is a cited claim
 
     @property
     def label(self) -> str:
@@ -65,13 +60,10 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
     models = []
     for entry in mission.models:
         opened = runs["models"].child(schema.MODEL, entry.name) if runs["models"] else None
-        view = ModelView(entry.name, "calibration" if entry.calibration else "subject",
-                         opened.tags.get(schema.STATUS, "Not run") if opened else "Not run", planted=entry.planted)
+        view = ModelView(entry.name, "calibration" if entry.calibration else "subject", planted=entry.planted,
+                         **opened_fields(opened))
         if opened:
             view.role = opened.tags.get(schema.ROLE, view.role)
-            view.reason, view.mitigation = opened.tags.get(schema.REASON, ""), opened.tags.get(schema.MITIGATION, "")
-            view.family = opened.tags.get(schema.FAMILY, "")
-            view.status_ev = opened.t(schema.STATUS)
         probed = runs["probes"].child(schema.MODEL, entry.name) if runs["probes"] else None
         aligned = runs["alignment"].child(schema.MODEL, entry.name) if runs["alignment"] else None
         vision = next(p.id for p in entry.points if entry.stage(p) == "vision")

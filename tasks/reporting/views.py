@@ -26,14 +26,34 @@ from tasks.reporting.headline import Headline, headline
 # ------------------------------------------------------------------ the view
 
 
-@dataclass
-class ModelView:
-    name: str
-    calibration: bool
-    status: str
+@dataclass(kw_only=True)
+class OpenedModel:
+    """What the run that opened a model (its adapter run) says of it: the columns every model row starts with.
+
+    Keyword-only, so that a row class puts its own positional fields in front (``opened_fields`` fills these).
+    """
+
+    status: str = "Not run"
     reason: str = ""
     mitigation: str = ""
     family: str = ""
+    status_ev: Cited | None = None  # the run's fa.status tag: a status word in a report is a cited claim
+
+
+def opened_fields(run: RunEvidence | None) -> dict:
+    """``OpenedModel``'s fields from the tags of the run that opened a model; none (so "Not run") without one."""
+    if run is None:
+        return {}
+    tags = run.tags
+    return {"status": tags.get(schema.STATUS, "Not run"), "reason": tags.get(schema.REASON, ""),
+            "mitigation": tags.get(schema.MITIGATION, ""), "family": tags.get(schema.FAMILY, ""),
+            "status_ev": run.t(schema.STATUS)}
+
+
+@dataclass
+class ModelView(OpenedModel):
+    name: str
+    calibration: bool
     random_init: bool = False
     adapter_run: str = ""
     diag: RunEvidence | None = None
@@ -45,7 +65,6 @@ class ModelView:
     def label(self) -> str:
         return self.name + (" (RANDOM-INIT)" if self.random_init else "") + (" (calibration)" if self.calibration else "")
 
-    status_ev: Cited | None = None   # the adapter run's fa.status tag
     call_ev: Cited | None = None     # the statistics' balance call param
     layers_converged: Cited | None = None
     layer_warnings: str = ""
@@ -244,13 +263,10 @@ def _models(mission: Mission, cycle: RunEvidence) -> list[ModelView]:
     views = []
     for entry in mission.models:
         opened = adapters.child(schema.MODEL, entry.name) if adapters else None
-        view = ModelView(entry.name, entry.calibration, opened.tags.get(schema.STATUS, "Not run") if opened else "Not run")
+        view = ModelView(entry.name, entry.calibration, **opened_fields(opened))
         if opened:
-            view.reason, view.mitigation = opened.tags.get(schema.REASON, ""), opened.tags.get(schema.MITIGATION, "")
-            view.family = opened.tags.get(schema.FAMILY, "")
             view.random_init = opened.tags.get(schema.RANDOM_INIT) == "true"
             view.adapter_run = opened.run_id
-            view.status_ev = opened.t(schema.STATUS)
         view.diag = diags.child(schema.MODEL, entry.name) if diags else None
         key = partial(schema.model_key, entry.name)  # key("verdict", "p_holm") -> <model>/verdict/p_holm
         if stats_run and key(metric, "n") in stats_run.metrics:

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import stats
 
 from tasks.stats.base import NAN, _is_zero_variance, _join, _Loggable
-from tasks.stats.inference import _mean_ci_fields, _signflip_pvalue, _wilcoxon
+from tasks.stats.inference import _mean_ci_fields, _signflip_pvalue, _wilcoxon_fields
 
 __all__ = ["PairedComparison", "HolmResult", "HOLM_CORRECTION", "paired_comparison", "holm"]
 
@@ -114,7 +114,7 @@ def paired_comparison(
     ci, ci_note = _mean_ci_fields(diffs, confidence, n_resamples, seed)
     notes.append(ci_note)
 
-    t = t_p = w_stat = w_p = perm_p = NAN
+    t = t_p = perm_p = NAN
     perm_exact = False
     if n >= 2:
         if _is_zero_variance(diffs):
@@ -123,28 +123,16 @@ def paired_comparison(
         else:
             res = stats.ttest_rel(xa, xb, alternative="two-sided")
             t, t_p = float(res.statistic), float(res.pvalue)
-        w_stat, w_p, w_note = _wilcoxon(diffs)
-        notes.append(w_note)
         perm_p, perm_exact = _signflip_pvalue(diffs, n_resamples, seed)
     elif n == 1:
         notes.append("n=1: paired tests not computed")
+    wilcoxon, w_note = _wilcoxon_fields(diffs)
+    notes.append(w_note)
 
     return PairedComparison(
-        n=n,
-        n_dropped=n_dropped,
-        mean_a=float(np.mean(xa)) if n else NAN,
-        mean_b=float(np.mean(xb)) if n else NAN,
-        mean_diff=mean_diff,
-        sd_diff=sd_diff,
-        **ci,
-        t=t,
-        t_p=t_p,
-        wilcoxon_stat=w_stat,
-        wilcoxon_p=w_p,
-        perm_p=perm_p,
-        perm_exact=perm_exact,
-        note=_join(*notes),
-        cohen_dz=mean_diff / sd_diff if math.isfinite(t) else NAN,
+        n=n, n_dropped=n_dropped, mean_a=float(np.mean(xa)) if n else NAN, mean_b=float(np.mean(xb)) if n else NAN,
+        mean_diff=mean_diff, sd_diff=sd_diff, **ci, t=t, t_p=t_p, **wilcoxon, perm_p=perm_p, perm_exact=perm_exact,
+        note=_join(*notes), cohen_dz=mean_diff / sd_diff if math.isfinite(t) else NAN,
     )
 
 

@@ -108,16 +108,21 @@ def _mean_ci_fields(x: np.ndarray, confidence: float, n_resamples: int, seed: in
             "n_resamples": int(n_resamples)}, note
 
 
-def _wilcoxon(diffs: np.ndarray) -> tuple[float, float, str]:
-    """Two-sided signed-rank test of ``diffs`` against 0; NaN when untestable."""
-    nonzero = diffs[diffs != 0]
-    if nonzero.size == 0:
-        return NAN, NAN, "all differences zero: Wilcoxon not testable"
+def _wilcoxon_fields(diffs: np.ndarray) -> tuple[dict, str]:
+    """Two-sided signed-rank test of ``diffs`` against 0 as the fields a summary and a paired comparison
+    both report (``wilcoxon_stat``, ``wilcoxon_p``), and its note.
+
+    NaN below two differences (not computed, no note: the caller says why) and when every difference is zero.
+    """
+    if diffs.size < 2:
+        return {"wilcoxon_stat": NAN, "wilcoxon_p": NAN}, ""
+    if not diffs.any():
+        return {"wilcoxon_stat": NAN, "wilcoxon_p": NAN}, "all differences zero: Wilcoxon not testable"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         warnings.simplefilter("ignore", UserWarning)
         res = stats.wilcoxon(diffs, zero_method="wilcox", alternative="two-sided")
-    return float(res.statistic), float(res.pvalue), ""
+    return {"wilcoxon_stat": float(res.statistic), "wilcoxon_p": float(res.pvalue)}, ""
 
 
 def _signflip_pvalue(diffs: np.ndarray, n_resamples: int, seed: int) -> tuple[float, bool]:

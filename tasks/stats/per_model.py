@@ -15,7 +15,7 @@ from scipy import stats
 from statsmodels.stats.weightstats import DescrStatsW
 
 from tasks.stats.base import NAN, _clean, _is_zero_variance, _join, _Loggable
-from tasks.stats.inference import _POWER_ALPHA, _mean_ci_fields, _wilcoxon, cohen_d_ci, n_for_power, ttest_power
+from tasks.stats.inference import _POWER_ALPHA, _mean_ci_fields, _wilcoxon_fields, cohen_d_ci, n_for_power, ttest_power
 
 if TYPE_CHECKING:
     from tasks.stats.reliance import Reliance
@@ -205,9 +205,8 @@ def summarize(
     ci, ci_note = _mean_ci_fields(x, confidence, n_resamples, seed)
     notes.append(ci_note)
 
-    zero_var = _is_zero_variance(x)
     t = t_p = d = NAN
-    if zero_var:
+    if _is_zero_variance(x):
         sd = 0.0
         notes.append("zero variance: t-test, Cohen's d and power not testable")
     elif n >= 2:
@@ -215,38 +214,24 @@ def summarize(
         t, t_p = float(res.statistic), float(res.pvalue)
         d = (mean - baseline) / sd
 
-    w_stat = w_p = NAN
-    if n >= 2:
-        w_stat, w_p, w_note = _wilcoxon(x - baseline)
-        notes.append(w_note)
-
-    d_lo, d_hi, d_method = cohen_d_ci(d, n, confidence)
-    power, power_method = ttest_power(d, n, alpha)
-    n80 = n_for_power(d, alpha=alpha)
+    wilcoxon, w_note = _wilcoxon_fields(x - baseline)
+    notes.append(w_note)
+    effect = _effect_size_fields(d, n, confidence, alpha)
     if d == 0:
         notes.append("d = 0: n for 80% power undefined")
 
     return ShareSummary(
-        n=n,
-        n_dropped=n_dropped,
-        mean=mean,
-        sd=sd,
-        baseline=float(baseline),
-        **ci,
-        t=t,
-        t_p=t_p,
-        wilcoxon_stat=w_stat,
-        wilcoxon_p=w_p,
-        cohen_d=d,
-        d_ci_low=d_lo,
-        d_ci_high=d_hi,
-        d_ci_method=d_method,
-        power=power,
-        power_method=power_method,
-        n_for_80_power=n80,
-        note=_join(*notes),
-        alpha=float(alpha),
+        n=n, n_dropped=n_dropped, mean=mean, sd=sd, baseline=float(baseline), **ci,
+        t=t, t_p=t_p, **wilcoxon, **effect, note=_join(*notes), alpha=float(alpha),
     )
+
+
+def _effect_size_fields(d: float, n: int, confidence: float, alpha: float) -> dict:
+    """Cohen's d with its CI, the achieved power and the n for 80% power, as ``ShareSummary`` fields."""
+    d_low, d_high, d_method = cohen_d_ci(d, n, confidence)
+    power, power_method = ttest_power(d, n, alpha)
+    return {"cohen_d": d, "d_ci_low": d_low, "d_ci_high": d_high, "d_ci_method": d_method,
+            "power": power, "power_method": power_method, "n_for_80_power": n_for_power(d, alpha=alpha)}
 
 
 def collapse_verdict(summary: ShareSummary, threshold: float = 0.80, alpha: float = 0.05,
@@ -340,37 +325,31 @@ def tost(values, baseline: float = 0.5, margin: float = 0.05, alpha: float = 0.0
     x, n_dropped = _clean(values)
     n = int(x.size)
     low, high = float(baseline - margin), float(baseline + margin)
-    mean = float(np.mean(x)) if n else NAN
-    t1 = p1 = t2 = p2 = p = ci_lo = ci_hi = NAN
-    note = ""
-    if n < 2:
-        note = f"n={n} < 2: TOST not computed"
-    elif _is_zero_variance(x):
-        note = "zero variance: TOST not testable"
-    else:
-        d = DescrStatsW(x)
-        pv, (t1, p1, _), (t2, p2, _) = d.ttost_mean(low, high)
-        t1, p1, t2, p2, p = float(t1), float(p1), float(t2), float(p2), float(pv)
-        ci_lo, ci_hi = (float(v) for v in d.tconfint_mean(alpha=2 * alpha))
+    test, note = _ttost_fields(x, low, high, alpha)
     return TostResult(
-        n=n,
-        n_dropped=n_dropped,
-        mean=mean,
-        baseline=float(baseline),
-        margin=float(margin),
-        low=low,
-        high=high,
-        alpha=float(alpha),
-        t_lower=t1,
-        p_lower=p1,
-        t_upper=t2,
-        p_upper=p2,
-        p=p,
-        ci_low=ci_lo,
-        ci_high=ci_hi,
-        equivalent=bool(math.isfinite(p) and p < alpha),
-        note=note,
+        n=n, n_dropped=n_dropped, mean=float(np.mean(x)) if n else NAN, baseline=float(baseline),
+        margin=float(margin), low=low, high=high, alpha=float(alpha),
+        **test, equivalent=bool(math.isfinite(test["p"]) and test["p"] < alpha), note=note,
     )
+
+
+_TTOST_FIELDS = ("t_lower", "p_lower", "t_upper", "p_upper", "p", "ci_low", "ci_high")
+
+
+def _ttost_fields(x: np.ndarray, low: float, high: float, alpha: float) -> tuple[dict, str]:
+    """The two one-sided t-tests and the (1 - 2 alpha) t-interval as ``TostResult`` fields, and a note.
+
+    All NaN (with the note saying why) below two values or at zero variance.
+    """
+    if x.size < 2:
+        return dict.fromkeys(_TTOST_FIELDS, NAN), f"n={x.size} < 2: TOST not computed"
+    if _is_zero_variance(x):
+        return dict.fromkeys(_TTOST_FIELDS, NAN), "zero variance: TOST not testable"
+    d = DescrStatsW(x)
+    p, (t_lower, p_lower, _), (t_upper, p_upper, _) = d.ttost_mean(low, high)
+    ci_low, ci_high = d.tconfint_mean(alpha=2 * alpha)
+    values = (t_lower, p_lower, t_upper, p_upper, p, ci_low, ci_high)
+    return dict(zip(_TTOST_FIELDS, map(float, values))), ""
 
 
 def balance_call(

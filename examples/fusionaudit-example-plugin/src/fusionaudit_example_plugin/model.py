@@ -10,7 +10,6 @@ pass through ``attn_probs``, an identity module the adapter hooks.
 """
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from dataclasses import asdict, dataclass
@@ -40,31 +39,39 @@ class V2Config:
 
 
 class Attention(nn.Module):
+    """Multi-head self-attention with its probabilities exposed as ``attn_probs`` (an identity to hook)."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads = heads
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.attn_probs = nn.Identity()  # hook point: [B, H, S, S], rows sum to 1
 
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """[B, S, D] -> [B, H, S, D/H]."""
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
-        b, s, d = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)
-        probs = self.attn_probs(scores.masked_fill(key_padding[:, None, None, :], float("-inf")).softmax(-1))
-        return self.out((probs @ v).transpose(1, 2).reshape(b, s, d))
+        q, k, v = map(self._heads, self.qkv(x).chunk(3, dim=-1))
+        # padded keys get -inf before the softmax, so every row's mass stays on real tokens
+        blocked = torch.zeros_like(key_padding, dtype=x.dtype).masked_fill(key_padding, float("-inf"))
+        logits = torch.einsum("bhqd,bhkd->bhqk", q, k) * self.scale + blocked[:, None, None, :]
+        probs = self.attn_probs(logits.softmax(-1))
+        return self.out(torch.einsum("bhqk,bhkd->bhqd", probs, v).transpose(1, 2).flatten(2))
 
 
 class Layer(nn.Module):
+    """Pre-norm residual layer: attention, then a two-layer MLP."""
+
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.attn_norm, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
 
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), key_padding)
-        return x + self.mlp(self.norm2(x))
+        x = x + self.attn(self.attn_norm(x), key_padding)
+        return x + self.mlp(x)
 
 
 class InHouseV2(nn.Module):

@@ -5,31 +5,14 @@ import math
 
 import pytest
 import torch
-from PIL import Image
 from transformers import AlignModel
 
-from tasks.adapters.align import SMOKE, AlignAdapter, AlignLoadedModel
-from tasks.adapters.contract import ModelSpec
-
-TINY = SMOKE.random_init_config
-CAPTIONS = ["a red square on the left", "a blue circle"]
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-align", adapter="align", source=source, allow_random_init=random,
-                     random_init_config=TINY)
+from tasks.adapters.align import AlignAdapter
 
 
 @pytest.fixture(scope="module")
-def model() -> AlignLoadedModel:
-    return AlignAdapter(device="cpu").load(_spec())
-
-
-@pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
-    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+def adapter():
+    return AlignAdapter
 
 
 def test_random_init_builds_the_real_class(model):
@@ -63,15 +46,10 @@ def test_masking_changes_the_score_and_keeps_specials(model, inputs):
     assert not torch.allclose(model.score(model.mask(inputs, image_keep=False, text_keep=True)), base)
 
 
-def test_trace_has_text_layers_only(model, inputs):
-    captured = []
+def test_trace_has_text_layers_only(model, inputs, trace_with_maps):
     layers = model.model.text_model.encoder.layer
-    probes = [layer.attention.self.register_forward_hook(lambda m, a, out: captured.append(out[1])) for layer in layers]
-    try:
-        summary = model.trace(inputs)
-    finally:
-        for p in probes:
-            p.remove()
+    summary, maps = trace_with_maps(model, inputs, {f"text.{i}": layer.attention.self for i, layer in enumerate(layers)})
+    captured = list(maps.values())
     assert summary.layer_names == ["text.0", "text.1"] and summary.n_image_tokens == 0
     assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.entropy_visual).all()
     assert ((summary.entropy_text > 0) & (summary.entropy_text <= 1)).all()
@@ -84,7 +62,7 @@ def test_trace_has_text_layers_only(model, inputs):
     assert torch.allclose(summary.entropy_text[:, 0], torch.stack([ent[0].mean(), ent[1, :5].mean()]), atol=1e-5)
 
 
-def test_allow_random_init_falls_back_when_the_hub_id_is_missing(monkeypatch, tmp_path):
+def test_allow_random_init_falls_back_when_the_hub_id_is_missing(smoke_spec, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    loaded = AlignAdapter(device="cpu").load(_spec("kakaobrain/align-base", random=True))
+    loaded = AlignAdapter(device="cpu").load(smoke_spec("kakaobrain/align-base", random=True))
     assert loaded.random_init and loaded.model.config.text_config.num_hidden_layers == 2

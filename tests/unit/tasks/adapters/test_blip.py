@@ -5,31 +5,14 @@ import math
 
 import pytest
 import torch
-from PIL import Image
 from transformers import BlipForImageTextRetrieval
 
-from tasks.adapters.blip import SMOKE, BlipItmAdapter, BlipItmModel
-from tasks.adapters.contract import ModelSpec
-
-TINY = SMOKE.random_init_config
-CAPTIONS = ["a red square on the left", "a blue circle"]
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-blip", adapter="blip-itm", source=source, allow_random_init=random,
-                     random_init_config=TINY)
+from tasks.adapters.blip import BlipItmAdapter
 
 
 @pytest.fixture(scope="module")
-def model() -> BlipItmModel:
-    return BlipItmAdapter(device="cpu").load(_spec())
-
-
-@pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
-    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+def adapter():
+    return BlipItmAdapter
 
 
 def test_random_init_builds_the_real_class_with_overrides(model):
@@ -66,18 +49,11 @@ def test_masking_changes_the_score(model, inputs):
     assert not torch.allclose(model.score(model.mask_tokens(inputs, keep, players)), base)
 
 
-def test_trace_hooks_self_and_cross_attention(model, inputs):
-    captured: dict[str, torch.Tensor] = {}
+def test_trace_hooks_self_and_cross_attention(model, inputs, trace_with_maps):
     text_layers = model.model.text_encoder.encoder.layer
     modules = {"text.0.self": text_layers[0].attention.self, "text.0.cross": text_layers[0].crossattention.self,
                "text.1.cross": text_layers[1].crossattention.self}
-    probes = [m.register_forward_hook(lambda mod, a, out, n=n: captured.__setitem__(n, out[1]))
-              for n, m in modules.items()]
-    try:
-        summary = model.trace(inputs, keep_maps=2)
-    finally:
-        for p in probes:
-            p.remove()
+    summary, captured = trace_with_maps(model, inputs, modules, keep_maps=2)
     assert summary.layer_names == ["vision.0", "vision.1", "text.0.self", "text.0.cross", "text.1.self",
                                    "text.1.cross"]
     assert summary.visual_share.shape == (2, 6) and summary.spans is None
@@ -96,11 +72,11 @@ def test_trace_hooks_self_and_cross_attention(model, inputs):
     assert torch.allclose(summary.entropy_text[:, 3], torch.stack([ent[0].mean(), ent[1, :5].mean()]), atol=1e-5)
 
 
-def test_checkpoint_folder_round_trip(model, inputs, tmp_path):
+def test_checkpoint_folder_round_trip(model, inputs, smoke_spec, tmp_path):
     folder = tmp_path / "blip"
     model.model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     model.image_processor.save_pretrained(folder)
-    loaded = BlipItmAdapter(device="cpu").load(_spec(str(folder), random=False))
+    loaded = BlipItmAdapter(device="cpu").load(smoke_spec(str(folder), random=False))
     assert not loaded.random_init
     assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-5)

@@ -4,31 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from transformers import Blip2ForImageTextRetrieval
 
-from tasks.adapters.contract import ModelSpec
-from tasks.adapters.blip2 import SMOKE, Blip2ItmAdapter, Blip2ItmModel
-
-TINY = SMOKE.random_init_config
-CAPTIONS = ["a red square on the left", "a blue circle"]
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-blip2", adapter="blip2-itm", source=source, allow_random_init=random,
-                     random_init_config=TINY)
+from tasks.adapters.blip2 import Blip2ItmAdapter
 
 
 @pytest.fixture(scope="module")
-def model() -> Blip2ItmModel:
-    return Blip2ItmAdapter(device="cpu").load(_spec())
-
-
-@pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
-    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+def adapter():
+    return Blip2ItmAdapter
 
 
 def test_random_init_builds_the_real_class_with_overrides(model):
@@ -70,18 +53,11 @@ def test_masking_changes_the_score(model, inputs):
     assert not torch.allclose(model.score(model.mask_tokens(inputs, keep, players)), base)
 
 
-def test_trace_measures_caption_rows_onto_the_query_tokens(model, inputs):
-    captured: dict[str, torch.Tensor] = {}
+def test_trace_measures_caption_rows_onto_the_query_tokens(model, inputs, trace_with_maps):
     layers = model.model.qformer.encoder.layer
     modules = {"qformer.0.self": layers[0].attention.attention, "qformer.0.cross": layers[0].crossattention.attention,
                "qformer.1.self": layers[1].attention.attention}
-    probes = [m.register_forward_hook(lambda mod, a, out, n=n: captured.__setitem__(n, out[1]))
-              for n, m in modules.items()]
-    try:
-        summary = model.trace(inputs, keep_maps=1)
-    finally:
-        for p in probes:
-            p.remove()
+    summary, captured = trace_with_maps(model, inputs, modules, keep_maps=1)
     assert summary.layer_names == ["vision.0", "vision.1", "qformer.0.self", "qformer.0.cross", "qformer.1.self"]
     assert summary.spans.image == (0, 4) and summary.spans.text == (4, 12) and summary.spans.special == (4,)
     assert summary.n_image_tokens == 4 and summary.n_text_per_sample.tolist() == [8, 5]

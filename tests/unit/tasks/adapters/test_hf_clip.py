@@ -8,28 +8,12 @@ import torch
 from PIL import Image
 from transformers import CLIPModel
 
-from tasks.adapters.contract import ModelSpec
-from tasks.adapters.hf_clip import SMOKE, ClipAdapter, HFClipModel
-
-TINY = SMOKE.random_init_config
-CAPTIONS = ["a red square on the left", "a blue circle"]
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-clip", adapter="clip", source=source, allow_random_init=random,
-                     random_init_config=TINY)
+from tasks.adapters.hf_clip import ClipAdapter
 
 
 @pytest.fixture(scope="module")
-def model() -> HFClipModel:
-    return ClipAdapter(device="cpu").load(_spec())
-
-
-@pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
-    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+def adapter():
+    return ClipAdapter
 
 
 def test_random_init_builds_the_real_class(model):
@@ -92,17 +76,11 @@ def test_mask_tokens_zeroes_cells_and_masks_players(model, inputs):
         model.mask_tokens(inputs, keep, text_keep[:, :3])
 
 
-def test_trace_reduces_each_tower_inside_hooks(model, inputs):
-    captured: dict[str, torch.Tensor] = {}
+def test_trace_reduces_each_tower_inside_hooks(model, inputs, trace_with_maps):
     layers = [*model.model.vision_model.encoder.layers, *model.model.text_model.encoder.layers]
     names = ["vision.0", "vision.1", "text.0", "text.1"]
-    probes = [layer.self_attn.register_forward_hook(lambda m, a, out, n=n: captured.__setitem__(n, out[1]))
-              for n, layer in zip(names, layers)]
-    try:
-        summary = model.trace(inputs, keep_maps=1)
-    finally:
-        for p in probes:
-            p.remove()
+    modules = {n: layer.self_attn for n, layer in zip(names, layers)}
+    summary, captured = trace_with_maps(model, inputs, modules, keep_maps=1)
     assert summary.layer_names == names and summary.spans is None
     assert torch.isnan(summary.visual_share).all() and torch.isnan(summary.text_share).all()
     ent_v, ent_t = summary.entropy_visual, summary.entropy_text
@@ -121,15 +99,15 @@ def test_trace_reduces_each_tower_inside_hooks(model, inputs):
     assert torch.allclose(ent_t[:, 2], torch.stack([ent[0, :8].mean(), ent[1, :5].mean()]), atol=1e-5)
 
 
-def test_checkpoint_folder_with_its_own_processor(model, inputs, tmp_path):
+def test_checkpoint_folder_with_its_own_processor(model, inputs, captions, smoke_spec, tmp_path):
     folder = tmp_path / "clip"
     model.model.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     model.image_processor.save_pretrained(folder)
-    loaded = ClipAdapter(device="cpu").load(_spec(str(folder), random=False))
+    loaded = ClipAdapter(device="cpu").load(smoke_spec(str(folder), random=False))
     assert not loaded.random_init and loaded.revision.startswith("clip@sha256:")
-    assert ClipAdapter().locate(_spec(str(folder))) == (True, [str(folder)])
-    again = loaded.prepare([Image.new("RGB", (40, 48))] * 2, CAPTIONS, ["s0", "s1"])
+    assert ClipAdapter().locate(smoke_spec(str(folder))) == (True, [str(folder)])
+    again = loaded.prepare([Image.new("RGB", (40, 48))] * 2, captions, ["s0", "s1"])
     assert torch.equal(again.tensors["input_ids"], inputs.tensors["input_ids"])
     assert torch.allclose(loaded.score(inputs), model.score(inputs), atol=1e-6)
 

@@ -2,34 +2,25 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import IdeficsForVisionText2Text
 
-from tasks.adapters.contract import ModelSpec
 from tasks.adapters.idefics import SMOKE, IdeficsAdapter, gate_value
-from tasks.data.synthetic import make_synthetic
 
 TINY = SMOKE.random_init_config
 
 
-def _spec(source: str = "", random: bool = True, overrides=TINY) -> ModelSpec:
-    return ModelSpec(name="tiny-idefics", adapter="idefics", source=source, allow_random_init=random,
-                     random_init_config=overrides)
+@pytest.fixture(scope="module")
+def adapter():
+    return IdeficsAdapter
 
 
 @pytest.fixture(scope="module")
-def model():
-    return IdeficsAdapter(device="cpu").load(_spec())
-
-
-@pytest.fixture(scope="module")
-def samples():
-    data = make_synthetic(3, seed=0, image_size=32)
-    images = [s.image for s in data]
-    images[1] = images[1].resize((64, 32))
-    return images, [s.caption for s in data], [s.sample_id for s in data]
+def samples(synthetic_samples):
+    return synthetic_samples((64, 32))
 
 
 @pytest.fixture
@@ -61,15 +52,8 @@ def test_the_lm_sequence_has_no_image_tokens(model, inputs, samples):
     assert inputs.tensors["pixel_values"].shape == (3, 1, 3, 32, 32)
 
 
-def test_score_and_masking(model, inputs, samples):
-    scores = model.score(inputs)
-    with torch.no_grad():
-        logits = model.model(**inputs.tensors).logits
-    last = inputs.meta["last"]
-    expected = logits[torch.arange(3), last, model.yes_id] - logits[torch.arange(3), last, model.no_id]
-    assert scores.shape == (3,) and torch.allclose(scores, expected, atol=1e-5)
-    alone = torch.cat([model.score(model.prepare([im], [c], [s])) for im, c, s in zip(*samples)])
-    assert torch.allclose(scores, alone, atol=1e-5)
+def test_score_and_masking(model, inputs, samples, yes_no_scores):
+    scores = yes_no_scores(model, inputs, samples)
     no_text, no_image = model.mask(inputs, True, False), model.mask(inputs, False, True)
     assert torch.equal(no_text.tensors["input_ids"] != inputs.tensors["input_ids"], inputs.meta["caption"])
     assert (no_image.tensors["pixel_values"] == 0).all()
@@ -82,8 +66,9 @@ def test_score_and_masking(model, inputs, samples):
     assert torch.equal(cells[..., 16:, :], inputs.tensors["pixel_values"][..., 16:, :])
 
 
-def test_closed_gates_shut_the_image_out(samples):
-    closed = IdeficsAdapter(device="cpu").load(_spec(overrides=TINY[:-1]))  # alpha_initializer "zeros", as trained
+def test_closed_gates_shut_the_image_out(smoke_spec, samples):
+    closed_gates = replace(smoke_spec(), random_init_config=TINY[:-1])  # alpha_initializer "zeros", as trained
+    closed = IdeficsAdapter(device="cpu").load(closed_gates)
     inputs = closed.prepare(*samples)
     assert torch.allclose(closed.score(closed.mask(inputs, False, True)), closed.score(inputs), atol=1e-6)
     summary = closed.trace(inputs)
@@ -91,23 +76,16 @@ def test_closed_gates_shut_the_image_out(samples):
     assert (summary.extras["xattn_update_ratio"][:, ::2] == 0).all()
 
 
-def test_trace_hooks_cross_attention_and_logs_the_gates(model, inputs):
+def test_trace_hooks_cross_attention_and_logs_the_gates(model, inputs, trace_with_maps):
     layers = model.model.model.gated_cross_attn_layers
-    seen = {}
-    handles = [layer.cross_attn.register_forward_hook(
-        lambda _m, _a, out, i=i: seen.__setitem__(i, out[1].detach().clone())) for i, layer in enumerate(layers)]
-    try:
-        summary = model.trace(inputs)
-    finally:
-        for h in handles:
-            h.remove()
+    summary, maps = trace_with_maps(model, inputs, {f"xattn.{i}": layer.cross_attn for i, layer in enumerate(layers)})
     assert summary.layer_names == ["xattn.0", "lm.0", "xattn.1", "lm.1"]
     assert summary.visual_share.shape == (3, 4) and summary.visual_share.isnan().all()  # documented: NaN
     assert not summary.entropy_text.isnan().any() and summary.entropy_visual.isnan().all()
     assert summary.n_image_tokens == 17  # 4×4 patches + CLS: the cross-attention keys
     rows = inputs.meta["caption"].clone()
     rows[torch.arange(3), inputs.meta["last"]] = True
-    for i, probs in seen.items():
+    for i, probs in enumerate(maps.values()):
         assert probs.shape[-1] == 17
         valid = probs[rows[:, None, :].expand(-1, probs.shape[1], -1)]
         assert torch.allclose(valid.sum(-1), torch.ones(()), atol=1e-5)

@@ -1,35 +1,21 @@
 """InternVL adapter (transformers-native InternVLForConditionalGeneration) on a tiny random config, offline."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from transformers import InternVLForConditionalGeneration
 
-from tasks.adapters.contract import ModelSpec
 from tasks.adapters.internvl import InternVLAdapter, tokens_per_tile
-from tasks.data.synthetic import make_synthetic
-
-TINY = InternVLAdapter.smoke.random_init_config
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-internvl", adapter="internvl", source=source, allow_random_init=random,
-                     random_init_config=TINY)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return InternVLAdapter(device="cpu").load(_spec())
+def adapter():
+    return InternVLAdapter
 
 
 @pytest.fixture(scope="module")
-def samples():
-    data = make_synthetic(3, seed=0, image_size=32)
-    images = [s.image for s in data]
-    images[1] = images[1].resize((64, 32))  # wide: two tiles plus a thumbnail
-    return images, [s.caption for s in data], [s.sample_id for s in data]
+def samples(synthetic_samples):
+    return synthetic_samples((64, 32))  # the wide one: two tiles plus a thumbnail
 
 
 @pytest.fixture
@@ -56,19 +42,13 @@ def test_image_tokens_are_the_context_tokens_of_every_tile(model, inputs):
         assert {start - 1, stop} <= set(span.special)  # <img> / </img> carry no image features
 
 
-def test_score_and_caption_positions(model, inputs, samples):
+def test_score_and_caption_positions(model, inputs, samples, yes_no_scores):
     ids, caption = inputs.tensors["input_ids"], inputs.meta["caption"]
     for i, text in enumerate(samples[1]):
         assert model.tokenizer.decode(ids[i][caption[i]]) == text.lower()
-    scores = model.score(inputs)
-    with torch.no_grad():
-        logits = model.model(**inputs.tensors).logits
     last = inputs.meta["last"]
     assert (inputs.tensors["attention_mask"].sum(1) - 1 == last).all()  # right padding, whatever the processor's default
-    expected = logits[torch.arange(3), last, model.yes_id] - logits[torch.arange(3), last, model.no_id]
-    assert scores.shape == (3,) and torch.allclose(scores, expected, atol=1e-5)
-    alone = torch.cat([model.score(model.prepare([im], [c], [s])) for im, c, s in zip(*samples)])
-    assert torch.allclose(scores, alone, atol=1e-5)
+    yes_no_scores(model, inputs, samples)
 
 
 def test_masking_changes_the_score(model, inputs):
@@ -96,26 +76,6 @@ def test_masked_cells_are_painted_in_the_image_and_tiled_again(model, inputs):
     assert not torch.allclose(model.score(masked), model.score(inputs), atol=1e-6)
 
 
-def test_trace_shares(model, inputs):
-    seen = []
-    attn = [m for n, m in model.model.named_modules() if n.startswith("model.language_model.layers")
-            and n.endswith("self_attn")]
-    handles = [m.register_forward_hook(lambda _m, _a, out: seen.append(out[1].detach().clone())) for m in attn]
-    try:
-        summary = model.trace(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    assert summary.layer_names == ["lm.0", "lm.1"] and summary.visual_share.shape == (3, 2)
-    meta = inputs.meta
-    rows = meta["caption"].clone()
-    rows[torch.arange(3), meta["last"]] = True
-    for layer, probs in enumerate(seen):
-        assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
-        mean = probs.mean(1)
-        for b in range(3):
-            r = mean[b][rows[b]]
-            expected = (r[:, meta["image"][b]].sum(-1) / r.sum(-1)).mean().item()
-            assert math.isclose(summary.visual_share[b, layer].item(), expected, rel_tol=1e-4)
-    assert ((summary.visual_share >= 0) & (summary.visual_share + summary.text_share <= 1 + 1e-6)).all()
+def test_trace_shares(model, inputs, lm_shares_follow_attention):
+    summary = lm_shares_follow_attention(model, inputs)
     assert summary.n_image_tokens == 12

@@ -1,8 +1,6 @@
 """LLaVA-1.5 / LLaVA-NeXT adapters and the shared generative-VLM machinery, on tiny random configs, offline."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from transformers import (
@@ -14,7 +12,6 @@ from tasks.adapters.contract import ModelSpec
 from tasks.adapters.generative import overlap_positions, shifted_span
 from tasks.adapters.llava import SMOKE_CONFIG, LlavaAdapter, LlavaNextAdapter, scaled_pinpoints
 from tasks.adapters.yes_no_prompt import YesNoPrompt, chat_prompt
-from tasks.data.synthetic import make_synthetic
 
 TINY = SMOKE_CONFIG
 
@@ -35,11 +32,8 @@ def llava_next():
 
 
 @pytest.fixture(scope="module")
-def samples():
-    data = make_synthetic(3, seed=0, image_size=32)
-    images = [s.image for s in data]
-    images[1] = images[1].resize((64, 32))  # another aspect ratio: NeXT picks another tile grid
-    return images, [s.caption for s in data], [s.sample_id for s in data]
+def samples(synthetic_samples):
+    return synthetic_samples((64, 32))  # another aspect ratio: NeXT picks another tile grid
 
 
 @pytest.fixture(params=["llava", "llava_next"])
@@ -150,35 +144,11 @@ def test_mask_tokens_masks_cells_and_caption_players(model, inputs):
         model.mask_tokens(inputs, one_cell, text_keep[:, :-1])
 
 
-def _self_attention(model):
-    return [m for name, m in model.model.named_modules() if name.startswith("model.language_model.layers")
-            and name.endswith("self_attn")]
-
-
-def test_trace_matches_attention_computed_by_hand(model, inputs):
-    seen = []
-    handles = [m.register_forward_hook(lambda _m, _a, out: seen.append(out[1].detach().clone()))
-               for m in _self_attention(model)]
-    try:
-        summary = model.trace(inputs)
-    finally:
-        for h in handles:
-            h.remove()
-    assert summary.layer_names == ["lm.0", "lm.1"]
+def test_trace_matches_attention_computed_by_hand(model, inputs, lm_shares_follow_attention):
+    summary = lm_shares_follow_attention(model, inputs)
     assert summary.visual_share.shape == summary.text_share.shape == summary.entropy_text.shape == (3, 2)
-    for probs in seen:  # the maps the hook reduced: rows are distributions
-        assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
+    assert (summary.visual_share > 0).all()
     meta = inputs.meta
-    rows = meta["caption"].clone()
-    rows[torch.arange(3), meta["last"]] = True
-    for layer, probs in enumerate(seen):
-        mean = probs.mean(1)  # [B, Q, K]
-        for b in range(3):
-            r = mean[b][rows[b]]
-            expected = (r[:, meta["image"][b]].sum(-1) / r.sum(-1)).mean()
-            assert math.isclose(summary.visual_share[b, layer].item(), expected.item(), rel_tol=1e-4)
-    total = summary.visual_share + summary.text_share
-    assert ((summary.visual_share > 0) & (total <= 1 + 1e-6)).all()
     assert summary.n_image_tokens == int(meta["image"].sum(1).max())
     assert summary.n_text_per_sample.tolist() == meta["caption"].sum(1).tolist()
     assert summary.n_text_tokens == int(meta["caption"].sum(1).max())

@@ -13,13 +13,11 @@ import open_clip
 import pytest
 import torch
 from torch import nn
-from PIL import Image
 
 from tasks.adapters.contract import ModelSpec, WeightsUnavailable
 from tasks.adapters.openclip import SMOKE_ARCH, OpenClipAdapter, OpenClipModel, register_smoke_arch
 
 TINY = SMOKE_ARCH
-CAPTIONS = ["a red square", "two small blue circles on green grass"]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +36,8 @@ def model(tiny_arch) -> OpenClipModel:
 
 
 @pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
-    images = [Image.fromarray((torch.rand(40, 48, 3, generator=gen) * 255).byte().numpy()) for _ in CAPTIONS]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+def captions() -> list[str]:
+    return ["a red square", "two small blue circles on green grass"]
 
 
 def test_random_init_builds_the_real_class(model):
@@ -165,16 +161,7 @@ def test_unknown_arch_and_tag(tiny_arch):
         OpenClipAdapter().load(_spec("ViT-B-32", source="no_such_tag"))
 
 
-@pytest.fixture
-def empty_offline_hub(monkeypatch, tmp_path):
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
-
-
-def test_offline_tag_fails_fast_with_place_and_command(empty_offline_hub, monkeypatch):
+def test_offline_tag_fails_fast_with_place_and_command(offline_hub, monkeypatch):
     def no_build(*args, **kwargs):
         raise AssertionError("open_clip must not be asked to download while offline")
 
@@ -183,7 +170,7 @@ def test_offline_tag_fails_fast_with_place_and_command(empty_offline_hub, monkey
     with pytest.raises(WeightsUnavailable) as err:
         OpenClipAdapter(device="cpu").load(_spec("ViT-B-32", source="laion2b_s34b_b79k"))
     assert time.monotonic() - start < 5
-    where = str(empty_offline_hub / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K")
+    where = str(offline_hub / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K")
     assert err.value.searched == [where]
     message = str(err.value)
     assert where in message and "HF_HUB_OFFLINE" in message
@@ -191,12 +178,12 @@ def test_offline_tag_fails_fast_with_place_and_command(empty_offline_hub, monkey
     assert "hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K open_clip_pytorch_model.bin" in message
 
 
-def test_cached_tag_loads_offline_through_the_hub_cache(model, inputs, empty_offline_hub, monkeypatch):
+def test_cached_tag_loads_offline_through_the_hub_cache(model, inputs, offline_hub, monkeypatch):
     # Fake a pretrained tag for the tiny arch and lay out its weights like huggingface_hub does.
     repo, commit = "fusionaudit/tiny-clip", "0" * 40
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, TINY,
                         {"fa_test": open_clip.pretrained._pcfg(hf_hub=f"{repo}/")})
-    repo_dir = empty_offline_hub / "models--fusionaudit--tiny-clip"
+    repo_dir = offline_hub / "models--fusionaudit--tiny-clip"
     snapshot = repo_dir / "snapshots" / commit
     snapshot.mkdir(parents=True)
     (repo_dir / "refs").mkdir()

@@ -15,16 +15,8 @@ from tasks.adapters.openclip_weights import require_weights
 ROOT = Path(__file__).resolve().parents[4]
 
 
-@pytest.fixture
-def offline_empty_hub(monkeypatch, tmp_path):
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.mark.parametrize("source", ["laion2b_s34b_b79k", "/nowhere/vit.pt"])
-def test_the_light_check_raises_what_the_adapter_raises(offline_empty_hub, source):
+def test_the_light_check_raises_what_the_adapter_raises(offline_hub, source):
     spec = ModelSpec(name="oc", adapter="openclip", arch="ViT-B-32", source=source)
     with pytest.raises(WeightsUnavailable) as light:
         require_weights(spec)
@@ -33,7 +25,7 @@ def test_the_light_check_raises_what_the_adapter_raises(offline_empty_hub, sourc
     assert str(light.value) == str(adapter.value)
 
 
-def test_random_init_and_unknown_sources_are_left_to_the_adapter(offline_empty_hub):
+def test_random_init_and_unknown_sources_are_left_to_the_adapter(offline_hub):
     require_weights(ModelSpec(name="oc", adapter="openclip", arch="ViT-B-32", source="", allow_random_init=True))
     require_weights(ModelSpec(name="oc", adapter="openclip", arch="ViT-B-32", source="no-such-tag"))  # a ValueError later
 

@@ -22,22 +22,14 @@ from tasks.adapters.image_text import zero_grid_cells
 from tasks.adapters.loading import open_pretrained, random_config
 from tasks.adapters.preprocessing import BERT_SPECIALS, fallback_tokenizer, neutral_token_id
 
+pytestmark = pytest.mark.usefixtures("offline_hub")  # every test sees only what it lays out itself
+
 TINY_CLIP = SMOKE.random_init_config
 
 
 def _spec(source: str = "", random: bool = False, overrides=TINY_CLIP, revision=None) -> ModelSpec:
     return ModelSpec(name="tiny-clip", adapter="clip", source=source, allow_random_init=random,
                      random_init_config=overrides, revision=revision)
-
-
-@pytest.fixture(autouse=True)
-def offline_hub(monkeypatch, tmp_path):
-    """An empty hub cache, offline: every test sees only what it lays out itself."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return tmp_path / "hf" / "hub"
 
 
 @pytest.fixture(scope="module")

@@ -8,33 +8,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from PIL import Image
 from transformers import ViltForImageAndTextRetrieval
 
-from tasks.adapters.contract import ModelSpec
-from tasks.adapters.vilt import SMOKE, ViltAdapter, ViltLoadedModel
-
-TINY = SMOKE.random_init_config
-CAPTIONS = ["a red square on the left", "a blue circle"]
-
-
-def _spec(source: str = "", random: bool = True) -> ModelSpec:
-    return ModelSpec(name="tiny-vilt", adapter="vilt", source=source, allow_random_init=random,
-                     random_init_config=TINY)
+from tasks.adapters.vilt import ViltAdapter
 
 
 @pytest.fixture(scope="module")
-def model() -> ViltLoadedModel:
-    return ViltAdapter(device="cpu").load(_spec())
+def adapter():
+    return ViltAdapter
 
 
 @pytest.fixture
-def inputs(model):
-    gen = torch.Generator().manual_seed(0)
+def inputs(model, captions, random_images):
     # 40×48 → 32×32 (16 patches); 50×30 → 48×32 (24 patches): the first image is padded below
-    images = [Image.fromarray((torch.rand(h, w, 3, generator=gen) * 255).byte().numpy())
-              for h, w in ((40, 48), (50, 30))]
-    return model.prepare(images, CAPTIONS, ["s0", "s1"])
+    return model.prepare(random_images([(40, 48), (50, 30)]), captions, ["s0", "s1"])
 
 
 def test_random_init_builds_the_real_class(model):
@@ -88,16 +75,10 @@ def test_mask_tokens_cuts_each_images_real_region(model, inputs):
                               model.score(inputs))
 
 
-def test_trace_shares_follow_the_layout(model, inputs):
-    captured = []
-    layers = model.model.vilt.encoder.layer
-    probes = [layer.attention.attention.register_forward_hook(lambda m, a, out: captured.append(out[1]))
-              for layer in layers]
-    try:
-        summary = model.trace(inputs, keep_maps=1)
-    finally:
-        for p in probes:
-            p.remove()
+def test_trace_shares_follow_the_layout(model, inputs, trace_with_maps):
+    layers = {f"layer{i}": layer.attention.attention for i, layer in enumerate(model.model.vilt.encoder.layer)}
+    summary, maps = trace_with_maps(model, inputs, layers, keep_maps=1)
+    captured = list(maps.values())
     assert summary.layer_names == ["layer0", "layer1"] and summary.spans.image == (8, 33)
     assert summary.n_image_tokens == 25 and summary.n_text_per_sample.tolist() == [8, 5]
     caption, image, _ = model.layout(inputs)
