@@ -368,3 +368,14 @@ def test_the_exact_table_of_a_real_dual_encoder_is_efficient_and_within_the_samp
     total = (clip.score(inputs) - clip.score(none)).double().item()  # efficiency: Σφ = v(all) − v(∅)
     assert torch.cat([exact.phi_text[0], exact.phi_image[0]]).sum().item() == pytest.approx(total, abs=1e-4)
     assert abs(exact.v[0].item() - sampled.v[0].item()) <= 4 * sampled.se[0].item() + 1e-6 and t == 3
+
+
+def test_with_a_target_error_the_table_is_taken_once_the_orders_still_needed_would_cost_more():
+    toy = SeparableToy()
+    caption = ["a red square on the left"]
+    exact, t = toy.exact(caption[0])
+    strict = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=4000, target_se=1e-6, min_permutations=8)
+    assert strict.se[0] == 0 and torch.allclose(torch.cat([strict.phi_text[0], strict.phi_image[0]]), exact, atol=1e-9)
+    assert strict.image_passes[0] == (2 + 8 * (4 - 1)) + 2**4  # the first 8 orders, then the table
+    loose = mm_shap(toy, IMAGES[:1], caption, IDS[:1], permutations=4000, target_se=1.0, min_permutations=8)
+    assert loose.se[0] > 0 and loose.permutations[0] == 8  # reached after the first orders: no table
