@@ -29,7 +29,7 @@ from functools import partial
 
 from agents.quality_officer import check_criteria, final_status
 from tasks.evidence import BLOCKED, COMPLETED, FAILED, RunEvidence, schema
-from tasks.evidence.cited import Cited
+from tasks.evidence.cited import Cited, reference
 from tasks.logged_decision import logged_decision
 from tasks.mission import PRIORITY_ORDER, Action, Mission, ModelEntry
 from tasks.reporting.markdown import Markdown
@@ -204,13 +204,15 @@ def _decision(mission: Mission, previous: RunEvidence, changes: list[Change]) ->
     controls = ", ".join(map(code, result.controls)) or "none"
     # the decision is a cited claim where the statistics logged the same one (they call the same function)
     logged = run.tags.get(schema.DECISION) if run else None
-    said = f"**{result.decision}** [{run.run_id}:tags/fa.decision]" if logged == result.decision else result.decision
+    said = (f"**{result.decision}** [{reference(run.run_id, schema.DECISION, 'tag')}]" if logged == result.decision
+            else result.decision)
     text = (f"Decision {said} from the per-model verdicts logged in {where}: {result.rule} "
             f"(external models tested: {tested}; collapsed: {collapsed}; controls, never counted: {controls}; "
             f"gates {code(rule)}).")
     if not result.trustworthy:
         text += f" Not trustworthy: the verdict metric failed its controls ({', '.join(map(code, result.controls_failed))})."
-    changes.insert(0, Change(text, (f"{run.run_id}:tags/fa.decision",) if run else (f"{previous.run_id}:tags/fa.cycle_id",)))
+    changes.insert(0, Change(text, (reference(run.run_id, schema.DECISION, "tag"),) if run
+                             else (reference(previous.run_id, schema.CYCLE_ID, "tag"),)))
     return result
 
 
@@ -256,16 +258,16 @@ def _models(mission: Mission, previous: RunEvidence, changes: list[Change]):
         tail = f"; skipped: {', '.join(skipped)}" if skipped else ""
         if picked:
             changes.append(Change(f"{cause}: replaced by {', '.join(map(code, picked))} from the mission's alternatives{tail}.",
-                                  (f"{run.run_id}:tags/fa.status",)))
+                                  (reference(run.run_id, schema.STATUS, "tag"),)))
         else:
             changes.append(Change(f"{cause}: dropped, no untried alternative is left{tail}; provide its weights "
                                   "(the handoff's 'How to provide weights') to bring it back.",
-                                  (f"{run.run_id}:tags/fa.status",)))
+                                  (reference(run.run_id, schema.STATUS, "tag"),)))
     if not chosen:  # a mission needs a model: keep the blocked ones so the next cycle records the blockers again
         chosen = list(mission.models)
         changes.append(Change("No model is left after removing the Blocked ones: the next cycle keeps "
                               f"{', '.join(code(m.name) for m in chosen)} so the blockers stay visible.",
-                              tuple(f"{blocked[m.name].run_id}:tags/fa.status" for m in chosen if m.name in blocked)))
+                              tuple(reference(blocked[m.name].run_id, schema.STATUS, "tag") for m in chosen if m.name in blocked)))
     names = {m.name for m in chosen}
     chosen = [_drop_alternatives(m, names, mission) for m in chosen]
     rest = [_drop_alternatives(m, names, mission) for m in mission.alternatives if m.name not in names]
@@ -303,10 +305,10 @@ def _actions(mission: Mission, previous: RunEvidence, changes: list[Change]):
         if count == 0 or run is None:
             if count >= ESCALATE_AFTER:
                 escalated.append(Escalation(action.id, action.owner, "not run since its escalation", count,
-                                            f"{previous.run_id}:tags/fa.failures/{action.id}"))
+                                            reference(previous.run_id, schema.failures_tag(action.id), "tag")))
             continue
         error = _error(run, mine)
-        ref = f"{run.run_id}:tags/fa.status"
+        ref = reference(run.run_id, schema.STATUS, "tag")
         if status == FAILED and count < ESCALATE_AFTER:
             retried[action.id] = error
             changes.append(Change(f"Action {code(action.id)} Failed in cycle {code(cycle_id)} (run {code(run.run_id)}: "

@@ -12,6 +12,7 @@ only runs the models, logs, renders and verifies.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -60,14 +61,14 @@ def _log_child(experiment: str, parent: str, variant: str, seed: int, calls: pd.
     run = evidence.start_run(experiment, f"{variant}-seed{seed}", parent,
                              tags={schema.KIND: "calibration-model", schema.VARIANT: variant, schema.SEED: seed})
     mine = calls[(calls["variant"] == variant) & (calls["seed"] == seed)]
-    values: dict[str, float] = {k: v for k, v in facts.items() if k.startswith("held_out/") or k == "from_cache"}
+    values: dict[str, float] = {k: v for k, v in facts.items() if k.startswith(schema.held_out_key("")) or k == "from_cache"}
     for r in mine.itertuples():
-        values |= {f"{r.metric}/n": r.n, f"{r.metric}/mean": r.mean, f"{r.metric}/ci_low": r.ci_low,
-                   f"{r.metric}/ci_high": r.ci_high, f"{r.metric}/call": CALL_CODE[r.call],
-                   f"{r.metric}/correct": int(r.correct)}
+        key = partial(schema.metric_field_key, r.metric)  # key("ci_low") -> <metric>/ci_low
+        values |= {key("n"): r.n, key("mean"): r.mean, key("ci_low"): r.ci_low, key("ci_high"): r.ci_high,
+                   key("call"): CALL_CODE[r.call], key("correct"): int(r.correct)}
     run.metrics(_finite(values))
     run.params({"seed": seed, "variant": variant, "zoo_revision": facts["revision"],
-                **{f"{r.metric}/ci_method": r.ci_method for r in mine.itertuples()}})
+                **{schema.metric_field_key(r.metric, "ci_method"): r.ci_method for r in mine.itertuples()}})
     run.table(per_sample, "per_sample.csv")
     run.finish()
     return run.run_id
@@ -81,15 +82,15 @@ def _parent_metrics(scores: pd.DataFrame, agree: pd.DataFrame, errors: pd.DataFr
                   "n_seeds", "text_dominant_mean", "balanced_mean", "vision_dominant_mean"):
             values[schema.calibration_score_key(r.metric, k)] = float(getattr(r, k))
     for r in agree.itertuples():
-        values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/rho"] = r.rho
-        values[f"agreement/{r.scope}/{r.metric_a}/{r.metric_b}/n"] = r.n
+        values[schema.agreement_key(r.scope, r.metric_a, r.metric_b, "rho")] = r.rho
+        values[schema.agreement_key(r.scope, r.metric_a, r.metric_b, "n")] = r.n
     for r in errors.itertuples():
         for k in ("mean_se", "spread", "se_to_spread", "mean_v", "n_samples", "n_repeats"):
-            values[f"mc/{r.variant}/p{r.permutations}/{k}"] = float(getattr(r, k))
-        values[f"mc/{r.variant}/p{r.permutations}/permutations"] = float(r.permutations)  # cited in the table
+            values[schema.mc_key(r.variant, r.permutations, k)] = float(getattr(r, k))
+        values[schema.mc_key(r.variant, r.permutations, "permutations")] = float(r.permutations)  # cited in the table
     for variant, group in concentration.groupby("variant"):
         for k in ("top_image_share", "top_text_share", "image_players", "text_players", "image_share"):
-            values[f"concentration/{variant}/{k}"] = float(group[k].mean())
+            values[schema.concentration_key(variant, k)] = float(group[k].mean())
     return _finite(values)
 
 

@@ -48,7 +48,7 @@ def check_criteria(mission: Mission, cycle: evidence.RunEvidence) -> list[Criter
             value = None if observed is None else float(observed.value)
             checks.append(CriterionCheck(action.id, c.description, c.metric, c.op, value, c.holds(value),
                                          required=c.value, evidence=observed,
-                                         required_evidence=run.p(f"acceptance/{c.metric}")))
+                                         required_evidence=run.p(schema.acceptance_key(c.metric))))
     return checks
 
 

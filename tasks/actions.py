@@ -119,7 +119,7 @@ def action_run(cycle: Cycle, action: Action):
     run = open_child(cycle, cycle.run_id, f"{action.id} {action.title}", {schema.KIND: "action", schema.ACTION_ID: action.id})
     run.params({"priority": action.priority, "owner": action.owner, "stage": action.stage,
                 "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
-               | {f"acceptance/{c.metric}": c.value for c in action.acceptance})
+               | {schema.acceptance_key(c.metric): c.value for c in action.acceptance})
     run.tags({schema.TITLE: action.title, schema.PRIORITY: action.priority, schema.OWNER: action.owner})
     with tracked(run):
         yield run

@@ -49,8 +49,7 @@ class Cited:
 
     @property
     def citation(self) -> str:
-        key = {"param": f"params/{self.key}", "tag": f"tags/{self.key}"}.get(self.kind, self.key)
-        return f"[{self.run_id}:{key}]"
+        return f"[{reference(self.run_id, self.key, self.kind)}]"
 
     def formatted(self, spec: str = "") -> str:
         return format_number(self.value, spec)
@@ -62,6 +61,11 @@ class Cited:
     def flag(self) -> str:
         """A 0/1 metric as the word claim ``**yes**`` / ``**no**``."""
         return format_word(flag_word(self.value))
+
+
+def reference(run_id: str, key: str, kind: Literal["metric", "param", "tag"] = "metric") -> str:
+    """What a citation's brackets hold: ``run_id:key``, ``run_id:params/key`` or ``run_id:tags/key``."""
+    return f"{run_id}:" + {"param": f"params/{key}", "tag": f"tags/{key}"}.get(kind, key)
 
 
 def format_number(value: float | int | str, spec: str = "") -> str:

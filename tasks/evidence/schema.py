@@ -1,8 +1,11 @@
-"""Every name the evidence is filed under: the MLflow tags, and the metric and param keys one place writes and another reads.
+"""Every name the evidence is filed under: the MLflow tags, and every metric and param key built from parts.
 
 A stage writes a key through a builder here and a reader (planner, reports,
-the logged decision) parses it back through the same builder, so the two
-cannot drift apart. Keys written and read in one place only stay there.
+templates through the Jinja global ``tag``, the logged decision) builds or
+parses it back through the same builder, so the two cannot drift apart. No
+tag literal and no key f-string lives anywhere else (checked by
+tests/unit/tasks/evidence/test_schema_owns_keys.py); a fixed key such as
+``samples_scored`` stays a plain string where it is written and read.
 """
 from __future__ import annotations
 
@@ -20,9 +23,7 @@ CYCLE_NUMBER = "fa.cycle_number"
 PREVIOUS_CYCLE_RUN = "fa.previous_cycle_run"
 ESCALATED = "fa.escalated"            # actions the planner escalated, comma-separated
 ACTION_ID = "fa.action_id"
-TITLE = "fa.title"
-PRIORITY = "fa.priority"
-OWNER = "fa.owner"
+TITLE, PRIORITY, OWNER = "fa.title", "fa.priority", "fa.owner"  # an action run's, copied from the mission's action
 MODEL = "fa.model"
 CONFIG = "fa.config"                  # a training run's configuration
 VARIANT = "fa.variant"                # a calibration zoo model's planted variant
@@ -57,11 +58,9 @@ ROLE = "fa.role"                      # subject, calibration, random-init
 
 DECISION = "fa.decision"
 RULE = "fa.rule"
-TESTED_MODELS = "fa.tested"
-COLLAPSED_MODELS = "fa.collapsed"
-EXCLUDED_MODELS = "fa.excluded"
-BLOCKED_MODELS = "fa.blocked"
-CONTROLS_FAILED = "fa.controls_failed"
+# the gate decision's model lists, each comma-separated names or "none"
+TESTED_MODELS, COLLAPSED_MODELS, BLOCKED_MODELS = "fa.tested", "fa.collapsed", "fa.blocked"
+EXCLUDED_MODELS, CONTROLS_FAILED = "fa.excluded", "fa.controls_failed"  # the controls (never counted), those that failed
 TRUSTWORTHY = "fa.trustworthy"
 SELECTED_MODELS = "fa.selected"       # a probing cycle's selection
 ROLES = "fa.roles"                    # a probing cycle's model=role list
@@ -93,12 +92,45 @@ def variant_decisions(tags: dict[str, str]) -> dict[str, str]:
     return {k.removeprefix(_VARIANT_DECISION): v for k, v in tags.items() if k.startswith(_VARIANT_DECISION)}
 
 
-# ------------------------------------------------------------------ keys of the statistics run (Week-1)
+# ------------------------------------------------------------------ keys of every mission kind
+
+def acceptance_key(metric: str) -> str:
+    """An action's acceptance threshold, a param on its run: ``acceptance/models_tested``."""
+    return f"acceptance/{metric}"
+
+
+def env_key(name: str) -> str:
+    """An environment variable in the environment snapshot (redacted): ``env/CUDA_VISIBLE_DEVICES``."""
+    return f"env/{name}"
+
+
+def metric_field_key(metric: str, field: str) -> str:
+    """One field of a metric's estimate on a per-model run: ``mm_shap_v/ci_low`` (a zoo model's calibration run),
+    ``bbox_iou/control`` (a probing point's results, then under ``probe_key``)."""
+    return f"{metric}/{field}"
+
+
+def mean_key(metric: str) -> str:
+    """The mean of a per-sample metric: ``modality_shapley_v_mean`` on a diagnostics run (``eval_key`` on a training run)."""
+    return f"{metric}_mean"
+
+
+# ------------------------------------------------------------------ keys of the diagnostics and statistics runs (Week-1)
+
+def layer_key(index: int, metric: str) -> str:
+    """A per-layer mean on a model's diagnostics run: ``layer/3/attn_visual_share``."""
+    return f"layer/{index}/{metric}"
+
 
 def model_key(model: str, *parts: str) -> str:
     """A model's metric or param on the statistics run: ``<model>/verdict/p_holm``, ``<model>/role``; ending in
     ``""`` gives the prefix (``model_key(m, "verdict", "")`` → ``<model>/verdict/``)."""
     return "/".join((model, *parts))
+
+
+def charted_key(model: str, key: str) -> str:
+    """A model's statistic copied onto its diagnostics run for MLflow's charts: ``<model>/verdict/p`` → ``stats/verdict/p``."""
+    return "stats/" + key.removeprefix(model_key(model, ""))
 
 
 def analysed_models(metric_keys, metric: str) -> list[str]:
@@ -111,9 +143,14 @@ def call_key(model: str, label: str) -> str:
     return model_key(model, "call", label.replace("-", "_").replace(" ", "_"))
 
 
+def pair_name(a: str, b: str) -> str:
+    """The name of a pairwise comparison inside a key: ``<a>_vs_<b>``."""
+    return f"{a}_vs_{b}"
+
+
 def pair_key(a: str, b: str, field: str = "") -> str:
     """A pairwise comparison's metric (``field=""``: the pair's prefix)."""
-    return f"pairs/{a}_vs_{b}/{field}"
+    return f"pairs/{pair_name(a, b)}/{field}"
 
 
 def pairs_logged(metric_keys) -> list[tuple[str, str]]:
@@ -122,17 +159,45 @@ def pairs_logged(metric_keys) -> list[tuple[str, str]]:
     return [tuple(n.split("_vs_", 1)) for n in names]
 
 
+def analysis_key(metric: str, name: str, field: str = "") -> str:
+    """The stats CLI's flat analysis, metric first (``AnalysisResult.as_dict``): ``shapley/<model>/mean``,
+    ``shapley/<a>_vs_<b>/p_holm``; ``field=""`` gives the prefix."""
+    return f"{metric}/{name}/{field}"
+
+
 def calibration_key(metric: str, field: str) -> str:
     """The calibration evidence copied onto the statistics run: does ``metric`` separate the zoo."""
     return f"calibration/{metric}/{field}"
 
+
+# ------------------------------------------------------------------ keys of the calibration runs (`fusionaudit calibrate`)
 
 def calibration_score_key(metric: str, field: str) -> str:
     """A metric's score on the calibration run (``separates``, ``sensitivity``, ...)."""
     return f"scores/{metric}/{field}"
 
 
-# ------------------------------------------------------------------ keys of the training and probing cycles
+def held_out_key(check: str) -> str:
+    """A zoo model's held-out accuracy on its child run: ``held_out/image_only``; ``""`` gives the prefix."""
+    return f"held_out/{check}"
+
+
+def agreement_key(scope: str, a: str, b: str, field: str) -> str:
+    """The rank agreement of two metrics on the calibration run: ``agreement/pooled/<a>/<b>/rho``."""
+    return f"agreement/{scope}/{a}/{b}/{field}"
+
+
+def mc_key(variant: str, permutations: int, field: str) -> str:
+    """MM-SHAP's Monte-Carlo error at one permutation count on the calibration run: ``mc/balanced/p8/spread``."""
+    return f"mc/{variant}/p{permutations}/{field}"
+
+
+def concentration_key(variant: str, field: str) -> str:
+    """How a zoo model's MM-SHAP credit spreads over its players: ``concentration/balanced/top_image_share``."""
+    return f"concentration/{variant}/{field}"
+
+
+# ------------------------------------------------------------------ keys of the training cycles
 
 def variant_key(variant: str, *parts: str) -> str:
     """A training variant's metric or param on the comparison run: ``<variant>/share/mean``, ``<variant>/decision``."""
@@ -148,6 +213,64 @@ def variant_seeds(metric_keys, variant: str) -> list[int]:
     """The seeds whose paired differences the comparison run logged for ``variant``, sorted."""
     return sorted(int(k.split("/")[1].removeprefix("seed")) for k in metric_keys
                   if k.startswith(variant_key(variant, "seed")) and k.endswith("/share_diff"))
+
+
+def train_curve_key(column: str) -> str:
+    """A training run's loss curve, one value per step: ``train/loss_total``."""
+    return f"train/{column}"
+
+
+def grad_curve_key(pathway: str, layer: str) -> str:
+    """A training run's gradient norm of one layer, one value per step: ``grad/image/embed``."""
+    return f"grad/{pathway}/{layer}"
+
+
+def gradflow_key(pathway: str, field: str) -> str:
+    """A training run's gradient-flow summary of one pathway: ``gradflow/image/stall_step``."""
+    return f"gradflow/{pathway}/{field}"
+
+
+def trainable_key(pathway: str) -> str:
+    """A training run's count of trainable parameters in one pathway: ``trainable/image``."""
+    return f"trainable/{pathway}"
+
+
+def eval_key(name: str) -> str:
+    """A training run's re-diagnosis on the held-out samples: ``eval/accuracy``, ``eval_key(mean_key("mm_shap_v"))``."""
+    return f"eval/{name}"
+
+
+def checklist_key(*parts: str) -> str:
+    """The checklist run's counts: ``checklist/<item>/passed_count``, ``checklist/items``."""
+    return "/".join(("checklist", *parts))
+
+
+# ------------------------------------------------------------------ keys of the probing cycles
+
+def point_layer_key(point: str) -> str:
+    """The layer a probing point reads, a param on the opened model's run: ``point/p3``."""
+    return f"point/{point}"
+
+
+def feature_dim_key(point: str) -> str:
+    """The width of a point's pooled features on the extraction run: ``dim/p3``."""
+    return f"dim/{point}"
+
+
+def probe_key(point: str, metric: str) -> str:
+    """A point's probe result on the probes run: ``p3/bbox_iou``, ``probe_key(p, metric_field_key("bbox_iou", "ci_low"))``."""
+    return f"{point}/{metric}"
+
+
+def probe_key_parts(key: str) -> tuple[str, str]:
+    """(point, metric), parsed back from a ``probe_key``."""
+    point, _, metric = key.partition("/")
+    return point, metric
+
+
+def threshold_key(metric: str) -> str:
+    """The mission's threshold on a probe metric, logged on the decision run: ``threshold/bbox_iou``."""
+    return f"threshold/{metric}"
 
 
 def matrix_key(model: str, *parts: str) -> str:

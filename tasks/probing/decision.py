@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from tasks.evidence import schema
+
 SPATIAL = ("spatial_iou", "bbox_iou")
 
 
@@ -54,7 +56,7 @@ def judge(model: str, role: str, results: dict[str, dict[str, float]], decision_
             value = results.get(point, {}).get(t.metric)
             if value is None or math.isnan(value):
                 continue
-            judged = results[point].get(f"{t.metric}/ci_low", math.nan) if pass_on == "ci_low" else value
+            judged = results[point].get(schema.metric_field_key(t.metric, "ci_low"), math.nan) if pass_on == "ci_low" else value
             if best is None or (judged, value) > (best.judged, best.value):
                 ok = not math.isnan(judged) and (judged > t.value if t.op == ">" else judged >= t.value)
                 best = Cell(t.metric, point, value, judged, ok)

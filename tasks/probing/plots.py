@@ -7,6 +7,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from tasks.evidence import schema
+
 CURVES = (("spatial_iou", "Spatial IoU"), ("bbox_iou", "Bbox IoU"), ("map50", "mAP@0.5"), ("position_accuracy", "position acc."))
 
 
@@ -22,11 +24,11 @@ def layer_curves(model: str, points: list[str], metrics: dict[str, dict[str, flo
             continue
         colour = f"C{i}"
         y = np.array([metrics[p][key] for p in points])
-        low = np.array([metrics[p].get(f"{key}/ci_low", np.nan) for p in points])
-        high = np.array([metrics[p].get(f"{key}/ci_high", np.nan) for p in points])
+        low = np.array([metrics[p].get(schema.metric_field_key(key, "ci_low"), np.nan) for p in points])
+        high = np.array([metrics[p].get(schema.metric_field_key(key, "ci_high"), np.nan) for p in points])
         err = np.vstack([np.nan_to_num(y - low), np.nan_to_num(high - y)])
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colour, label=label)
-        control = [metrics[p].get(f"{key}/control", np.nan) for p in points]
+        control = [metrics[p].get(schema.metric_field_key(key, "control"), np.nan) for p in points]
         ax.plot(x, control, ls="--", color=colour, alpha=0.6, label=f"{label}, control task")
         if key in thresholds:
             ax.axhline(thresholds[key], ls=":", color=colour, alpha=0.8)

@@ -42,6 +42,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from tasks.evidence import schema
+
 ALPHAS = np.logspace(-2, 6, 17)
 IOU_HIT = 0.5
 BOX_BINS = 32
@@ -201,7 +203,8 @@ class Estimate:
     ci_high: float
 
     def as_dict(self, prefix: str) -> dict[str, float]:
-        return {prefix: self.value, f"{prefix}/ci_low": self.ci_low, f"{prefix}/ci_high": self.ci_high}
+        return {prefix: self.value, schema.metric_field_key(prefix, "ci_low"): self.ci_low,
+                schema.metric_field_key(prefix, "ci_high"): self.ci_high}
 
 
 def mean_ci(values: np.ndarray, n_resamples: int, alpha: float, seed: int = 0) -> Estimate:
@@ -249,13 +252,13 @@ def summarise(real: PointResult, control: PointResult, n_resamples: int, alpha: 
         pairs["presence_accuracy"] = (real.presence_hit, control.presence_hit)
     for name, (a, c) in pairs.items():
         out |= mean_ci(a, n_resamples, alpha, seed).as_dict(name)
-        out[f"{name}/control"] = float(np.mean(c))
+        out[schema.metric_field_key(name, "control")] = float(np.mean(c))
         if name != "spatial_iou":
             short = name.split("_")[0]
             out |= mean_ci(a - c, n_resamples, alpha, seed).as_dict(f"{short}_selectivity")
     out |= map_ci(real, min(n_resamples, 2000), alpha, seed).as_dict("map50")
-    out["map50/control"] = control.map50
-    out |= {f"{k}/chance": v for k, v in (real.chance or {}).items()}
+    out[schema.metric_field_key("map50", "control")] = control.map50
+    out |= {schema.metric_field_key(k, "chance"): v for k, v in (real.chance or {}).items()}
     out["test_images"] = len(real.det_scores)
     out["test_images_with_object"] = len(real.bbox_iou)
     return out

@@ -68,10 +68,11 @@ def probing_view(mission: ProbingMission, cycle: RunEvidence, quality: RunEviden
         aligned = runs["alignment"].child(schema.MODEL, entry.name) if runs["alignment"] else None
         vision = next(p.id for p in entry.points if entry.stage(p) == "vision")
         for p in entry.points:
-            key = opened.params.get(f"point/{p.id}", "") if opened else ""
+            key = opened.params.get(schema.point_layer_key(p.id), "") if opened else ""
             pv = PointView(p.id, p.at, key, p.note, entry.stage(p))
             if probed:
-                pv.metrics = {k.split("/", 1)[1]: v for k, v in probed.metrics.items() if k.startswith(p.id + "/")}
+                parsed = ((schema.probe_key_parts(k), v) for k, v in probed.metrics.items())
+                pv.metrics = {metric: v for (point, metric), v in parsed if point == p.id and metric}
             if aligned:
                 pv.cka, pv.cka_debiased = aligned.m(schema.cka_key(p.id, vision)), aligned.m(schema.cka_key(p.id, vision, debiased=True))
             view.points.append(pv)

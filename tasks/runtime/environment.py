@@ -17,6 +17,7 @@ import torch
 from packaging.version import InvalidVersion, Version
 
 from tasks import evidence
+from tasks.evidence import schema
 from tasks.runtime.paths import home
 from tasks.runtime.redaction import redact, redacted_env
 
@@ -54,7 +55,7 @@ def environment_snapshot(path: Path | None = None, environ: Mapping[str, str] | 
     ``redact`` so no secret reaches the evidence. Numbers become metrics, strings params (as ``snapshot``)."""
     snap = snapshot(home() if path is None else Path(path))
     snap["tracking_uri"] = evidence.tracking_uri()
-    snap |= {f"env/{k}": v for k, v in redacted_env(environ).items()}
+    snap |= {schema.env_key(k): v for k, v in redacted_env(environ).items()}
     return {k: redact(v, environ) if isinstance(v, str) else v for k, v in snap.items()}
 
 

@@ -10,6 +10,7 @@ from tasks.adapters.zoo.calibration import ZooModel, load_zoo_model
 from tasks.data.synthetic import make_synthetic
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.run import diagnose
+from tasks.evidence import schema
 
 # Not the zoo's training (1000) or check (1001) data, nor the tests' (7): samples no model has seen.
 DATA_SEED = 2024
@@ -21,7 +22,7 @@ def diagnose_zoo(variant: str, seed: int, samples: int, mm_shap_permutations: in
     model = load_zoo_model(variant, seed=seed)  # raises ZooTrainingError: a model without its behaviour never enters
     data = make_synthetic(samples, seed=DATA_SEED)
     result = diagnose(model, data, mm_shap_permutations=mm_shap_permutations, keep_maps=0)
-    facts = {**{f"held_out/{k}": v for k, v in model.held_out_accuracy.items()},
+    facts = {**{schema.held_out_key(k): v for k, v in model.held_out_accuracy.items()},
              "from_cache": int(model.from_cache), "revision": model.revision}
     return result.per_sample.assign(variant=variant, seed=seed), facts
 

@@ -152,13 +152,13 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
         "samples_scored": int(ps["modality_shapley_v"].notna().sum()), "samples_skipped": len(result.skipped),
         "n_layers": result.n_layers,
     }
-    metrics |= {f"{c}_mean": ps[c].mean() for c in MEAN_METRICS if c in ps and ps[c].notna().any()}
+    metrics |= {schema.mean_key(c): ps[c].mean() for c in MEAN_METRICS if c in ps and ps[c].notna().any()}
     if {"attn_visual_share", "attn_text_share"} <= set(pl) and pl["attn_text_share"].notna().any():
         # the three attention buckets: image, text, and the rest (special tokens, registers, sinks)
         metrics |= {"attn_text_share_mean": pl["attn_text_share"].mean(),
                     "attn_other_share_mean": (1 - pl["attn_visual_share"] - pl["attn_text_share"]).clip(lower=0).mean()}
     for idx, row in layer_means.iterrows():
-        metrics.update({f"layer/{idx}/{k}": v for k, v in row.items() if pd.notna(v)})
+        metrics.update({schema.layer_key(idx, k): v for k, v in row.items() if pd.notna(v)})
     if len(pl) and pl["attn_visual_share"].notna().any():
         finding = imbalance_finding(pl, "attn_visual_share", cycle.mission.gates.imbalance_threshold)
         run.params({"layer_finding": str(finding)})

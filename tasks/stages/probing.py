@@ -86,7 +86,7 @@ def models_stage(cycle: Cycle, action: Action) -> Outcome:
                                       mitigation="probe this architecture through an adapter with extraction hooks"))
                 continue
             keys = {p.id: point_key(entry, p, layers) for p in entry.points}
-            child.params({f"point/{pid}": key for pid, key in keys.items()})
+            child.params({schema.point_layer_key(pid): key for pid, key in keys.items()})
             child.tags({schema.ROLE: role(entry, model.random_init), schema.RANDOM_INIT: str(model.random_init).lower(),
                         schema.FAMILY: model.family, schema.REVISION: model.revision})
             child.metrics({"lm_layers": layers, "random_init": int(model.random_init), "points": len(keys)})
@@ -123,7 +123,7 @@ def extraction_stage(cycle: Cycle, action: Action, opened: dict[str, dict[str, s
                                       mitigation="see the flow run's logs; a re-run reuses every finished extraction"))
                 continue
             child.metrics({"samples": features.n, "points": len(keys),
-                           **{f"dim/{pid}": features.load(key).shape[1] for pid, key in keys.items()}})
+                           **{schema.feature_dim_key(pid): features.load(key).shape[1] for pid, key in keys.items()}})
             child.tags({schema.CACHED: str(features.cached).lower()})
             record(child, Outcome(name, COMPLETED, child.run_id))
             done[name] = (features, keys)
@@ -159,8 +159,8 @@ def probes_stage(cycle: Cycle, action: Action, extracted: dict, data: SpatialSet
                     control = probes.fit_point(x, boxes, train, test, probe.grid, mission.targets,
                                                control=probe.control)
                     per_point[pid] = probes.summarise(real, control, probe.bootstrap, probe.alpha)
-                    missing_controls += int("bbox_iou/control" not in per_point[pid])
-            child.metrics({f"{pid}/{k}": v for pid, m in per_point.items() for k, v in m.items() if not _nan(v)})
+                    missing_controls += int(schema.metric_field_key("bbox_iou", "control") not in per_point[pid])
+            child.metrics({schema.probe_key(pid, k): v for pid, m in per_point.items() for k, v in m.items() if not _nan(v)})
             child.params({"point_order": ",".join(keys), "stages": ",".join(entry.stage(p) for p in entry.points)})
             curve = plots.layer_curves(name, list(keys), per_point, thresholds,
                                        cycle.report_dir / "results" / f"{name}_probe_curves.png")
@@ -225,7 +225,7 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
             continue
         per_point: dict[str, dict[str, float]] = {}
         for key, c in child.metrics.items():
-            pid, _, metric = key.partition("/")
+            pid, metric = schema.probe_key_parts(key)
             per_point.setdefault(pid, {})[metric] = float(c.value)
         points = [p.id for p in entry.points if entry.stage(p) in mission.decision.stages]
         rows.append(decision.judge(entry.name, model.tags.get(schema.ROLE, "subject"), per_point, points,
@@ -234,7 +234,7 @@ def decision_stage(cycle: Cycle, action: Action, probes_run: str, models_run: st
     planted = {m.name: m.planted for m in mission.models if m.planted}
     separated = decision.calibration_separated(rows, planted)
     with action_run(cycle, action) as run:
-        metrics = {f"threshold/{t.metric}": t.value for t in mission.thresholds}
+        metrics = {schema.threshold_key(t.metric): t.value for t in mission.thresholds}
         params = {}
         for r in rows:
             for c in r.cells:

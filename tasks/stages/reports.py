@@ -55,7 +55,7 @@ def _chartable_statistics(view: dict) -> None:
         if model.diag is None:
             continue
         prefix = schema.model_key(model.name, "")
-        values = {"stats/" + k.removeprefix(prefix): c.value for k, c in s.metrics.items()
+        values = {schema.charted_key(model.name, k): c.value for k, c in s.metrics.items()
                   if k.startswith(prefix) and isinstance(c.value, (int, float))}
         if values:
             evidence.RunLog(model.diag.run_id).metrics(values)

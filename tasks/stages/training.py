@@ -127,10 +127,11 @@ def rediagnose(result: TrainResult, data: Data, metrics: tuple[str, ...], name: 
 def log_training(run: evidence.RunLog, result: TrainResult, cached: bool) -> None:
     """Facts as metrics, losses and gradient norms as MLflow step curves, the curves as tables."""
     run.metrics(result.facts)
-    curve_metrics = [Metric(f"train/{col}", float(v), 0, int(step))
+    curve_metrics = [Metric(schema.train_curve_key(col), float(v), 0, int(step))
                      for col in ("loss_total", "loss_task", "loss_visual", "loss_text", "k_image", "k_text")
                      for step, v in zip(result.curves["step"], result.curves[col])]
-    curve_metrics += [Metric(f"grad/{r.pathway}/{r.layer}", float(r.norm), 0, int(r.step)) for r in result.grads.itertuples()]
+    curve_metrics += [Metric(schema.grad_curve_key(r.pathway, r.layer), float(r.norm), 0, int(r.step))
+                      for r in result.grads.itertuples()]
     ts = int(time.time() * 1000)
     curve_metrics = [Metric(m.key, m.value, ts, m.step) for m in curve_metrics]
     for i in range(0, len(curve_metrics), 900):
@@ -141,8 +142,8 @@ def log_training(run: evidence.RunLog, result: TrainResult, cached: bool) -> Non
 
 
 def log_rediagnosis(run: evidence.RunLog, per_sample: pd.DataFrame, metrics: tuple[str, ...]) -> None:
-    run.metrics({f"eval/{m}_mean": float(per_sample[m].mean()) for m in metrics if per_sample[m].notna().any()}
-                | {"eval/accuracy": float(per_sample["correct"].mean()), "eval/samples": len(per_sample)})
+    run.metrics({schema.eval_key(schema.mean_key(m)): float(per_sample[m].mean()) for m in metrics if per_sample[m].notna().any()}
+                | {schema.eval_key("accuracy"): float(per_sample["correct"].mean()), schema.eval_key("samples"): len(per_sample)})
     run.table(per_sample, "per_sample.csv")
 
 
@@ -212,9 +213,10 @@ def checklist_stage(cycle: TrainingCycle) -> Outcome:
                                      [v.name for v in cycle.mission.variants])
         values = {}
         for r in results:
-            values |= {f"checklist/{r.item.id}/checked": r.checked, f"checklist/{r.item.id}/passed_count": r.passed_count,
-                       f"checklist/{r.item.id}/passed": int(r.passed), f"checklist/{r.item.id}/threshold": r.item.value}
-        values |= {"checklist/items": len(results), "checklist/items_passed": sum(r.passed for r in results)}
+            key = partial(schema.checklist_key, r.item.id)  # key("passed") -> checklist/<item>/passed
+            values |= {key("checked"): r.checked, key("passed_count"): r.passed_count, key("passed"): int(r.passed),
+                       key("threshold"): r.item.value}
+        values |= {schema.checklist_key("items"): len(results), schema.checklist_key("items_passed"): sum(r.passed for r in results)}
         run.metrics(values)
     return record(run, Outcome("CHECKLIST", COMPLETED, run.run_id))
 

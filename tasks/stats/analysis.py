@@ -153,10 +153,12 @@ class Analysis:
 
     def as_dict(self, prefix: str = "") -> dict[str, float | int]:
         """Flat numeric dict for ``mlflow.log_metrics``: ``{metric}/{model}/{field}`` and
-        ``{metric}/{a}_vs_{b}/{field}``, names reduced to MLflow's allowed characters."""
+        ``{metric}/{a}_vs_{b}/{field}`` (``schema.analysis_key``), names reduced to MLflow's allowed characters."""
+        from tasks.evidence import schema  # here, not at the top: the stats CLI imports this module without MLflow
+
         out: dict[str, float | int] = {}
         for r in self.per_model:
-            key = f"{prefix}{_key(r.metric)}/{_key(r.model)}/"
+            key = prefix + schema.analysis_key(_key(r.metric), _key(r.model))
             out.update(r.summary.as_dict(key))
             out.update(r.equivalence.as_dict(key + "tost_"))
             if r.verdict is not None:
@@ -164,7 +166,7 @@ class Analysis:
             if r.reliance is not None:
                 out.update(r.reliance.as_dict(key + "reliance_"))
         for r in self.pairwise:
-            key = f"{prefix}{_key(r.metric)}/{_key(r.model_a)}_vs_{_key(r.model_b)}/"
+            key = prefix + schema.analysis_key(_key(r.metric), schema.pair_name(_key(r.model_a), _key(r.model_b)))
             out.update(r.comparison.as_dict(key))
             out.update({key + "p_holm": float(r.p_holm), key + "reject_holm": int(r.reject),
                         key + "p_holm_wilcoxon": float(r.p_holm_wilcoxon),

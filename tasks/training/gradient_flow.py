@@ -12,6 +12,8 @@ import math
 import pandas as pd
 import torch
 
+from tasks.evidence import schema
+
 STALL_FRACTION = 0.1
 
 
@@ -40,13 +42,13 @@ def summarise(frame: pd.DataFrame, stall_fraction: float = STALL_FRACTION) -> di
     for pathway, g in pathway_totals(frame).groupby("pathway"):
         g = g.sort_values("step")
         peak = float(g["norm"].max())
-        out[f"gradflow/{pathway}/peak"] = peak
-        out[f"gradflow/{pathway}/final_ratio"] = float(g["norm"].iloc[-1] / peak) if peak > 0 else 0.0
+        out[schema.gradflow_key(pathway, "peak")] = peak
+        out[schema.gradflow_key(pathway, "final_ratio")] = float(g["norm"].iloc[-1] / peak) if peak > 0 else 0.0
         low = (g["norm"] < stall_fraction * peak).to_numpy() if peak > 0 else [True] * len(g)
         stall = -1
         for i in range(len(g) - 1, -1, -1):  # the start of the final run of low norms
             if not low[i]:
                 break
             stall = int(g["step"].iloc[i])
-        out[f"gradflow/{pathway}/stall_step"] = stall
+        out[schema.gradflow_key(pathway, "stall_step")] = stall
     return out

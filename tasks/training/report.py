@@ -29,11 +29,11 @@ class VariantView:
     compare: evidence.RunEvidence
     seeds: list[int] = field(default_factory=list)
 
-    def m(self, key: str) -> Cited | None:
-        return self.compare.m(schema.variant_key(self.variant.name, key))
+    def m(self, *parts: str) -> Cited | None:
+        return self.compare.m(schema.variant_key(self.variant.name, *parts))
 
     def flag(self, key: str) -> bool:
-        c = self.m(f"criteria/{key}")
+        c = self.m("criteria", key)
         return bool(c and c.value == 1)
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from tasks.adapters.zoo.calibration import _masked, _normalise, _one_thread
+from tasks.evidence import schema
 from tasks.training import gradient_flow, ogm_ge
 from tasks.training.config import TrainConfig
 from tasks.training.data import TaskData, as_tensors
@@ -128,10 +129,10 @@ def _fit(config, task, seed, checkpoint, on_checkpoint, device, freeze) -> Train
     curve_frame, grad_frame = pd.DataFrame(curves), pd.DataFrame(grads)
     facts = {"resumed_from_step": first, "steps": r.steps, "train_seconds": round(time.perf_counter() - start, 2),
              "on_gpu": int(device.type == "cuda"), "config_loads": 1,
-             **{f"trainable/{pw}": sum(p.numel() for _, ps in layers for p in ps if p.requires_grad)
+             **{schema.trainable_key(pw): sum(p.numel() for _, ps in layers for p in ps if p.requires_grad)
                 for pw, layers in pathways.items()},
              **loss_facts(curve_frame, len(targets), r.batch_size), **gradient_flow.summarise(grad_frame),
-             **{f"gradflow/{pw}/nonzero_frac": float((g.groupby("step")["norm"].sum() > 0).mean())
+             **{schema.gradflow_key(pw, "nonzero_frac"): float((g.groupby("step")["norm"].sum() > 0).mean())
                 for pw, g in grad_frame.groupby("pathway")}}
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     return TrainResult(config, seed, state, curve_frame, grad_frame, facts)

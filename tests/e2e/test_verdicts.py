@@ -22,6 +22,7 @@ from flows.cli import app
 from tasks import evidence
 from tasks.adapters.zoo import planted
 from tasks.data.synthetic import make_synthetic
+from tasks.evidence import schema
 from tasks.stats.analysis import analyze
 
 pytestmark = pytest.mark.slow
@@ -85,7 +86,7 @@ def _truth_labels() -> dict[str, str]:
 
 def test_each_planted_truth_gets_the_verdict_its_truth_implies(planted_cycle):
     stats = _stats_run(planted_cycle)
-    calls = {n: stats.params[f"planted-{n.replace('_', '-')}/call"] for n in planted.VARIANTS}
+    calls = {n: stats.params[schema.model_key(f"planted-{n.replace('_', '-')}", "call")] for n in planted.VARIANTS}
     assert calls["image_only"] == "collapsed" and stats.params["planted-image-only/verdict/dominant"] == "image"
     assert calls["text_only"] == "collapsed" and stats.params["planted-text-only/verdict/dominant"] == "text"
     assert calls["constant"] == "collapsed"  # share 0.9 on every sample: zero variance, decided by the exact test

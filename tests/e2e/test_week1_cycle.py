@@ -8,6 +8,7 @@ import pytest
 
 from agents.quality_officer import verify_files
 from tasks import evidence
+from tasks.evidence import schema
 
 pytestmark = pytest.mark.slow
 MODELS = ["openclip-vit-b-32", "zoo-text-dominant", "zoo-balanced", "zoo-vision-dominant"]
@@ -38,7 +39,7 @@ def test_planted_collapse_is_found_and_balance_is_not_flagged(two_cycles):
     stats = _stats_run(result)
     m = "modality_shapley_v"
     assert stats.m(f"zoo-text-dominant/verdict/collapsed").value == 1
-    assert stats.m(f"zoo-text-dominant/{m}/t_p").value < 0.05
+    assert stats.m(schema.model_key("zoo-text-dominant", m, "t_p")).value < 0.05
     assert stats.params["zoo-text-dominant/verdict/dominant"] == "text"
     assert stats.m(f"zoo-vision-dominant/verdict/collapsed").value == 1
     assert stats.m(f"zoo-balanced/verdict/collapsed").value == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def log_cycle(mission: Mission, *, statuses: dict[str, tuple[str, str]] | None =
                | ({"duration_s": 1.25, "peak_rss_mb": 512.5, "peak_gpu_mb": 0} if durations else {}),
                params={"priority": action.priority, "owner": action.owner, "stage": action.stage,
                        "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
-               | {f"acceptance/{c.metric}": c.value for c in action.acceptance})
+               | {schema.acceptance_key(c.metric): c.value for c in action.acceptance})
         if action.stage == "adapters":
             _models(exp, run.run_id, [m.name for m in mission.models], blocked, random_init)
         elif action.stage == "alternative_models":
@@ -149,15 +150,16 @@ def _statistics(run: evidence.RunLog, mission: Mission, names: list[str], random
         summary = summaries[name]
         verdict = per_model.collapse_verdict(summary, gates.imbalance_threshold, gates.alpha, rel[name], p_holm.get(name))
         call = per_model.balance_call(summary, per_model.tost(data[name], margin=gates.equivalence_margin), verdict, gates.alpha, rel[name])
-        metrics |= summary.as_dict(f"{name}/{gates.metric}/") | verdict.as_dict(f"{name}/verdict/")
-        params |= summary.as_params(f"{name}/{gates.metric}/") | verdict.as_params(f"{name}/verdict/")
-        params |= {f"{name}/role": role[name], f"{name}/architecture": entries[name].adapter, f"{name}/call": call.label}
+        key = partial(schema.model_key, name)  # key("verdict", "") -> <name>/verdict/
+        metrics |= summary.as_dict(key(gates.metric, "")) | verdict.as_dict(key("verdict", ""))
+        params |= summary.as_params(key(gates.metric, "")) | verdict.as_params(key("verdict", ""))
+        params |= {key("role"): role[name], key("architecture"): entries[name].adapter, key("call"): call.label}
         passed = None
         if role[name] == CALIBRATION:
             planted = controls.planted_direction(entries[name].adapter, entries[name].source)
             passed = controls.control_passed(planted, controls.measured_direction(verdict.collapsed, verdict.dominant,
                                                                                   call.label, call.direction))
-            metrics[f"{name}/control/passed"] = passed
+            metrics[key("control", "passed")] = passed
         verdicts.append(ModelVerdict(name, role[name], verdict.collapsed, entries[name].adapter, passed))
     result = decide(verdicts, gates, blocked)
     _write(run.run_id, metrics=metrics | {"gates/models_tested": result.models_tested, "gates/models_collapsed": result.models_collapsed},

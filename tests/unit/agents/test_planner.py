@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from functools import partial
 
 import pytest
 
 from agents.planner import pending_actions, plan_next
 from agents.quality_officer import check_text
 from tasks import evidence
+from tasks.evidence import schema
 from tasks.mission import Mission
 
 OPENCLIP_BLOCKED = {"openclip-vit-b-32": "weights for ViT-B-32/laion2b_s34b_b79k are not in the local cache"}
@@ -51,7 +53,8 @@ def test_the_decision_is_the_logged_verdicts_through_the_one_decision_function(w
     """The zoo's planted collapse is found, but controls never count: no external model was tested."""
     stats_run = first.child("fa.action_id", "T3")
     for name in ("zoo-text-dominant", "zoo-vision-dominant"):
-        assert stats_run.m(f"{name}/verdict/collapsed").value == 1 and stats_run.m(f"{name}/control/passed").value == 1
+        key = partial(schema.model_key, name)
+        assert stats_run.m(key("verdict", "collapsed")).value == 1 and stats_run.m(key("control", "passed")).value == 1
     plan = plan_next(week1, first)
     assert plan.decision.decision == "NEED_MORE_DATA" == stats_run.tags["fa.decision"]
     assert plan.decision.tested == () and plan.decision.collapsed == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from agents.planner import plan_next
 from tasks import evidence
 from tasks.actions import Cycle
 from tasks.diagnostics.run import DiagnosticResult
+from tasks.evidence import schema
 from tasks.mission import load_mission
 from tasks.reporting import rendering
 from tasks.reporting import views as reporting
@@ -50,11 +52,12 @@ def borderline(tmp_path_factory):
 def test_borderline_holm_case_stage_planner_and_handoff_agree(borderline):
     cycle, tree, stats_run = borderline
     for name in EXTERNAL:
-        raw, holm = stats_run.m(f"{name}/verdict/p").value, stats_run.m(f"{name}/verdict/p_holm").value
+        key = partial(schema.model_key, name, "verdict")  # key("p") -> <name>/verdict/p
+        raw, holm = stats_run.m(key("p")).value, stats_run.m(key("p_holm")).value
         assert raw == pytest.approx(2 / 2**6) and raw < 0.05  # raw: below alpha
         assert holm == pytest.approx(3 * 2 / 2**6) and holm > 0.05  # Holm: above
-        assert stats_run.m(f"{name}/verdict/collapsed").value == 0
-        assert stats_run.params[f"{name}/verdict/test"].startswith("exact sign test")
+        assert stats_run.m(key("collapsed")).value == 0
+        assert stats_run.params[key("test")].startswith("exact sign test")
     stage = stats_run.tags["fa.decision"]
     planner = plan_next(cycle.mission, tree).decision.decision
     view = reporting.cycle_view(cycle.mission, tree)
@@ -87,7 +90,7 @@ def test_no_external_model_is_need_more_data_with_the_zoo_passing(tmp_path):
     stats_run = evidence.read_run(outcome.run_id, with_children=False)
     assert stats_run.tags["fa.decision"] == "NEED_MORE_DATA" and stats_run.tags["fa.blocked"] == "clip-vit-b-32"
     assert stats_run.tags["fa.trustworthy"] == "true"
-    assert [stats_run.m(f"{n}/control/passed").value for n in zoo] == [1, 1, 1]
+    assert [stats_run.m(schema.model_key(n, "control", "passed")).value for n in zoo] == [1, 1, 1]
     assert stats_run.params["zoo-vision-dominant/call"] == "collapsed"
     view = reporting.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
     handoff = rendering.make_env().get_template("handoff/execution_progress_update.md.j2").render(**view)
