@@ -180,6 +180,6 @@ def _digest(per_sample: pd.DataFrame, per_layer: pd.DataFrame, threshold: float,
         h.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
     for sample, layers in sorted((maps or {}).items()):
         for name, array in sorted(layers.items()):
-            h.update(f"{sample}/{name}/{array.shape}/{array.dtype}".encode())
+            h.update(repr((sample, name, array.shape, str(array.dtype))).encode())
             h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:32]

@@ -9,6 +9,18 @@ tests/unit/tasks/evidence/test_schema_owns_keys.py); a fixed key such as
 """
 from __future__ import annotations
 
+
+def _under(prefix: str):
+    """A key builder: ``prefix`` and the parts joined by "/" (``_under("train")("loss")`` → ``train/loss``).
+
+    Most keys are just that; each named builder below says which run logs it and gives an example.
+    """
+    def build(*parts: object) -> str:
+        return "/".join((prefix, *map(str, parts)))
+    build.__name__ = build.__qualname__ = f"{prefix}_key"
+    return build
+
+
 # ------------------------------------------------------------------ experiments
 
 CALIBRATION_EXPERIMENT = "fusionaudit-calibration"  # `fusionaudit calibrate` logs here; the statistics stage reads it
@@ -94,14 +106,10 @@ def variant_decisions(tags: dict[str, str]) -> dict[str, str]:
 
 # ------------------------------------------------------------------ keys of every mission kind
 
-def acceptance_key(metric: str) -> str:
-    """An action's acceptance threshold, a param on its run: ``acceptance/models_tested``."""
-    return f"acceptance/{metric}"
-
-
-def env_key(name: str) -> str:
-    """An environment variable in the environment snapshot (redacted): ``env/CUDA_VISIBLE_DEVICES``."""
-    return f"env/{name}"
+# An action's acceptance threshold, a param on its run: ``acceptance/models_tested``. Parts: metric.
+acceptance_key = _under("acceptance")
+# An environment variable in the environment snapshot (redacted): ``env/CUDA_VISIBLE_DEVICES``. Parts: name.
+env_key = _under("env")
 
 
 def metric_field_key(metric: str, field: str) -> str:
@@ -117,9 +125,8 @@ def mean_key(metric: str) -> str:
 
 # ------------------------------------------------------------------ keys of the diagnostics and statistics runs (Week-1)
 
-def layer_key(index: int, metric: str) -> str:
-    """A per-layer mean on a model's diagnostics run: ``layer/3/attn_visual_share``."""
-    return f"layer/{index}/{metric}"
+# A per-layer mean on a model's diagnostics run: ``layer/3/attn_visual_share``. Parts: index, metric.
+layer_key = _under("layer")
 
 
 def model_key(model: str, *parts: str) -> str:
@@ -165,26 +172,19 @@ def analysis_key(metric: str, name: str, field: str = "") -> str:
     return f"{metric}/{name}/{field}"
 
 
-def calibration_key(metric: str, field: str) -> str:
-    """The calibration evidence copied onto the statistics run: does ``metric`` separate the zoo."""
-    return f"calibration/{metric}/{field}"
+# The calibration evidence copied onto the statistics run: does ``metric`` separate the zoo. Parts: metric, field.
+calibration_key = _under("calibration")
 
 
 # ------------------------------------------------------------------ keys of the calibration runs (`fusionaudit calibrate`)
 
-def calibration_score_key(metric: str, field: str) -> str:
-    """A metric's score on the calibration run (``separates``, ``sensitivity``, ...)."""
-    return f"scores/{metric}/{field}"
-
-
-def held_out_key(check: str) -> str:
-    """A zoo model's held-out accuracy on its child run: ``held_out/image_only``; ``""`` gives the prefix."""
-    return f"held_out/{check}"
-
-
-def agreement_key(scope: str, a: str, b: str, field: str) -> str:
-    """The rank agreement of two metrics on the calibration run: ``agreement/pooled/<a>/<b>/rho``."""
-    return f"agreement/{scope}/{a}/{b}/{field}"
+# A metric's score on the calibration run (``separates``, ``sensitivity``, ...). Parts: metric, field.
+calibration_score_key = _under("scores")
+# A zoo model's held-out accuracy on its child run: ``held_out/image_only``; ``""`` gives the prefix. Parts: check.
+held_out_key = _under("held_out")
+# The rank agreement of two metrics on the calibration run: ``agreement/pooled/<a>/<b>/rho``. Parts: scope, a, b,
+# field.
+agreement_key = _under("agreement")
 
 
 def mc_key(variant: str, permutations: int, field: str) -> str:
@@ -192,9 +192,9 @@ def mc_key(variant: str, permutations: int, field: str) -> str:
     return f"mc/{variant}/p{permutations}/{field}"
 
 
-def concentration_key(variant: str, field: str) -> str:
-    """How a zoo model's MM-SHAP credit spreads over its players: ``concentration/balanced/top_image_share``."""
-    return f"concentration/{variant}/{field}"
+# How a zoo model's MM-SHAP credit spreads over its players: ``concentration/balanced/top_image_share``. Parts:
+# variant, field.
+concentration_key = _under("concentration")
 
 
 # ------------------------------------------------------------------ keys of the training cycles
@@ -215,46 +215,29 @@ def variant_seeds(metric_keys, variant: str) -> list[int]:
                   if k.startswith(variant_key(variant, "seed")) and k.endswith("/share_diff"))
 
 
-def train_curve_key(column: str) -> str:
-    """A training run's loss curve, one value per step: ``train/loss_total``."""
-    return f"train/{column}"
+# A training run's loss curve, one value per step: ``train/loss_total``. Parts: column.
+train_curve_key = _under("train")
+# A training run's gradient norm of one layer, one value per step: ``grad/image/embed``. Parts: pathway, layer.
+grad_curve_key = _under("grad")
+# A training run's gradient-flow summary of one pathway: ``gradflow/image/stall_step``. Parts: pathway, field.
+gradflow_key = _under("gradflow")
+# A training run's count of trainable parameters in one pathway: ``trainable/image``. Parts: pathway.
+trainable_key = _under("trainable")
+# A training run's re-diagnosis on the held-out samples: ``eval/accuracy``, ``eval_key(mean_key("mm_shap_v"))``.
+# Parts: name.
+eval_key = _under("eval")
 
 
-def grad_curve_key(pathway: str, layer: str) -> str:
-    """A training run's gradient norm of one layer, one value per step: ``grad/image/embed``."""
-    return f"grad/{pathway}/{layer}"
-
-
-def gradflow_key(pathway: str, field: str) -> str:
-    """A training run's gradient-flow summary of one pathway: ``gradflow/image/stall_step``."""
-    return f"gradflow/{pathway}/{field}"
-
-
-def trainable_key(pathway: str) -> str:
-    """A training run's count of trainable parameters in one pathway: ``trainable/image``."""
-    return f"trainable/{pathway}"
-
-
-def eval_key(name: str) -> str:
-    """A training run's re-diagnosis on the held-out samples: ``eval/accuracy``, ``eval_key(mean_key("mm_shap_v"))``."""
-    return f"eval/{name}"
-
-
-def checklist_key(*parts: str) -> str:
-    """The checklist run's counts: ``checklist/<item>/passed_count``, ``checklist/items``."""
-    return "/".join(("checklist", *parts))
+# The checklist run's counts: ``checklist/<item>/passed_count``, ``checklist/items``.
+checklist_key = _under("checklist")
 
 
 # ------------------------------------------------------------------ keys of the probing cycles
 
-def point_layer_key(point: str) -> str:
-    """The layer a probing point reads, a param on the opened model's run: ``point/p3``."""
-    return f"point/{point}"
-
-
-def feature_dim_key(point: str) -> str:
-    """The width of a point's pooled features on the extraction run: ``dim/p3``."""
-    return f"dim/{point}"
+# The layer a probing point reads, a param on the opened model's run: ``point/p3``. Parts: point.
+point_layer_key = _under("point")
+# The width of a point's pooled features on the extraction run: ``dim/p3``. Parts: point.
+feature_dim_key = _under("dim")
 
 
 def probe_key(point: str, metric: str) -> str:
@@ -268,9 +251,8 @@ def probe_key_parts(key: str) -> tuple[str, str]:
     return point, metric
 
 
-def threshold_key(metric: str) -> str:
-    """The mission's threshold on a probe metric, logged on the decision run: ``threshold/bbox_iou``."""
-    return f"threshold/{metric}"
+# The mission's threshold on a probe metric, logged on the decision run: ``threshold/bbox_iou``. Parts: metric.
+threshold_key = _under("threshold")
 
 
 def matrix_key(model: str, *parts: str) -> str:
