@@ -19,17 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
-from tasks.adapters.contract import AttentionSummary, LoadedModel
 from tasks.diagnostics.ablation import ablation_visual_share
 from tasks.diagnostics.attention import attention_efficiency, mcs_entropy
 from tasks.diagnostics.baselines import COLUMNS as BASELINE_COLUMNS, baseline_shares
 from tasks.diagnostics.mm_shap import mm_shap
 from tasks.diagnostics.shapley import modality_shapley
+
+if TYPE_CHECKING:  # the contract types annotate; at run time any object with the capabilities serves
+    from tasks.adapters.contract import AttentionSummary, LoadedModel
 
 # 2: ablation, MM-SHAP, rollout, relevance, per-token efficiency added; per_layer gained columns.
 METRICS_VERSION = "2"  # bump when a metric's definition changes: invalidates cached diagnostics
