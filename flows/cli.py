@@ -73,7 +73,10 @@ def cycle_run(
 
     if not verbose:
         quiet_logs()  # before Prefect is imported
-    api = start_local_api()  # boots while the imports below run
+    try:
+        api = start_local_api()  # boots while the imports below run
+    except RuntimeError as exc:  # LocalAPIError: a malformed FUSIONAUDIT_LOCAL_API_LINGER_S
+        _fail(exc, debug)
     with console.status("loading fusionaudit (torch, Prefect, MLflow)"):
         from flows.cycle import next_cycle
         from flows.week1 import DEFAULT_MISSION, prepare_mission, stage_count, week1_cycle
@@ -110,7 +113,7 @@ def cycle_run(
                 _check_fan_out()
     except (MissionError, RuntimeError) as exc:
         _fail(exc, debug)
-    where = (f"Prefect's local API at {api.url} (started for this run, stops with it)" if api
+    where = (api.describe() if api
              else os.environ.get("PREFECT_API_URL") or "Prefect's local API (a temporary server, started now)")
     console.print(f"[bold]fusionaudit[/] Week-1 cycle: mission {escape(path)}")
     console.print(f"  evidence store: [bold]{escape(tracking_uri())}[/]  (browse it: {escape(_mlflow_ui_hint(tracking_uri()))})")

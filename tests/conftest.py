@@ -21,6 +21,7 @@ os.environ["FUSIONAUDIT_REPORTS"] = str(_SESSION / "reports")
 os.environ["PREFECT_HOME"] = str(_SESSION / "prefect")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION / "home" / "prefect-results")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["FUSIONAUDIT_LOCAL_API_LINGER_S"] = "0"  # a CLI's local API stops with it: no test leaves a server behind
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach a hub
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)

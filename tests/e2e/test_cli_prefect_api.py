@@ -1,4 +1,4 @@
-"""The CLI's own Prefect API: it serves the cycle, and it does not outlive a CLI killed with SIGKILL."""
+"""The CLI's own Prefect API with FUSIONAUDIT_LOCAL_API_LINGER_S=0 (the tests' setting): it serves the cycle, and it does not outlive a CLI killed with SIGKILL."""
 from __future__ import annotations
 
 import os
@@ -25,7 +25,7 @@ def _env(tmp_path: Path) -> dict:
 def _api_server(cli: psutil.Process) -> psutil.Process | None:
     for child in cli.children(recursive=True):
         try:
-            if "prefect.server.api.server:create_app" in " ".join(child.cmdline()):
+            if "tasks.runtime.local_api_server" in " ".join(child.cmdline()):
                 return child
         except psutil.NoSuchProcess:
             continue
@@ -69,7 +69,7 @@ def _servers_of(prefect_home: Path) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter():
         try:
-            if ("prefect.server.api.server:create_app" in " ".join(p.cmdline())
+            if ("tasks.runtime.local_api_server" in " ".join(p.cmdline())
                     and p.environ().get("PREFECT_HOME") == str(prefect_home)):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):

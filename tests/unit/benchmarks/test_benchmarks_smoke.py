@@ -104,21 +104,45 @@ def test_diagnose_cost_main(capsys):
     assert "diagnose / plain (cpu)" in capsys.readouterr().out
 
 
-def test_cycle_sampler_files_a_sample_under_the_deepest_prefect_mlflow_or_project_frame():
+def test_cycle_sampler_files_a_sample_under_the_deepest_prefect_mlflow_or_project_frame(tmp_path):
+    import importlib.util
     import sys
 
     from benchmarks import _cycle_profile as profile
 
-    def frame_in(path: str, inner=None):
-        """A real frame whose code says it lives at ``path``, optionally calling ``inner`` from there."""
+    def frame_in(path: str, inner=None, name: str = "f"):
+        """A real frame whose code says it lives at ``path`` (in ``name``), optionally calling ``inner`` from there."""
         space = {"sys": sys, "inner": inner}
-        exec(compile("def f():\n    return inner() if inner else sys._getframe()", path, "exec"), space)
-        return space["f"]
+        exec(compile(f"def {name}():\n    return inner() if inner else sys._getframe()", path, "exec"), space)
+        return space[name]
+
+    def imported(path: str, inner):
+        """The frame ``inner`` sees while a module at ``path`` is imported (its body calls ``inner``)."""
+        file = tmp_path / path.lstrip("/")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("import builtins\nseen = builtins._fa_inner()\n")
+        spec = importlib.util.spec_from_file_location("fa_fake_module", file)
+        module = importlib.util.module_from_spec(spec)
+        import builtins
+        builtins._fa_inner = inner
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            del builtins._fa_inner
+        return module.seen
 
     prefect = "/venv/lib/python3.11/site-packages/prefect/engine.py"
+    mlflow_utils = "/venv/lib/python3.11/site-packages/mlflow/tracking/_tracking_service/utils.py"
+    sqlalchemy = "/venv/lib/python3.11/site-packages/sqlalchemy/engine/base.py"
     project = str(profile.ROOT / "tasks" / "stage.py")
-    assert profile._side(frame_in(prefect)()) == "fixed"
+    assert profile._side(frame_in(prefect)()) == "calls"
     assert profile._side(frame_in(project)()) == "work"
-    assert profile._side(frame_in(project, frame_in(prefect))()) == "fixed"  # the project called into Prefect
+    assert profile._side(frame_in(project, frame_in(prefect))()) == "calls"  # the project called into Prefect
     assert profile._side(frame_in(prefect, frame_in(project))()) == "work"  # Prefect ran the project's task
     assert profile._side(frame_in("/usr/lib/python3.11/threading.py")()) == "other"
+    assert profile._side(imported("/venv/lib/python3.11/site-packages/prefect/flows.py", frame_in(sqlalchemy))) \
+        == "startup"  # importing Prefect and what it imports
+    assert profile._side(imported("/app/tasks/stages/x.py", frame_in(prefect))) == "startup"  # a module applying @task
+    assert profile._side(frame_in(project, frame_in(mlflow_utils, frame_in(sqlalchemy), "_get_sqlalchemy_store"))()) \
+        == "startup"  # building MLflow's store
+    assert profile._side(frame_in(project, frame_in(mlflow_utils, frame_in(sqlalchemy), "log_batch"))()) == "calls"

@@ -72,3 +72,45 @@ def test_a_start_up_failure_is_retried_on_the_same_port(tmp_path):
         api.stop()
         for server in launched:
             server.shutdown()
+
+
+_START = ("import sys; from tasks.runtime.local_api import start_local_api; api = start_local_api(); api.wait_ready(); "
+          "print(api.url, api.reused, api.process.pid if api.process else '-')")
+
+
+@pytest.mark.slow
+def test_a_lingering_api_serves_the_next_cli_and_leaves_by_itself_when_idle(tmp_path):
+    import json
+    import os
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "FUSIONAUDIT_LOCAL_API_LINGER_S": "6"}
+    first = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    url, reused, pid = first.stdout.split()
+    server = psutil.Process(int(pid))
+    try:
+        assert reused == "False" and server.is_running()  # it outlived the CLI that started it
+        record = json.loads((tmp_path / "prefect" / "fusionaudit-local-api.json").read_text())
+        assert record["url"] == url and record["pid"] == server.pid
+        second = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=60)
+        assert second.stdout.split()[:2] == [url, "True"], second.stderr  # the next CLI skips the start-up
+        server.wait(timeout=60)  # no client for 6 s: it exits by itself
+        assert not (tmp_path / "prefect" / "fusionaudit-local-api.json").exists()
+    finally:
+        if server.is_running():
+            server.kill()
+
+
+def test_a_linger_that_is_not_a_number_names_the_variable_and_the_fix(monkeypatch):
+    from tasks.runtime.local_api import linger_s
+
+    monkeypatch.setenv("FUSIONAUDIT_LOCAL_API_LINGER_S", "soon")
+    with pytest.raises(LocalAPIError, match=r"FUSIONAUDIT_LOCAL_API_LINGER_S='soon' is not a number of seconds: set it to 0"):
+        linger_s()
+    monkeypatch.setenv("FUSIONAUDIT_LOCAL_API_LINGER_S", "-5")
+    assert linger_s() == 0.0  # a negative linger is no linger
+    monkeypatch.delenv("FUSIONAUDIT_LOCAL_API_LINGER_S")
+    assert linger_s() == 300.0
