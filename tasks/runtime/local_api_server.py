@@ -17,14 +17,24 @@ from pathlib import Path
 
 
 class IdleClock:
-    """ASGI middleware: how long the app has had no request or connection in flight (0 while one is)."""
+    """ASGI middleware: how long the app has had no request or connection in flight (0 while one is).
 
-    def __init__(self, app):
-        self.app, self.open, self.last = app, 0, time.monotonic()
+    ``on_shutdown`` runs when the server shuts down, however it was asked to (idle, SIGTERM, Ctrl-C): uvicorn
+    re-raises a caught signal after shutting down, so code after ``server.run()`` would not run then.
+    """
+
+    def __init__(self, app, on_shutdown=None):
+        self.app, self.open, self.last, self.on_shutdown = app, 0, time.monotonic(), on_shutdown
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":  # the server's own life, not a client
-            return await self.app(scope, receive, send)
+            async def watched():
+                message = await receive()
+                if message["type"] == "lifespan.shutdown" and self.on_shutdown is not None:
+                    self.on_shutdown()
+                return message
+
+            return await self.app(scope, watched, send)
         self.open += 1
         try:
             return await self.app(scope, receive, send)
@@ -63,15 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
     from prefect.server.api.server import create_app
 
-    clock = IdleClock(create_app())
+    clock = IdleClock(create_app(), on_shutdown=(lambda: forget(args.record)) if args.record else None)
     server = uvicorn.Server(uvicorn.Config(clock, host="127.0.0.1", port=args.port, log_level="error", lifespan="on"))
     if args.linger > 0:
         threading.Thread(target=watch, args=(server, clock, args.linger), daemon=True).start()
-    try:
-        server.run()
-    finally:
-        if args.record:
-            forget(args.record)
+    server.run()
     if not server.started:
         raise SystemExit(3)  # the app failed to start (uvicorn's code for it): the caller retries on the same port
 

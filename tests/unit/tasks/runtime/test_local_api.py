@@ -114,3 +114,25 @@ def test_a_linger_that_is_not_a_number_names_the_variable_and_the_fix(monkeypatc
     assert linger_s() == 0.0  # a negative linger is no linger
     monkeypatch.delenv("FUSIONAUDIT_LOCAL_API_LINGER_S")
     assert linger_s() == 300.0
+
+
+@pytest.mark.slow
+def test_a_lingering_api_stopped_with_sigterm_forgets_its_record(tmp_path):
+    import os
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "FUSIONAUDIT_LOCAL_API_LINGER_S": "300"}
+    first = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr
+    server = psutil.Process(int(first.stdout.split()[2]))
+    record = tmp_path / "prefect" / "fusionaudit-local-api.json"
+    try:
+        assert record.exists()
+        server.terminate()  # `kill <pid>`, or the machine shutting down
+        server.wait(timeout=30)
+        assert not record.exists()
+    finally:
+        if server.is_running():
+            server.kill()

@@ -24,8 +24,7 @@ def test_an_open_connection_is_never_idle_and_the_clock_starts_when_it_closes():
         held = asyncio.create_task(clock({"type": "websocket"}, None, None))
         await asyncio.sleep(0.05)
         assert clock.open == 1 and clock.idle_s() == 0.0
-        await clock({"type": "lifespan"}, None, None)  # the server's own life is not a client
-        assert clock.open == 1
+        assert clock.open == 1 and clock.idle_s() == 0.0
         release.set()
         await held
         assert clock.open == 0
@@ -68,3 +67,20 @@ def test_the_record_is_removed_only_when_it_names_this_server(tmp_path):
     record.write_text(json.dumps({"pid": os.getpid()}))
     forget(record)
     assert not record.exists()
+
+
+def test_the_lifespan_is_not_a_client_and_its_shutdown_runs_the_callback():
+    shut = []
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive():
+        return next(messages)
+
+    async def app(scope, receive, send):
+        assert clock.open == 0  # the server's own life is not a client
+        while (await receive())["type"] != "lifespan.shutdown":
+            pass
+
+    clock = IdleClock(app, on_shutdown=lambda: shut.append(True))
+    asyncio.run(clock({"type": "lifespan"}, receive, None))
+    assert shut == [True]
