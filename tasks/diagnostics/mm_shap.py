@@ -301,13 +301,11 @@ def _units_this_round(m: int, se: float, target_se: float | None, min_units: int
     from a few units is noisy, and half a step overshoots the target less. Capped by ``ROUND_ROWS``
     rows per round (at least one unit) so that a round's inputs fit in memory.
     """
-    if target_se is None:
-        want = max_units - m
-    elif m < min_units:
+    if target_se is not None and m < min_units:
         want = min_units - m
     else:
-        missing = m * (se / target_se) ** 2 - m if math.isfinite(se) and target_se > 0 else 1
-        want = math.ceil(missing / 2)
+        needed = _units_still_needed(m, se, target_se, min_units, max_units)
+        want = needed if target_se is None else math.ceil(needed / 2)
     return max(1, min(want, max_units - m, ROUND_ROWS // max(rows_per_unit, 1)))
 
 
