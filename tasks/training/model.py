@@ -11,6 +11,14 @@ reuses), with three additions the mitigations need:
 - ``pathways()``: the parameters of each modality's pathway and of the
   fusion, layer by layer, for gradient flow and gradient modulation.
 
+Networks are made by ``initialised`` (initial weights drawn from a given
+generator alone) or ``loaded`` (weights from a state dict, nothing drawn),
+never by the constructor's own initialisation: that draws from torch's
+global generator, which every thread of the process shares, so a seeded
+network would depend on what other threads drew meanwhile (a rediagnosis
+loading a trained network while the next training initialised its own
+gave a no-op variant a different model than the baseline's).
+
 Any network with ``forward_parts`` and ``pathways`` can be trained by
 ``tasks.training.train`` (see ``Trainable``); a user's model qualifies when
 its adapter exposes its trainable modules (projector, fusion adapter, LoRA)
@@ -18,6 +26,7 @@ that way.
 """
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -63,6 +72,60 @@ class ModalityFusionNet(nn.Module):
         self.head = nn.Linear(d, 1)
         self.aux_image = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
         self.aux_text = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
+
+    @classmethod
+    def initialised(cls, config: ModelConfig, generator: torch.Generator) -> ModalityFusionNet:
+        """The initial network drawn from ``generator`` alone: a pure function of its seed, whatever other threads draw."""
+        net = cls._shapes(config)
+        net._initialise(generator)
+        return net
+
+    @classmethod
+    def loaded(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> ModalityFusionNet:
+        """The network with every parameter and buffer copied from ``state`` (strict); draws no random numbers."""
+        net = cls._shapes(config)
+        net.load_state_dict(state)
+        return net
+
+    @classmethod
+    def _shapes(cls, config: ModelConfig) -> ModalityFusionNet:
+        with torch.device("meta"):  # the constructor's initialisation runs on no data and draws nothing
+            net = cls(config)
+        return net.to_empty(device="cpu")  # every tensor is then written by _initialise or load_state_dict
+
+    @torch.no_grad()
+    def _initialise(self, generator: torch.Generator) -> None:
+        """Every parameter and buffer, by PyTorch's default rules and in the constructor's order of draws, so a
+        generator seeded with s gives the network ``torch.manual_seed(s)`` and the constructor gave."""
+        def linear(m: nn.Linear) -> None:
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
+            nn.init.uniform_(m.bias, -1 / math.sqrt(m.in_features), 1 / math.sqrt(m.in_features), generator=generator)
+
+        def norm(m: nn.LayerNorm) -> None:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+        def block(b: Block) -> None:
+            norm(b.norm1)
+            norm(b.norm2)
+            for m in (b.attn.qkv, b.attn.out, b.mlp[0], b.mlp[2]):
+                linear(m)
+
+        linear(self.patch_embed)
+        nn.init.normal_(self.token_embed.weight, generator=generator)
+        self.image_pos.copy_(torch.randn(self.image_pos.shape, generator=generator) * 0.02)
+        self.text_pos.copy_(torch.randn(self.text_pos.shape, generator=generator) * 0.02)
+        self.cls.zero_()
+        nn.init.normal_(self.modality.weight, generator=generator)
+        self.pixel_mean.zero_()
+        self.pixel_std.fill_(1.0)
+        for b in (*self.image_layers, *self.text_layers, *self.fusion_layers):
+            block(b)
+        norm(self.norm)
+        linear(self.head)
+        for aux in (self.aux_image, self.aux_text):
+            norm(aux[0])
+            linear(aux[1])
 
     @property
     def layers(self) -> nn.ModuleList:

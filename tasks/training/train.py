@@ -26,9 +26,6 @@ from tasks.training.data import TaskData, as_tensors
 from tasks.training.losses import balanced_loss
 from tasks.training.model import ModalityFusionNet
 
-_INIT = threading.Lock()  # module init draws from torch's global generator: one seeded init at a time
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -43,15 +40,12 @@ class TrainResult:
     facts: dict[str, float] = field(default_factory=dict)
 
     def network(self) -> ModalityFusionNet:
-        net = ModalityFusionNet(self.config.model)
-        net.load_state_dict(self.state_dict)
-        return net.eval()
+        return ModalityFusionNet.loaded(self.config.model, self.state_dict).eval()
 
 
 def build(config: TrainConfig, seed: int) -> ModalityFusionNet:
-    with _INIT:
-        torch.manual_seed(seed)
-        return ModalityFusionNet(config.model)
+    """The initial network of ``seed``, from a generator of its own (trainings and rediagnoses share the process)."""
+    return ModalityFusionNet.initialised(config.model, torch.Generator().manual_seed(seed))
 
 
 def train(config: TrainConfig, task: TaskData, seed: int, checkpoint: Path | None = None,
