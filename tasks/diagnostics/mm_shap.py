@@ -75,6 +75,7 @@ used and the error is zero; short captions (g = 2, t ≤ 6) need 16 + 64 passes.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections import deque
@@ -174,7 +175,9 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
     passes = {k: torch.zeros(b, dtype=torch.long) for k in ("image", "text")}
     phi_image: list[torch.Tensor] = [torch.empty(0)] * b
     phi_text: list[torch.Tensor] = [torch.empty(0)] * b
-    gen = torch.Generator().manual_seed(seed)
+    # One stream per sample, from the seed and the sample's id: a sample's orders do not depend on which other
+    # samples share its batch, in what order, or how many rounds they take.
+    gens = [torch.Generator().manual_seed(sample_seed(seed, sid)) for sid in sample_ids]
     calls = 0
     for g in sorted(set(grids)):  # the keep tensor has one g per call
         members = [i for i in range(b) if grids[i] == g]
@@ -206,7 +209,7 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
                 if i in exhaustive:
                     orders[i] = torch.cat([exhaustive[i].popleft() for _ in range(min(k, len(exhaustive[i])))])
                     continue
-                drawn = [torch.randperm(n_text[i] + g * g, generator=gen) for _ in range(k)]
+                drawn = [torch.randperm(n_text[i] + g * g, generator=gens[i]) for _ in range(k)]
                 orders[i] = torch.cat([torch.stack([o, o.flip(0)]) if antithetic else o[None] for o in drawn])
             marginals = ev.marginals(active, orders)  # i -> [P, n]: each player's marginal along each order
             for i in active:
@@ -241,6 +244,12 @@ def mm_shap(model, images: Sequence[Image.Image], captions: Sequence[str], sampl
 
 
 ROUND_ROWS = 512  # coalition rows one round may build per grid group: bounds the memory of a round
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """The seed of one sample's orders: a stable hash of (seed, sample id), the same in every process."""
+    digest = hashlib.blake2b(f"{seed}/{sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 def _rows_per_unit(route: str, t: int, g: int, per_order: int) -> int:

@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # the contract types annotate; at run time any object with th
     from tasks.adapters.contract import AttentionSummary, LoadedModel
 
 # 2: ablation, MM-SHAP, rollout, relevance, per-token efficiency added; per_layer gained columns.
-METRICS_VERSION = "2"  # bump when a metric's definition changes: invalidates cached diagnostics
+METRICS_VERSION = "3"  # bump when a metric's definition changes: invalidates cached diagnostics
+# 3: MM-SHAP draws each sample's orders from (seed, sample id), not one stream shared by the batch
 
 # 16 orders (8 antithetic pairs) per sample: on 64 zoo samples a per-sample standard error of ≤ 0.006 for
 # the one-sided models and 0.06 on average (≤ 0.12) for the balanced one, for 4–5 s of CPU (~6–8 s wall on

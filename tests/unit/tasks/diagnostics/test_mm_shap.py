@@ -186,6 +186,18 @@ def test_target_standard_error_is_reached_in_a_few_rounds_not_one_call_per_pair(
     assert 3 * result.score_calls < result.permutations[2] // 2
 
 
+def test_a_samples_values_do_not_depend_on_the_rest_of_its_batch():
+    """Each sample draws its orders from (seed, sample id): alone, first or last in a batch, the same φ."""
+    together = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=10, seed=5)
+    alone = mm_shap(PolynomialModel(_terms), IMAGES[:1], CAPTIONS[:1], IDS[:1], permutations=10, seed=5)
+    last = mm_shap(PolynomialModel(_terms), IMAGES[::-1], CAPTIONS[::-1], IDS[::-1], permutations=10, seed=5)
+    for other, i in ((alone, 0), (last, 2)):
+        assert torch.equal(other.phi_text[i], together.phi_text[0]) and torch.equal(other.phi_image[i], together.phi_image[0])
+        assert other.v[i] == together.v[0] and other.se[i] == together.se[0]
+    reseeded = mm_shap(PolynomialModel(_terms), IMAGES[:1], CAPTIONS[:1], IDS[:1], permutations=10, seed=6)
+    assert not torch.equal(reseeded.phi_text[0], alone.phi_text[0])  # the seed still matters
+
+
 def test_same_seed_same_values_and_errors_name_the_fix():
     a = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=6, seed=3)
     b = mm_shap(PolynomialModel(_terms), IMAGES, CAPTIONS, IDS, permutations=6, seed=3)

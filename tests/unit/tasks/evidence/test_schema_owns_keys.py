@@ -22,7 +22,7 @@ NOT_KEYS = {
     # URLs, endpoints and database URIs
     "agents/narrative.py": ("/chat/completions",),
     "tasks/adapters/hub.py": ("{hf_constants.ENDPOINT}/{repo_id}", "{page}/tree/main"),
-    "tasks/runtime/local_api.py": ("{port}/api", "{self.url}/health"),
+    "tasks/runtime/local_api.py": ("{port}/api", "{url}/health"),
     "tasks/runtime/paths.py": ("sqlite:///",),
     "tasks/runtime/preflight.py": ('+ "/health"',),
     # artifact, template and file paths, and a Prefect flow-run name
@@ -33,6 +33,8 @@ NOT_KEYS = {
     "flows/diagnose.py": ('f"diagnose/{e.name}"',),
     # a message naming an open_clip architecture and tag
     "tasks/adapters/openclip_weights.py": ("{arch}/{tag}",),
+    # the text hashed into one sample's MM-SHAP seed
+    "tasks/diagnostics/mm_shap.py": ('f"{seed}/{sample_id}"',),
     # a citation's params/ and tags/ prefixes (cited.reference), not keys
     "tasks/evidence/cited.py": ('f"params/{key}"', 'f"tags/{key}"'),
 }
