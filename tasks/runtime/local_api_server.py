@@ -47,7 +47,13 @@ class IdleClock:
 
 
 def watch(server, clock: IdleClock, linger_s: float, tick_s: float = 1.0) -> None:
-    """Ask uvicorn to exit once ``clock`` has been idle for ``linger_s``."""
+    """Ask uvicorn to exit once ``clock`` has been idle for ``linger_s`` after the server started.
+
+    The clock starts when the server does: a start-up (migrations on a loaded machine) longer than the linger
+    must not end the server before its first client could reach it."""
+    while not server.started and not server.should_exit:
+        time.sleep(tick_s / 10)
+    clock.last = time.monotonic()
     while not server.should_exit:
         time.sleep(tick_s)
         if clock.idle_s() >= linger_s:

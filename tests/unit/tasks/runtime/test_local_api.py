@@ -78,30 +78,52 @@ _START = ("import sys; from tasks.runtime.local_api import start_local_api; api 
           "print(api.url, api.reused, api.process.pid if api.process else '-')")
 
 
-@pytest.mark.slow
-def test_a_lingering_api_serves_the_next_cli_and_leaves_by_itself_when_idle(tmp_path):
-    import json
+@pytest.fixture
+def lingering(tmp_path):
+    """start(linger) runs a fresh CLI-like process that starts (or reuses) the local API: (url, reused, server, record).
+    Every server it started is killed at the end."""
     import os
 
     import psutil
 
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "FUSIONAUDIT_LOCAL_API_LINGER_S": "6"}
-    first = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=180)
-    assert first.returncode == 0, first.stderr
-    url, reused, pid = first.stdout.split()
-    server = psutil.Process(int(pid))
-    try:
-        assert reused == "False" and server.is_running()  # it outlived the CLI that started it
-        record = json.loads((tmp_path / "prefect" / "fusionaudit-local-api.json").read_text())
-        assert record["url"] == url and record["pid"] == server.pid
-        second = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=60)
-        assert second.stdout.split()[:2] == [url, "True"], second.stderr  # the next CLI skips the start-up
-        server.wait(timeout=60)  # no client for 6 s: it exits by itself
-        assert not (tmp_path / "prefect" / "fusionaudit-local-api.json").exists()
-    finally:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "prefect")}
+    servers = []
+
+    def start(linger: int):
+        done = subprocess.run([sys.executable, "-c", _START], env=env | {"FUSIONAUDIT_LOCAL_API_LINGER_S": str(linger)},
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        url, reused, pid = done.stdout.split()
+        server = psutil.Process(int(pid)) if pid != "-" else None
+        servers.extend([server] if server else [])
+        return url, reused == "True", server, tmp_path / "prefect" / "fusionaudit-local-api.json"
+
+    yield start
+    for server in servers:
         if server.is_running():
             server.kill()
+
+
+@pytest.mark.slow
+def test_a_lingering_api_serves_the_next_cli_and_leaves_by_itself_when_idle(lingering):
+    import json
+
+    url, reused, server, record = lingering(6)
+    assert not reused and server.is_running()  # it outlived the CLI that started it
+    assert json.loads(record.read_text())["url"] == url and json.loads(record.read_text())["pid"] == server.pid
+    again, reused, _, _ = lingering(6)
+    assert (again, reused) == (url, True)  # the next CLI skips the start-up
+    server.wait(timeout=60)  # no client for 6 s: it exits by itself
+    assert not record.exists()
+
+
+@pytest.mark.slow
+def test_a_lingering_api_stopped_with_sigterm_forgets_its_record(lingering):
+    _, _, server, record = lingering(300)
+    assert record.exists()
+    server.terminate()  # `kill <pid>`, or the machine shutting down
+    server.wait(timeout=30)
+    assert not record.exists()
 
 
 def test_a_linger_that_is_not_a_number_names_the_variable_and_the_fix(monkeypatch):
@@ -114,25 +136,3 @@ def test_a_linger_that_is_not_a_number_names_the_variable_and_the_fix(monkeypatc
     assert linger_s() == 0.0  # a negative linger is no linger
     monkeypatch.delenv("FUSIONAUDIT_LOCAL_API_LINGER_S")
     assert linger_s() == 300.0
-
-
-@pytest.mark.slow
-def test_a_lingering_api_stopped_with_sigterm_forgets_its_record(tmp_path):
-    import os
-
-    import psutil
-
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "FUSIONAUDIT_LOCAL_API_LINGER_S": "300"}
-    first = subprocess.run([sys.executable, "-c", _START], env=env, capture_output=True, text=True, timeout=180)
-    assert first.returncode == 0, first.stderr
-    server = psutil.Process(int(first.stdout.split()[2]))
-    record = tmp_path / "prefect" / "fusionaudit-local-api.json"
-    try:
-        assert record.exists()
-        server.terminate()  # `kill <pid>`, or the machine shutting down
-        server.wait(timeout=30)
-        assert not record.exists()
-    finally:
-        if server.is_running():
-            server.kill()

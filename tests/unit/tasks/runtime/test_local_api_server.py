@@ -46,12 +46,15 @@ def test_a_failed_request_still_closes_on_the_clock():
     assert clock.open == 0
 
 
-def test_the_watch_asks_the_server_to_exit_once_idle_for_the_linger():
+def test_the_watch_asks_the_server_to_exit_once_idle_for_the_linger_after_it_started():
     clock = IdleClock(None)
-    server = SimpleNamespace(should_exit=False)
-    clock.open = 1  # busy: the watch must not stop it
+    server = SimpleNamespace(should_exit=False, started=False)
     watcher = threading.Thread(target=watch, args=(server, clock, 0.2, 0.02), daemon=True)
     watcher.start()
+    time.sleep(0.4)  # a start-up longer than the linger, with no client yet
+    assert not server.should_exit
+    server.started = True
+    clock.open = 1  # busy: the watch must not stop it
     time.sleep(0.4)
     assert not server.should_exit
     clock.open, clock.last = 0, time.monotonic()
