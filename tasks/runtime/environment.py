@@ -7,7 +7,7 @@ from __future__ import annotations
 import platform
 import shutil
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,9 +16,7 @@ import psutil
 import torch
 from packaging.version import InvalidVersion, Version
 
-from tasks import evidence
-from tasks.evidence import schema
-from tasks.runtime.paths import home
+from tasks.runtime.paths import home, tracking_uri
 from tasks.runtime.redaction import redact, redacted_env
 
 # The packages the cycle imports; each must be installed for the cycle to run.
@@ -49,13 +47,16 @@ def snapshot(evidence_dir: Path) -> dict[str, float | str]:
     }
 
 
-def environment_snapshot(path: Path | None = None, environ: Mapping[str, str] | None = None) -> dict[str, float | str]:
+def environment_snapshot(env_key: Callable[[str], str], path: Path | None = None,
+                         environ: Mapping[str, str] | None = None) -> dict[str, float | str]:
     """Python, torch, CUDA, GPU name and memory, CPU model and count, RAM, free disk at ``path`` (default: the
-    fusionaudit home), the evidence store and the relevant environment variables, every string passed through
-    ``redact`` so no secret reaches the evidence. Numbers become metrics, strings params (as ``snapshot``)."""
+    fusionaudit home), the evidence store and the relevant environment variables (each under ``env_key(name)``: the
+    evidence schema's key, which this layer below the evidence store does not import),
+    every string passed through ``redact`` so no secret reaches the evidence. Numbers become metrics, strings
+    params (as ``snapshot``)."""
     snap = snapshot(home() if path is None else Path(path))
-    snap["tracking_uri"] = evidence.tracking_uri()
-    snap |= {schema.env_key(k): v for k, v in redacted_env(environ).items()}
+    snap["tracking_uri"] = tracking_uri()
+    snap |= {env_key(k): v for k, v in redacted_env(environ).items()}
     return {k: redact(v, environ) if isinstance(v, str) else v for k, v in snap.items()}
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tasks.runtime.paths import home, reports_root
+from tasks.runtime.paths import home, reports_root, tracking_uri
 
 DEFAULT_MIN_FREE_MB = 200
 TIMEOUT_S = 2.0  # per network check: connect + one GET, never retried
@@ -61,9 +61,7 @@ def _why(exc: BaseException) -> str:
 def check_mlflow(uri: str | None = None, timeout: float = TIMEOUT_S) -> str:
     """An http(s) tracking server answers /health; a SQLite store's folder is writable. Returns what was checked."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:  # the local SQLite store: tasks.evidence (and MLflow) imported only for it, never to fail fast
-        from tasks.evidence import tracking_uri
-
+    if not uri:  # the local SQLite store in the fusionaudit home (no MLflow import: this check must be fast)
         uri = tracking_uri()
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):

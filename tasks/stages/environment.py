@@ -8,6 +8,7 @@ from tasks.actions import BLOCKED, COMPLETED, Cycle, Outcome, action_run, action
 from tasks.adapters.contract import ModelSpec
 from tasks.adapters.registry import load_model
 from tasks.data.synthetic import make_synthetic
+from tasks.evidence import schema
 from tasks.mission import Action
 from tasks.runtime import environment
 from tasks.runtime.environment import environment_snapshot
@@ -17,7 +18,7 @@ from tasks.stages._common import PROJECT_ROOT, RETRY, finish
 @task(name="environment-check", task_run_name=action_task_name, cache_policy=NO_CACHE, **RETRY)
 def check_environment(cycle: Cycle, action: Action) -> Outcome:
     with action_run(cycle, action) as run:
-        snap = environment_snapshot()  # redacted: no token or URI password reaches the evidence
+        snap = environment_snapshot(schema.env_key)  # redacted: no token or URI password reaches the evidence
         pkgs = environment.package_report(PROJECT_ROOT / "uv.lock")
         run.params({k: v for k, v in snap.items() if isinstance(v, str)} | {"drifted": "; ".join(pkgs["drifted"]) or "none"})
         pairs = _test_inference()

@@ -6,6 +6,7 @@ from importlib.metadata import version
 import pytest
 from packaging.version import Version
 
+from tasks.evidence import schema
 from tasks.runtime.environment import dependency_drift, environment_snapshot
 
 
@@ -37,7 +38,7 @@ def test_no_lock_means_no_drift(tmp_path):
 def test_snapshot_has_the_machine_and_no_secret(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://fa:s3cret-pw@db:5432/mlflow")
     monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnopqrstuvwxyz12")
-    snap = environment_snapshot(tmp_path)
+    snap = environment_snapshot(schema.env_key, tmp_path)
     assert {"python", "torch", "cuda", "gpu_name", "gpu_memory_gb", "cpu_model", "cpu_count", "ram_total_gb",
             "disk_free_gb"} <= snap.keys()
     assert snap["disk_path"] == str(tmp_path) and snap["disk_free_gb"] > 0 and snap["cpu_count"] >= 1
