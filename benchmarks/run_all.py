@@ -5,8 +5,7 @@ Run: .venv/bin/python benchmarks/run_all.py [--quick] [--skip NAME,...]
 Each row runs one benchmark's ``main`` (ratios against a baseline measured
 in the same run, interleaved repeats). ``--quick`` uses fewer repeats, a
 smaller MM-SHAP comparison (2 samples, ViT-B-32 cut to 2 layers); the
-cycle and the memory targets always run at the sizes they are defined for.
-Rows marked "shown" are figures without a target. Absolute seconds depend on the machine's load: the table
+cycle and the memory targets always run at the sizes they are defined for. Absolute seconds depend on the machine's load: the table
 prints the load average next to them.
 """
 from __future__ import annotations
@@ -42,10 +41,11 @@ def _rows(quick: bool):
         ("cycle", lambda: cycle_wall_time.main([]),  # the targets are on the embedded defaults, also with --quick
          [("warm Week-1 cycle (s; target on 2 idle cores)", "warm_s", lambda v: v <= 30.0),
           ("cold Week-1 cycle (s; target on 2 idle cores)", "cold_s", lambda v: v <= 120.0),
-          ("Prefect + MLflow start-up share of the warm cycle's CPU", "startup_share", lambda v: v <= 0.15),
-          ("the same, the cycle booting its own API (linger 0)", "startup_share_own_api", None),
-          ("all Prefect + MLflow CPU share (start-up + per call)", "prefect_mlflow_share", None),
-          ("the same, the cycle booting its own API (linger 0)", "prefect_mlflow_share_own_api", None)]),
+          # The issue's target is on Prefect + MLflow's share of the warm cycle; every reading of it is held to 0.15.
+          ("Prefect + MLflow share of the warm cycle's CPU (all)", "prefect_mlflow_share", lambda v: v <= 0.15),
+          ("the same, the cycle booting its own API (linger 0)", "prefect_mlflow_share_own_api", lambda v: v <= 0.15),
+          ("their start-up alone (imports, store, API boot)", "startup_share", lambda v: v <= 0.15),
+          ("the same, the cycle booting its own API (linger 0)", "startup_share_own_api", lambda v: v <= 0.15)]),
     ]
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float | None, str]]:
             continue
         for text, key, ok in targets:
             value = figures.get(key)
-            table.append((text, value, "shown" if ok is None else "met" if value is not None and ok(value) else "not met"))
+            table.append((text, value, "met" if value is not None and ok(value) else "not met"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n{'target':<58}{'figure':>10}  verdict   (load average {load:.1f} on {os.cpu_count()} cores"
           f"{', --quick' if args.quick else ''}; no GPU figures: no GPU machine in this run)")

@@ -163,13 +163,13 @@ def _launch(linger: float) -> LocalAPI:
     if linger > 0:
         command += ["--record", str(record)]
 
+    # Lingering: its own session, so it outlives this CLI and leaves by itself when idle; else it dies with the CLI.
+    detach = {"start_new_session": True} if linger > 0 else {"preexec_fn": _die_with(os.getpid())}
+
     def launch() -> subprocess.Popen:
         with log.open("a") as out:
-            if linger > 0:  # its own session: it outlives this CLI and leaves by itself when idle
-                return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-            return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with(os.getpid()))
+            return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    **detach)
 
     log.write_text("")
     api = LocalAPI(f"http://127.0.0.1:{port}/api", launch(), log, launch, linger)
