@@ -167,14 +167,15 @@ class Assessment:
     citations_checked: int = 0
 
 
-def check_text(text: str) -> tuple[list[evidence.Finding], int]:
+def check_text(text: str, runs: dict | None = None) -> tuple[list[evidence.Finding], int]:
     """Footnote problems, citation mismatches (re-read from MLflow) and uncited claims of one Markdown text.
 
     Returns (findings, citations checked). Footnotes are resolved to inline
     citations first, keeping line numbers, so one checker serves both forms.
+    ``runs``: the runs already read (as in ``verify_markdown``).
     """
     inline, problems = from_footnotes(text)
-    found, checked = evidence.verify_markdown(inline)
+    found, checked = evidence.verify_markdown(inline, runs)
     citation_problems = [f for f in found if not f.problem.endswith("has no citation")]
     footnote_problems = [evidence.Finding(p.line, p.problem, p.text) for p in problems]
     return sorted(footnote_problems + citation_problems + uncited_numbers(inline), key=lambda f: f.line), checked
@@ -189,13 +190,14 @@ def assess(paths: list[Path]) -> Assessment:
     """
     findings: list[str] = []
     checked = 0
+    runs: dict = {}  # each cited run read once for all the reports
     for path in map(Path, paths):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             findings.append(f"{path}:0: cannot be read ({type(exc).__name__}: {exc}): pass an existing UTF-8 report")
             continue
-        found, n = check_text(text)
+        found, n = check_text(text, runs)
         checked += n
         findings += [f"{path}:{f.line}: {f.problem}" for f in found]
         if n == 0:

@@ -93,8 +93,8 @@ def open_child(cycle: Cycle, parent: str, name: str, tags: dict[str, str]) -> ev
     """The child run with these identifying tags, reused if it exists (retries and re-runs write no duplicates)."""
     found = evidence.find_child(cycle.experiment_id, parent, tags)
     if found:
-        return evidence.RunLog(found.run_id)
-    return evidence.start_run(cycle.experiment_id, name, parent=parent, tags=tags)
+        return evidence.RunLog(found.run_id, found.name)
+    return evidence.start_run(cycle.experiment_id, name, parent=parent, tags=tags, root=cycle.run_id)
 
 
 @contextmanager
@@ -106,9 +106,8 @@ def tracked(run: evidence.RunLog):
 
 
 def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
-    run.tags({schema.STATUS: outcome.status, schema.REASON: outcome.reason, schema.MITIGATION: outcome.mitigation})
-    if outcome.status != COMPLETED:
-        run.mark_in_name(outcome.status)
+    run.tags({schema.STATUS: outcome.status, schema.REASON: outcome.reason, schema.MITIGATION: outcome.mitigation}
+             | (run.named(outcome.status) if outcome.status != COMPLETED else {}))
     run.finish("FAILED" if outcome.status == FAILED else "FINISHED")
     return outcome
 
@@ -117,10 +116,10 @@ def record(run: evidence.RunLog, outcome: Outcome) -> Outcome:
 def action_run(cycle: Cycle, action: Action):
     """Open (or resume) the action's run, measure it, and leave it finished."""
     run = open_child(cycle, cycle.run_id, f"{action.id} {action.title}", {schema.KIND: "action", schema.ACTION_ID: action.id})
-    run.params({"priority": action.priority, "owner": action.owner, "stage": action.stage,
-                "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
-               | {schema.acceptance_key(c.metric): c.value for c in action.acceptance})
-    run.tags({schema.TITLE: action.title, schema.PRIORITY: action.priority, schema.OWNER: action.owner})
+    run.log(params={"priority": action.priority, "owner": action.owner, "stage": action.stage,
+                    "deadline_hours": action.deadline_hours, "depends_on": ",".join(action.depends_on) or "none"}
+            | {schema.acceptance_key(c.metric): c.value for c in action.acceptance},
+            tags={schema.TITLE: action.title, schema.PRIORITY: action.priority, schema.OWNER: action.owner})
     with tracked(run):
         yield run
 

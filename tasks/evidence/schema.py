@@ -31,6 +31,7 @@ KIND = "fa.kind"                      # cycle, action, model, quality, training,
 MISSION = "fa.mission"
 MISSION_KIND = "fa.mission_kind"      # training, probing (a Week-1 cycle has none)
 CYCLE_ID = "fa.cycle_id"
+ROOT = "fa.root"                      # every run of a tree carries its root's id, so a tree reads in one search
 CYCLE_NUMBER = "fa.cycle_number"
 PREVIOUS_CYCLE_RUN = "fa.previous_cycle_run"
 ESCALATED = "fa.escalated"            # actions the planner escalated, comma-separated

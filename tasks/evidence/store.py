@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,14 +18,15 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from tasks.evidence import schema
 from tasks.evidence.cited import CITATION, Cited, expected_claims
 from tasks.runtime.paths import home, tracking_uri  # noqa: F401 - tracking_uri is part of this module's API
 from tasks.runtime.redaction import redact
 
 PARENT_TAG = "mlflow.parentRunId"
+ROOT_TAG = schema.ROOT  # trees logged before runs carried it are read node by node
 # The outcomes an action or a model run ends with (its ``schema.STATUS`` tag); Blocked is an outcome, not a failure.
 COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
-_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
 
 
 _READY: set[str] = set()
@@ -87,23 +88,35 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 @dataclass
 class RunLog:
-    """Logging bound to one MLflow run."""
+    """Logging bound to one MLflow run (``name``, where known, saves a read when the status goes into it)."""
 
     run_id: str
+    name: str | None = None
+
+    def log(self, metrics: Mapping[str, float | int | bool] | None = None, params: Mapping[str, object] | None = None,
+            tags: Mapping[str, object] | None = None) -> None:
+        """Metrics, params and tags in as few ``log_batch`` calls as MLflow's limits allow (one for a stage's write)."""
+        ts = _now_ms()
+        items = ([("metrics", Metric(k, float(v), ts, 0)) for k, v in (metrics or {}).items() if v is not None]
+                 + [("params", Param(k, redact(str(v)))) for k, v in (params or {}).items()]
+                 + [("tags", RunTag(k, redact(str(v)))) for k, v in (tags or {}).items()])
+        batch: dict[str, list] = {"metrics": [], "params": [], "tags": []}
+        for kind, item in items:
+            if len(batch[kind]) == _LIMITS[kind] or sum(map(len, batch.values())) == _LIMITS["all"]:
+                client().log_batch(self.run_id, **batch)
+                batch = {"metrics": [], "params": [], "tags": []}
+            batch[kind].append(item)
+        if items:
+            client().log_batch(self.run_id, **batch)
 
     def metrics(self, values: Mapping[str, float | int | bool]) -> None:
-        ts = _now_ms()
-        items = [Metric(k, float(v), ts, 0) for k, v in values.items() if v is not None]
-        for i in range(0, len(items), _BATCH):
-            client().log_batch(self.run_id, metrics=items[i:i + _BATCH])
+        self.log(metrics=values)
 
     def params(self, values: Mapping[str, object]) -> None:
-        items = [Param(k, redact(str(v))) for k, v in values.items()]
-        for i in range(0, len(items), 100):
-            client().log_batch(self.run_id, params=items[i:i + 100])
+        self.log(params=values)
 
     def tags(self, values: Mapping[str, object]) -> None:
-        client().log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in values.items()])
+        self.log(tags=values)
 
     def artifact(self, path: Path, artifact_path: str | None = None) -> str:
         client().log_artifact(self.run_id, str(path), artifact_path)
@@ -116,24 +129,33 @@ class RunLog:
             df.to_csv(path, index=False)
             return self.artifact(path, "tables")
 
-    def mark_in_name(self, status: str) -> None:
-        """Append the status to the run's name (``open clip-vit-b-32 · Blocked``): MLflow's runs table shows it."""
-        c = client()
-        name = c.get_run(self.run_id).info.run_name or ""
-        base = name.split(" · ")[0]
-        if name != f"{base} · {status}":
-            c.set_tag(self.run_id, "mlflow.runName", f"{base} · {status}")
+    def named(self, status: str) -> dict[str, str]:
+        """The run-name tag that appends a status (``open clip-vit-b-32 · Blocked``): MLflow's runs table shows it."""
+        name = self.name if self.name is not None else client().get_run(self.run_id).info.run_name or ""
+        return {RUN_NAME: f"{name.split(' · ')[0]} · {status}"}
 
     def finish(self, status: str = "FINISHED") -> None:
         client().set_terminated(self.run_id, status)
 
 
-def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None) -> RunLog:
+RUN_NAME = "mlflow.runName"
+# MLflow's log_batch limits: 1000 values in all, of which at most 100 params and 100 tags.
+_LIMITS = {"metrics": 1000, "params": 100, "tags": 100, "all": 1000}
+
+
+def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None,
+              root: str | None = None) -> RunLog:
+    """A new run. Every run of a tree carries its root's id, so the tree reads in one search: a caller that knows the
+    root passes it, else it is read from the parent (whose tree, if logged before the tag, stays without it)."""
     all_tags = {k: redact(str(v)) for k, v in (tags or {}).items()}
+    c = client()
     if parent:
-        all_tags[PARENT_TAG] = parent
-    run = client().create_run(experiment_id, run_name=name, tags=all_tags)
-    return RunLog(run.info.run_id)
+        root = root or c.get_run(parent).data.tags.get(ROOT_TAG)
+        all_tags |= {PARENT_TAG: parent} | ({ROOT_TAG: root} if root else {})
+    run = c.create_run(experiment_id, run_name=name, tags=all_tags)
+    if not parent:
+        c.set_tag(run.info.run_id, ROOT_TAG, run.info.run_id)
+    return RunLog(run.info.run_id, name)
 
 
 def read_table(run_id: str, name: str) -> pd.DataFrame:
@@ -201,11 +223,43 @@ class RunEvidence:
 
 def read_run(run_id: str, with_children: bool = True) -> RunEvidence:
     c = client()
-    return _evidence(c, c.get_run(run_id), with_children)
+    run = c.get_run(run_id)
+    if not with_children:
+        return _evidence(run, _NO_CHILDREN)
+    root = run.data.tags.get(ROOT_TAG)
+    return _evidence(run, _tree(c, run.info.experiment_id, root) if root else _children_by_node(c, run.info.experiment_id))
 
 
-def _evidence(c, run, with_children: bool) -> RunEvidence:
-    """A run as evidence; its children from one search each, whose results carry their data (no get_run per child)."""
+def _NO_CHILDREN(run_id: str) -> list:
+    return []
+
+
+def _tree(c, experiment_id: str, root: str) -> Callable[[str], list]:
+    """Every run under ``root`` from one search, looked up by parent."""
+    by_parent: dict[str, list] = {}
+    for run in _search(c, experiment_id, f"tags.`{ROOT_TAG}` = '{root}'"):
+        if PARENT_TAG in run.data.tags:
+            by_parent.setdefault(run.data.tags[PARENT_TAG], []).append(run)
+    return lambda run_id: by_parent.get(run_id, [])
+
+
+def _children_by_node(c, experiment_id: str) -> Callable[[str], list]:
+    """A tree logged before runs carried their root: each node's children from a search of their own."""
+    return lambda run_id: list(_search(c, experiment_id, f"tags.`{PARENT_TAG}` = '{run_id}'"))
+
+
+def _search(c, experiment_id: str, filter_string: str):
+    token = None
+    while True:
+        page = c.search_runs([experiment_id], filter_string=filter_string, max_results=5000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _evidence(run, children: Callable[[str], list]) -> RunEvidence:
+    """A run as evidence; ``children`` gives a run id's child runs (search results carry their data: no get_run)."""
     ev = RunEvidence(
         run_id=run.info.run_id,
         name=run.info.run_name,
@@ -215,10 +269,7 @@ def _evidence(c, run, with_children: bool) -> RunEvidence:
         params=dict(run.data.params),
         metrics={k: Cited(_as_number(v), run.info.run_id, k) for k, v in run.data.metrics.items()},
     )
-    if with_children:
-        kids = c.search_runs([run.info.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run.info.run_id}'",
-                             max_results=5000)
-        ev.children = sorted((_evidence(c, k, True) for k in kids), key=lambda r: (r.start_time, r.name))
+    ev.children = sorted((_evidence(k, children) for k in children(run.info.run_id)), key=lambda r: (r.start_time, r.name))
     return ev
 
 
@@ -227,7 +278,7 @@ def find_child(experiment_id: str, parent: str, tags: Mapping[str, str]) -> RunE
     match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {PARENT_TAG: parent, **tags}.items())
     c = client()
     found = c.search_runs([experiment_id], filter_string=match, max_results=1)
-    return _evidence(c, found[0], with_children=False) if found else None
+    return _evidence(found[0], _NO_CHILDREN) if found else None
 
 
 def _as_number(value: float) -> float | int:
@@ -254,7 +305,7 @@ class Finding:
         return f"line {self.line}: {self.problem}: {self.text.strip()[:120]}"
 
 
-def verify_markdown(text: str) -> tuple[list[Finding], int]:
+def verify_markdown(text: str, runs: dict[str, RunEvidence] | None = None) -> tuple[list[Finding], int]:
     """Check a Markdown report (inline citations) against MLflow.
 
     Every citation must resolve to a logged metric, param or tag that the
@@ -262,10 +313,11 @@ def verify_markdown(text: str) -> tuple[list[Finding], int]:
     0.99412, never ``1`` or ``99.4%``; ``**GO**`` for the tag GO); every other
     number outside code spans must carry a citation. Returns (findings,
     number of citations checked). Footnotes are resolved first by the caller
-    (``tasks.evidence.cited.from_footnotes``).
+    (``tasks.evidence.cited.from_footnotes``). ``runs`` keeps the runs read, so that the documents of one
+    check read each cited run once.
     """
     findings: list[Finding] = []
-    cache: dict[str, RunEvidence] = {}
+    cache = {} if runs is None else runs
     checked = 0
     for lineno, line in enumerate(text.splitlines(), 1):
         bare = _CODE.sub(lambda m: " " * len(m.group()), line)

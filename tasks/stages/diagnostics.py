@@ -84,9 +84,9 @@ def diagnostics_stage(cycle: Cycle, action: Action, entries: tuple[ModelEntry, .
     with action_run(cycle, action) as run:
         data = load_dataset(ds)
         samples = data.samples
-        run.params({"dataset": ds.kind, "dataset_hash": data.content_hash, "metrics_version": METRICS_VERSION,
-                    "fan_out": cycle.fan_out, "dataset_root": data.root or "built-in"})
-        run.metrics({"dataset_samples_skipped": len(data.skipped)})
+        run.log(params={"dataset": ds.kind, "dataset_hash": data.content_hash, "metrics_version": METRICS_VERSION,
+                        "fan_out": cycle.fan_out, "dataset_root": data.root or "built-in"},
+                metrics={"dataset_samples_skipped": len(data.skipped)})
         run.table(data.skipped, "dataset_skipped.csv")
         finished = dispatch(cycle, run.run_id, entries)
         results: dict[str, DiagnosticResult] = {}
@@ -167,10 +167,8 @@ def _log_diagnostics(cycle: Cycle, run: evidence.RunLog, entry: ModelEntry, resu
                            maps=getattr(result, "attention_maps", None), spans=getattr(result, "map_spans", None))
     metrics["plots"] = len(drawn)
     metrics["batch_retries"] = len(result.retries)
-    if result.retries:
-        run.params({"batch_retries": "; ".join(result.retries)})
-    run.metrics(metrics)
-    run.tags({schema.CACHED: str(cached).lower()})
+    run.log(metrics=metrics, params={"batch_retries": "; ".join(result.retries)} if result.retries else None,
+            tags={schema.CACHED: str(cached).lower()})
     run.table(ps, "per_sample.csv")
     run.table(pl, "per_layer.csv")
     run.table(result.skipped, "skipped_samples.csv")

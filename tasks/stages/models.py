@@ -19,8 +19,8 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
     """Load a model and trace two samples; Blocked when its weights are not on this machine."""
     run = open_model_run(cycle, parent_run, entry.name)
     spec = model_spec(cycle, entry)
-    run.params({"adapter": entry.adapter, "source": entry.source, "arch": entry.arch or "none"})
-    run.tags({schema.CALIBRATION: str(entry.calibration).lower()})
+    run.log(params={"adapter": entry.adapter, "source": entry.source, "arch": entry.arch or "none"},
+            tags={schema.CALIBRATION: str(entry.calibration).lower()})
     with tracked(run):
         try:
             model = load_model(spec)
@@ -38,9 +38,9 @@ def open_model(cycle: Cycle, parent_run: str, entry: ModelEntry):
             layers = len(summary.layer_names)
             entropy_ok = (summary.entropy_visual.isfinite() | summary.entropy_text.isfinite()).all(dim=0)
             coverage = float(entropy_ok.float().mean()) if layers else 0.0
-    run.tags({schema.FAMILY: model.family, schema.CAPABILITIES: ",".join(sorted(model.capabilities)),
-              schema.RANDOM_INIT: str(model.random_init).lower(), schema.REVISION: model.revision})
-    run.metrics({"layers_traced": layers, "trace_coverage": coverage, "random_init": int(model.random_init)})
+    run.log(tags={schema.FAMILY: model.family, schema.CAPABILITIES: ",".join(sorted(model.capabilities)),
+                  schema.RANDOM_INIT: str(model.random_init).lower(), schema.REVISION: model.revision},
+            metrics={"layers_traced": layers, "trace_coverage": coverage, "random_init": int(model.random_init)})
     return record(run, Outcome(entry.name, COMPLETED, run.run_id, data={"family": model.family, "random_init": model.random_init}))
 
 

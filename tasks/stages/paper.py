@@ -29,8 +29,9 @@ def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
         out.mkdir(parents=True, exist_ok=True)
         (out / "abstract.tex").write_text(tex, encoding="utf-8")
         (out / "abstract.md").write_text(md, encoding="utf-8")
-        findings = _paper_sections(cycle, out)
-        findings += check_text(md)[0]
+        runs: dict = {}  # each cited run read once for the three sections
+        findings = _paper_sections(cycle, out, runs)
+        findings += check_text(md, runs)[0]
         for path in sorted(out.glob("*")):
             if path.name.split(".")[0] in ("abstract", "method", "results"):
                 run.artifact(path, "paper")
@@ -45,7 +46,7 @@ def paper_stage(cycle: Cycle, action: Action, stats_run: str) -> Outcome:
     return finish(run, outcome)
 
 
-def _paper_sections(cycle: Cycle, out: Path) -> list:
+def _paper_sections(cycle: Cycle, out: Path, runs: dict) -> list:
     """Method (the formulas of the metrics this cycle used) and results (table, forest plot), Markdown and LaTeX,
     from the cycle's evidence; returns the evidence check's findings on the Markdown twins."""
     view = views.cycle_view(cycle.mission, evidence.read_run(cycle.run_id))
@@ -60,5 +61,5 @@ def _paper_sections(cycle: Cycle, out: Path) -> list:
     for section in ("method", "results"):
         for ext in ("md", "tex"):
             (out / f"{section}.{ext}").write_text(env.get_template(f"paper/{section}.{ext}.j2").render(**context), encoding="utf-8")
-        findings += check_text((out / f"{section}.md").read_text(encoding="utf-8"))[0]
+        findings += check_text((out / f"{section}.md").read_text(encoding="utf-8"), runs)[0]
     return findings

@@ -58,9 +58,8 @@ def _chartable_statistics(view: dict) -> None:
         values = {schema.charted_key(model.name, k): c.value for k, c in s.metrics.items()
                   if k.startswith(prefix) and isinstance(c.value, (int, float))}
         if values:
-            evidence.RunLog(model.diag.run_id).metrics(values)
-            evidence.RunLog(model.diag.run_id).tags({schema.CALL: model.call or "n/a",
-                                                     schema.VERDICT: "collapse" if model.collapsed else "no collapse shown"})
+            evidence.RunLog(model.diag.run_id).log(metrics=values, tags={
+                schema.CALL: model.call or "n/a", schema.VERDICT: "collapse" if model.collapsed else "no collapse shown"})
 
 
 @task(name="reports", task_run_name="reports and handoff", cache_policy=NO_CACHE)
@@ -76,16 +75,14 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     before = views.cycle_view(cycle.mission, first, next_plan=next_plan)
     head = views.headline_of(before)
     _chartable_statistics(before)
-    evidence.RunLog(cycle.run_id).metrics(head.metrics())
-    evidence.RunLog(cycle.run_id).tags(head.tags())
+    evidence.RunLog(cycle.run_id).log(metrics=head.metrics(), tags=head.tags())
     tree = evidence.read_run(cycle.run_id)
     view = views.cycle_view(cycle.mission, tree, next_plan=next_plan)
     first_pass = assess(views.render_reports(env, view, cycle.report_dir))
     first, checked = first_pass.findings, first_pass.citations_checked
     quality = open_child(cycle, cycle.run_id, "quality-review", {schema.KIND: "quality"})
     verdict = "VERIFIED" if not first else "NOT VERIFIED"
-    quality.metrics({"citations_checked": checked, "findings": len(first)})
-    quality.tags({schema.VERDICT: verdict})
+    quality.log(metrics={"citations_checked": checked, "findings": len(first)}, tags={schema.VERDICT: verdict})
     tree = evidence.read_run(cycle.run_id)
     view = views.cycle_view(cycle.mission, tree, quality=tree.child(schema.KIND, "quality"),
                                 next_plan=_next_plan(cycle.mission, tree))
@@ -95,9 +92,9 @@ def write_reports(cycle: Cycle) -> dict[str, object]:
     findings, checked_final = final.findings, final.citations_checked
     if findings:
         verdict = "NOT VERIFIED"
-        quality.tags({schema.VERDICT: verdict})
         (cycle.report_dir / "handoff" / "verification_findings.txt").write_text("\n".join(findings) + "\n", encoding="utf-8")
-    quality.metrics({"citations_checked_final": checked_final, "findings_final": len(findings)})
+    quality.log(metrics={"citations_checked_final": checked_final, "findings_final": len(findings)},
+                tags={schema.VERDICT: verdict} if findings else None)
     for path in paths:
         evidence.RunLog(cycle.run_id).artifact(path, str(path.parent.relative_to(cycle.report_dir)))
     quality.finish()

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from tasks import evidence
-from tasks.evidence.cited import expected_claims, format_number
+from tasks.evidence.cited import Cited, expected_claims, format_number
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +55,54 @@ def test_experiments_open_on_their_runs_not_the_genai_overview():
     assert evidence.client().get_experiment(exp).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_a_status_in_the_run_name_shows_in_the_runs_table():
-    run = evidence.start_run(evidence.ensure_experiment("test-evidence-kind"), "open clip-vit-b-32")
-    run.mark_in_name("Blocked")
-    run.mark_in_name("Blocked")  # a retry does not stack it
+@pytest.mark.parametrize("known_name", [True, False])
+def test_a_status_in_the_run_name_shows_in_the_runs_table(known_name):
+    started = evidence.start_run(evidence.ensure_experiment("test-evidence-kind"), "open clip-vit-b-32")
+    run = started if known_name else evidence.RunLog(started.run_id)  # a resumed run's name is read from MLflow
+    run.tags(run.named("Blocked"))
+    run.tags(evidence.RunLog(run.run_id).named("Blocked"))  # a retry does not stack it
     assert evidence.client().get_run(run.run_id).info.run_name == "open clip-vit-b-32 · Blocked"
+
+
+def test_one_write_logs_metrics_params_and_tags_past_mlflows_batch_limits():
+    run = evidence.start_run(evidence.ensure_experiment("test-evidence-kind"), "many")
+    run.log(metrics={f"m{i}": i for i in range(1234)}, params={f"p{i}": i for i in range(150)},
+            tags={f"t{i}": i for i in range(120)})
+    data = evidence.client().get_run(run.run_id).data
+    assert len(data.metrics) == 1234 and len(data.params) == 150 and data.tags["t119"] == "119"
+
+
+def _tree(log_root: bool):
+    """A cycle with two actions, one of them with two model runs; ``log_root`` False logs it as before runs carried
+    their tree's root (what a store written by an older version holds)."""
+    exp = evidence.ensure_experiment("test-evidence-tree")
+    root = evidence.start_run(exp, "cycle")
+    start = (lambda name, parent: evidence.start_run(exp, name, parent)) if log_root else (
+        lambda name, parent: evidence.RunLog(evidence.client().create_run(
+            exp, run_name=name, tags={evidence.PARENT_TAG: parent}).info.run_id))
+    if not log_root:
+        evidence.client().delete_tag(root.run_id, evidence.ROOT_TAG)
+    first = start("T1", root.run_id)
+    start("T2", root.run_id)
+    for model in ("a", "b"):
+        start(model, first.run_id).metrics({"n": 3})
+    return root
+
+
+@pytest.mark.parametrize("log_root", [True, False])
+def test_a_tree_reads_back_whole_with_or_without_root_tags(log_root):
+    root = _tree(log_root)
+    tree = evidence.read_run(root.run_id)
+    assert [c.name for c in tree.children] == ["T1", "T2"]
+    assert [g.name for g in tree.children[0].children] == ["a", "b"] and tree.children[0].children[0].m("n").value == 3
+    assert tree.children[1].children == []
+    sub = evidence.read_run(tree.children[0].run_id)  # a subtree reads from the same search
+    assert [g.name for g in sub.children] == ["a", "b"]
+    assert evidence.read_run(root.run_id, with_children=False).children == []
+
+
+def test_documents_checked_together_read_each_cited_run_once(run):
+    runs: dict = {}
+    assert evidence.verify_markdown(f"n = 64 [{run.run_id}:n]", runs)[0] == [] and list(runs) == [run.run_id]
+    runs[run.run_id].metrics["n"] = Cited(65, run.run_id, "n")  # the second document sees the run as first read
+    assert "shows 64" in evidence.verify_markdown(f"n = 64 [{run.run_id}:n]", runs)[0][0].problem
