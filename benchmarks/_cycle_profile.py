@@ -3,8 +3,9 @@
 Run by ``cycle_wall_time.py`` as ``python -m benchmarks._cycle_profile cycle run ...``. Every 5 ms the
 sampler looks at each thread that is on a CPU (``/proc/self/task/<tid>/stat`` state R) and files the
 sample under the deepest frame that belongs to prefect, mlflow or the project. The project's code and
-what it calls (torch, pandas, scipy, matplotlib, Jinja) is the cycle's work. Prefect's and MLflow's code
-and what it calls (SQLAlchemy, httpx, pydantic, ...) is split in two:
+what it calls (torch, pandas, scipy, matplotlib, Jinja) is the cycle's work, and so is importing a library the
+project's code imports itself, whoever imports it first. Prefect's and MLflow's code and what it calls
+(SQLAlchemy, httpx, ...) is split in two:
 
 - start-up, the fixed cost of a run whatever it does: importing prefect and mlflow, or running their code
   while a module is imported (``@task`` and ``@flow`` applied), and building MLflow's store (its SQLAlchemy
@@ -16,6 +17,7 @@ Prints one result line.
 """
 from __future__ import annotations
 
+import ast
 import atexit
 import os
 import sys
@@ -28,9 +30,31 @@ import psutil
 from benchmarks._measure import report_to_parent
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = tuple(str(ROOT / d) + os.sep for d in ("flows", "tasks", "agents"))
+SOURCES = ("flows", "tasks", "agents")
+PROJECT = tuple(str(ROOT / d) + os.sep for d in SOURCES)
 FIXED = (f"{os.sep}prefect{os.sep}", f"{os.sep}mlflow{os.sep}")
 INTERVAL = 0.005
+
+
+def project_libraries() -> frozenset[str]:
+    """The third-party packages the project's own code imports (numpy, pandas, torch, pydantic, ...).
+
+    Importing one of them is the project's cost wherever it happens first: Prefect imports numpy and MLflow
+    imports pandas before the project does, but the cycle would import them without Prefect and MLflow too.
+    Uvicorn is left out: the project imports it only to serve Prefect's API.
+    """
+    names: set[str] = set()
+    for source in SOURCES:
+        for path in (ROOT / source).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module.split(".")[0])
+    return frozenset(names - set(sys.stdlib_module_names) - {*SOURCES, "prefect", "mlflow", "uvicorn", "benchmarks"})
+
+
+PROJECT_LIBRARIES = project_libraries()
 
 
 def _running(native_id: int) -> bool:
@@ -49,7 +73,7 @@ def _side(frame) -> str:
     """'startup', 'calls', 'work' or 'other' by the deepest frame of prefect, mlflow or the project."""
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(PROJECT):
+        if path.startswith(PROJECT) or _imports_project_library(frame):
             return "work"
         if "site-packages" in path and any(p in path for p in FIXED):
             return "startup" if _starting(frame) else "calls"
@@ -65,6 +89,12 @@ def _starting(frame) -> bool:
             return True
         frame = frame.f_back
     return False
+
+
+def _imports_project_library(frame) -> bool:
+    """The body of a module of one of the project's own libraries, being imported."""
+    return (frame.f_code.co_name == "<module>" and _imported(frame)
+            and frame.f_globals.get("__name__", "").split(".")[0] in PROJECT_LIBRARIES)
 
 
 def _imported(frame) -> bool:

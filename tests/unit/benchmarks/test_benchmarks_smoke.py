@@ -116,19 +116,20 @@ def test_cycle_sampler_files_a_sample_under_the_deepest_prefect_mlflow_or_projec
         exec(compile(f"def {name}():\n    return inner() if inner else sys._getframe()", path, "exec"), space)
         return space[name]
 
-    def imported(path: str, inner):
-        """The frame ``inner`` sees while a module at ``path`` is imported (its body calls ``inner``)."""
+    def imported(path: str, inner, name: str = "fa_fake_module"):
+        """The frame ``inner`` sees while module ``name`` at ``path`` is imported (its body calls ``inner``)."""
+        import builtins
+
         file = tmp_path / path.lstrip("/")
         file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text("import builtins\nseen = builtins._fa_inner()\n")
-        spec = importlib.util.spec_from_file_location("fa_fake_module", file)
+        file.write_text("import builtins\nseen = builtins._fa_inner[__name__]()\n")
+        spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
-        import builtins
-        builtins._fa_inner = inner
+        builtins.__dict__.setdefault("_fa_inner", {})[name] = inner
         try:
             spec.loader.exec_module(module)
         finally:
-            del builtins._fa_inner
+            del builtins._fa_inner[name]
         return module.seen
 
     prefect = "/venv/lib/python3.11/site-packages/prefect/engine.py"
@@ -143,6 +144,14 @@ def test_cycle_sampler_files_a_sample_under_the_deepest_prefect_mlflow_or_projec
     assert profile._side(imported("/venv/lib/python3.11/site-packages/prefect/flows.py", frame_in(sqlalchemy))) \
         == "startup"  # importing Prefect and what it imports
     assert profile._side(imported("/app/tasks/stages/x.py", frame_in(prefect))) == "startup"  # a module applying @task
+    # a library the project imports itself is the project's cost, also when Prefect happens to import it first
+    numpy = "/venv/lib/python3.11/site-packages/numpy/_core/multiarray.py"
+    assert "numpy" in profile.PROJECT_LIBRARIES and "sqlalchemy" not in profile.PROJECT_LIBRARIES
+    assert profile._side(imported("/venv/lib/python3.11/site-packages/prefect/flows.py",
+                                  lambda: imported(numpy, frame_in(numpy), "numpy._core.multiarray"), "prefect.flows")) == "work"
+    assert profile._side(imported("/venv/lib/python3.11/site-packages/prefect/flows.py",
+                                  lambda: imported(sqlalchemy, frame_in(sqlalchemy), "sqlalchemy.engine.base"),
+                                  "prefect.flows")) == "startup"
     assert profile._side(frame_in(project, frame_in(mlflow_utils, frame_in(sqlalchemy), "_get_sqlalchemy_store"))()) \
         == "startup"  # building MLflow's store
     assert profile._side(frame_in(project, frame_in(mlflow_utils, frame_in(sqlalchemy), "log_batch"))()) == "calls"
