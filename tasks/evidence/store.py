@@ -24,6 +24,7 @@ from tasks.runtime.paths import home, tracking_uri  # noqa: F401 - tracking_uri 
 from tasks.runtime.redaction import redact
 
 PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME = "mlflow.runName"
 ROOT_TAG = schema.ROOT  # trees logged before runs carried it are read node by node
 # The outcomes an action or a model run ends with (its ``schema.STATUS`` tag); Blocked is an outcome, not a failure.
 COMPLETED, BLOCKED, FAILED = "Completed", "Blocked", "Failed"
@@ -86,6 +87,10 @@ def ensure_experiment(name: str) -> str:
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
+# MLflow's log_batch limits: 1000 values in all, of which at most 100 params and 100 tags.
+_LIMITS = {"metrics": 1000, "params": 100, "tags": 100, "all": 1000}
+
+
 @dataclass
 class RunLog:
     """Logging bound to one MLflow run (``name``, where known, saves a read when the status goes into it)."""
@@ -136,11 +141,6 @@ class RunLog:
 
     def finish(self, status: str = "FINISHED") -> None:
         client().set_terminated(self.run_id, status)
-
-
-RUN_NAME = "mlflow.runName"
-# MLflow's log_batch limits: 1000 values in all, of which at most 100 params and 100 tags.
-_LIMITS = {"metrics": 1000, "params": 100, "tags": 100, "all": 1000}
 
 
 def start_run(experiment_id: str, name: str, parent: str | None = None, tags: Mapping[str, object] | None = None,
@@ -225,12 +225,12 @@ def read_run(run_id: str, with_children: bool = True) -> RunEvidence:
     c = client()
     run = c.get_run(run_id)
     if not with_children:
-        return _evidence(run, _NO_CHILDREN)
+        return _evidence(run, _no_children)
     root = run.data.tags.get(ROOT_TAG)
     return _evidence(run, _tree(c, run.info.experiment_id, root) if root else _children_by_node(c, run.info.experiment_id))
 
 
-def _NO_CHILDREN(run_id: str) -> list:
+def _no_children(run_id: str) -> list:
     return []
 
 
@@ -278,7 +278,7 @@ def find_child(experiment_id: str, parent: str, tags: Mapping[str, str]) -> RunE
     match = " and ".join(f"tags.`{k}` = '{v}'" for k, v in {PARENT_TAG: parent, **tags}.items())
     c = client()
     found = c.search_runs([experiment_id], filter_string=match, max_results=1)
-    return _evidence(found[0], _NO_CHILDREN) if found else None
+    return _evidence(found[0], _no_children) if found else None
 
 
 def _as_number(value: float) -> float | int:
