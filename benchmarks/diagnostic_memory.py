@@ -11,7 +11,9 @@ the peak RSS of ``diagnose`` over all samples above the RSS just before it.
 The samples are the caller's input and exist before the baseline; their own
 RSS is printed separately. Target: peak(1,000) <= 1.2 x peak(100).
 
-RSS also counts memory the allocator keeps after ``free``: on glibc, rerun
+Also shown: the RSS left once ``diagnose`` returned (its result alive), what the batches left behind; the
+peak adds the largest batch's transient allocations, which vary from batch to batch with the allocator's
+placement. RSS also counts memory the allocator keeps after ``free``: on glibc, rerun
 with MALLOC_MMAP_THRESHOLD_=131072 (the children inherit it) to see how much
 of a growth is heap fragmentation rather than data that ``diagnose`` keeps.
 """
@@ -72,9 +74,11 @@ def child(args) -> None:
     start = time.perf_counter()
     baseline, peak, result = peak_rss_of(lambda: diagnose(model, samples, batch_size=args.batch_size))
     seconds = time.perf_counter() - start
+    kept = rss_bytes() - baseline  # resident once it returned, its result alive: what the batches left behind
     if len(result.per_sample) != args.child:
         raise AssertionError(f"diagnose returned {len(result.per_sample)} rows for {args.child} samples")
-    report_to_parent({"baseline_bytes": baseline, "peak_bytes": peak, "data_bytes": data, "seconds": seconds})
+    report_to_parent({"baseline_bytes": baseline, "peak_bytes": peak, "kept_bytes": kept, "data_bytes": data,
+                      "seconds": seconds})
 
 
 def _child_args(args, n: int) -> list[str]:
@@ -112,6 +116,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{figures[label + '_seconds']:6.1f} s  (the samples themselves: {data:.2f} MiB)")
     print(f"  {args.large} / {args.small}: {figures['ratio']:.3f}  (target <= {TARGET}: "
           f"{verdict(figures['ratio'] <= TARGET)}); growth {growth_kib:.2f} KiB per extra sample")
+    # Shown, not a target: the peak is the largest batch's transient allocations on top of what earlier batches
+    # left resident, and the former varies from batch to batch with glibc's placement (a max over 10x more batches).
+    kept = {n: med(n, lambda r: r["kept_bytes"] / MiB) for n in runs}
+    print(f"  resident after the call (result alive): {kept[args.small]:.2f} MiB at {args.small}, "
+          f"{kept[args.large]:.2f} MiB at {args.large}: "
+          f"{(kept[args.large] - kept[args.small]) * 1024 / (args.large - args.small):.2f} KiB per extra sample")
     return figures
 
 
